@@ -1,0 +1,183 @@
+"""Finding a checkpoint (local folder or Hugging Face Hub) and reading its safetensors weights into our names.
+
+Strict by design: every weight the model needs must be there with the right shape, every tensor in the file must
+be one we use or one we ignore on purpose, and nothing is ever unpickled.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError, safe_open
+
+WEIGHTS_FILE = "model.safetensors"
+SHARD_INDEX_FILE = "model.safetensors.index.json"
+PICKLE_FILES = ("pytorch_model.bin", "pytorch_model.bin.index.json", "model.pt", "model.pth", "model.ckpt")
+# what from_pretrained fetches from the Hub: configs, tokenizer, sentence-transformers modules, weights
+HUB_PATTERNS = ["*.json", "*.safetensors"]
+
+# checkpoint name -> our name. "{}" is the layer index. None: found in checkpoints, ignored on purpose.
+# Identical for BERT, MiniLM, RoBERTa and XLM-R; only the task-model prefix (PREFIXES) differs.
+KEY_TABLE: dict[str, str | None] = {
+    "embeddings.word_embeddings.weight": "embeddings.word.weight",
+    "embeddings.position_embeddings.weight": "embeddings.position.weight",
+    "embeddings.token_type_embeddings.weight": "embeddings.token_type.weight",
+    "embeddings.LayerNorm.weight": "embeddings.norm.weight",
+    "embeddings.LayerNorm.bias": "embeddings.norm.bias",
+    "encoder.layer.{}.attention.self.query.weight": "layers.{}.attention.query.weight",
+    "encoder.layer.{}.attention.self.query.bias": "layers.{}.attention.query.bias",
+    "encoder.layer.{}.attention.self.key.weight": "layers.{}.attention.key.weight",
+    "encoder.layer.{}.attention.self.key.bias": "layers.{}.attention.key.bias",
+    "encoder.layer.{}.attention.self.value.weight": "layers.{}.attention.value.weight",
+    "encoder.layer.{}.attention.self.value.bias": "layers.{}.attention.value.bias",
+    "encoder.layer.{}.attention.output.dense.weight": "layers.{}.attention.out.weight",
+    "encoder.layer.{}.attention.output.dense.bias": "layers.{}.attention.out.bias",
+    "encoder.layer.{}.attention.output.LayerNorm.weight": "layers.{}.attn_norm.weight",
+    "encoder.layer.{}.attention.output.LayerNorm.bias": "layers.{}.attn_norm.bias",
+    "encoder.layer.{}.intermediate.dense.weight": "layers.{}.ffn.up.weight",
+    "encoder.layer.{}.intermediate.dense.bias": "layers.{}.ffn.up.bias",
+    "encoder.layer.{}.output.dense.weight": "layers.{}.ffn.down.weight",
+    "encoder.layer.{}.output.dense.bias": "layers.{}.ffn.down.bias",
+    "encoder.layer.{}.output.LayerNorm.weight": "layers.{}.ffn_norm.weight",
+    "encoder.layer.{}.output.LayerNorm.bias": "layers.{}.ffn_norm.bias",
+    "embeddings.position_ids": None,  # a saved arange buffer: we compute positions
+    "embeddings.token_type_ids": None,  # a saved zeros buffer
+    "pooler.dense.weight": None,  # BERT's next-sentence pooler: not part of the hidden states
+    "pooler.dense.bias": None,
+}
+# task models (BertForMaskedLM, XLMRobertaForSequenceClassification, ...) store the encoder under a prefix
+PREFIXES = {"bert": "bert.", "roberta": "roberta.", "xlm-roberta": "roberta."}
+# task heads stored beside the encoder, ignored on purpose
+HEADS = ("cls.", "lm_head.", "classifier.", "qa_outputs.")
+# TensorFlow-era LayerNorm names still found in old checkpoints
+LEGACY_SUFFIXES = {"LayerNorm.gamma": "LayerNorm.weight", "LayerNorm.beta": "LayerNorm.bias"}
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be loaded as it is: the message names the file or the keys and what to do."""
+
+
+def layer_table(num_layers: int) -> dict[str, str | None]:
+    """KEY_TABLE with "{}" written out for layers 0..num_layers-1: an exact lookup, no pattern matching."""
+    table: dict[str, str | None] = {}
+    for theirs, ours in KEY_TABLE.items():
+        indices = range(num_layers) if "{}" in theirs else [None]
+        for i in indices:
+            table[theirs.format(i)] = None if ours is None else ours.format(i)
+    return table
+
+
+def checkpoint_name(key: str, model_type: str) -> str | None:
+    """A tensor's name in the file -> its name in KEY_TABLE, or None for a task head we ignore."""
+    for old, new in LEGACY_SUFFIXES.items():
+        if key.endswith(old):
+            key = key[: -len(old)] + new
+    prefix = PREFIXES[model_type]
+    if key.startswith(prefix):
+        return key[len(prefix) :]
+    if key.startswith(HEADS):
+        return None
+    return key
+
+
+def weight_files(folder: Path) -> list[Path]:
+    """The safetensors files holding a checkpoint: one file, or every shard named by the index."""
+    if (folder / WEIGHTS_FILE).is_file():
+        return [folder / WEIGHTS_FILE]
+    index = folder / SHARD_INDEX_FILE
+    if index.is_file():
+        try:
+            shard_names = sorted(set(json.loads(index.read_text(encoding="utf-8"))["weight_map"].values()))
+        except (json.JSONDecodeError, KeyError, AttributeError) as err:
+            raise CheckpointError(f"{index} is not a valid shard index (needs a 'weight_map'): {err}") from err
+        missing = [name for name in shard_names if not (folder / name).is_file()]
+        if missing:
+            raise CheckpointError(f"{index} names shards that are not in {folder}: {', '.join(missing)}")
+        return [folder / name for name in shard_names]
+    pickles = [name for name in PICKLE_FILES if (folder / name).is_file()]
+    if pickles:
+        raise CheckpointError(
+            f"{folder} holds only pickle weights ({', '.join(pickles)}); minienc requires safetensors and never "
+            f"unpickles a checkpoint. Convert it where you trust the file, e.g. with transformers: "
+            f"AutoModel.from_pretrained(folder).save_pretrained(folder, safe_serialization=True)"
+        )
+    raise FileNotFoundError(f"{folder} has no {WEIGHTS_FILE} and no {SHARD_INDEX_FILE}")
+
+
+def read_safetensors(path: Path) -> dict[str, torch.Tensor]:
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return {key: f.get_tensor(key) for key in f.keys()}
+    except (SafetensorError, OSError, RuntimeError) as err:
+        raise CheckpointError(f"{path} is not a readable safetensors file ({err}); it may be truncated or corrupt: "
+                              f"download it again") from err
+
+
+def load_weights(
+    folder: Path,
+    model_type: str,
+    expected: dict[str, torch.Size],
+    num_layers: int,
+    dtype: torch.dtype | None = None,
+) -> dict[str, torch.Tensor]:
+    """Read every tensor of the checkpoint in `folder` and return them under our names, cast to `dtype`
+    (float32 when None). `expected` maps each of our names to its shape; anything else is an error."""
+    table = layer_table(num_layers)
+    ours_to_theirs = {ours: theirs for theirs, ours in table.items() if ours is not None}
+    weights: dict[str, torch.Tensor] = {}
+    unexpected: list[str] = []
+    wrong_shape: list[str] = []
+    for path in weight_files(folder):
+        for key, tensor in read_safetensors(path).items():
+            name = checkpoint_name(key, model_type)
+            if name is None:
+                continue
+            if name not in table:
+                unexpected.append(key)
+                continue
+            ours = table[name]
+            if ours is None:
+                continue
+            if tensor.shape != expected[ours]:
+                wrong_shape.append(f"{key}: checkpoint {tuple(tensor.shape)}, model expects {tuple(expected[ours])}")
+                continue
+            weights[ours] = tensor.to(dtype or torch.float32)
+    missing = [f"{ours_to_theirs[ours]} (minienc: {ours})" for ours in expected if ours not in weights]
+    problems = [
+        (f"missing weights ({len(missing)})", missing),
+        (f"wrong shapes ({len(wrong_shape)})", wrong_shape),
+        (f"unexpected tensors ({len(unexpected)})", unexpected),
+    ]
+    if missing or wrong_shape or unexpected:
+        report = "\n".join(f"  {title}:\n" + "\n".join(f"    {item}" for item in items) for title, items in problems if items)
+        raise CheckpointError(f"{folder} does not match its config.json ({model_type}):\n{report}")
+    return weights
+
+
+def resolve_model_dir(name_or_path: str | Path, revision: str | None = None) -> Path:
+    """A local folder as it is; otherwise a Hugging Face Hub repo id, fetched into (or found in) the HF cache.
+
+    Honours HF_HUB_CACHE / HF_HOME and HF_HUB_OFFLINE through huggingface_hub; downloads only HUB_PATTERNS.
+    """
+    path = Path(name_or_path).expanduser()
+    if path.is_dir():
+        return path
+    text = str(name_or_path)
+    if path.exists() or path.is_absolute() or text.startswith((".", "~")) or text.count("/") > 1:
+        raise FileNotFoundError(f"{text} is not a model folder (expected a folder with config.json and "
+                                f"{WEIGHTS_FILE}, or a Hub repo id such as 'sentence-transformers/all-MiniLM-L6-v2')")
+    from huggingface_hub import constants, snapshot_download
+    from huggingface_hub.errors import HFValidationError
+
+    try:
+        return Path(snapshot_download(repo_id=text, revision=revision, allow_patterns=HUB_PATTERNS))
+    except (OSError, HFValidationError) as err:
+        at = f" at revision {revision!r}" if revision else ""
+        raise FileNotFoundError(
+            f"{text!r}{at} is not a local folder, not in the Hugging Face cache ({constants.HF_HUB_CACHE}), and "
+            f"the Hub did not provide it ({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}). "
+            f"Get the files where the Hub is reachable (`hf download {text}`), then pass the folder's path or "
+            f"point HF_HUB_CACHE at a cache that holds them."
+        ) from err

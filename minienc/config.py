@@ -1,0 +1,100 @@
+"""EncoderConfig: every size and constant the model needs, read from a checkpoint's config.json.
+
+BERT, MiniLM (a small BERT), RoBERTa and XLM-RoBERTa share one architecture. The only numerical difference
+is how position ids are formed, so that is a config field, not a second model class.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from .activations import ACTIVATIONS
+
+# model_type -> whether position ids come from the input ids (RoBERTa family) rather than 0..T-1 (BERT family)
+FAMILIES: dict[str, bool] = {
+    "bert": False,
+    "roberta": True,
+    "xlm-roberta": True,
+}
+
+
+@dataclass(frozen=True)
+class EncoderConfig:
+    model_type: str = "bert"              # one of FAMILIES
+    vocab_size: int = 30522               # rows of the word-embedding table
+    hidden_size: int = 768                # width of every token vector
+    num_layers: int = 12                  # encoder layers stacked
+    num_heads: int = 12                   # attention heads; must divide hidden_size
+    intermediate_size: int = 3072         # feed-forward inner width
+    hidden_act: str = "gelu"              # feed-forward activation, a key of ACTIVATIONS
+    max_position_embeddings: int = 512    # rows of the position-embedding table
+    type_vocab_size: int = 2              # rows of the token-type (segment) table
+    layer_norm_eps: float = 1e-12         # epsilon of every LayerNorm
+    pad_token_id: int = 0                 # id of the padding token
+    positions_from_input_ids: bool = False  # RoBERTa family: pad_token_id + 1 + running count of real tokens
+
+    def __post_init__(self) -> None:
+        if self.model_type not in FAMILIES:
+            raise ValueError(
+                f"unsupported model_type {self.model_type!r}; minienc supports {sorted(FAMILIES)}"
+            )
+        if self.hidden_size % self.num_heads != 0:
+            raise ValueError(
+                f"num_attention_heads ({self.num_heads}) does not divide hidden_size ({self.hidden_size})"
+            )
+        if self.hidden_act not in ACTIVATIONS:
+            raise ValueError(
+                f"unsupported hidden_act {self.hidden_act!r}; minienc supports {sorted(ACTIVATIONS)}"
+            )
+
+    @property
+    def head_dim(self) -> int:
+        return self.hidden_size // self.num_heads
+
+    @property
+    def first_position(self) -> int:
+        """Position id of the first real token: 0 for BERT, pad_token_id + 1 for the RoBERTa family."""
+        return self.pad_token_id + 1 if self.positions_from_input_ids else 0
+
+    @classmethod
+    def from_dict(cls, raw: dict) -> EncoderConfig:
+        """Build from the fields of a Hugging Face config.json (unknown fields are ignored)."""
+        model_type = raw.get("model_type")
+        if model_type is None:
+            raise ValueError(f"config has no 'model_type'; minienc supports {sorted(FAMILIES)}")
+        if model_type not in FAMILIES:
+            raise ValueError(f"unsupported model_type {model_type!r}; minienc supports {sorted(FAMILIES)}")
+        position_type = raw.get("position_embedding_type", "absolute")
+        if position_type != "absolute":
+            raise ValueError(f"unsupported position_embedding_type {position_type!r}; minienc supports 'absolute'")
+        if raw.get("is_decoder", False):
+            raise ValueError("config has is_decoder=true; minienc is a bidirectional encoder only")
+        defaults = cls()
+        return cls(
+            model_type=model_type,
+            vocab_size=raw["vocab_size"],
+            hidden_size=raw["hidden_size"],
+            num_layers=raw["num_hidden_layers"],
+            num_heads=raw["num_attention_heads"],
+            intermediate_size=raw["intermediate_size"],
+            hidden_act=raw.get("hidden_act", defaults.hidden_act),
+            max_position_embeddings=raw.get("max_position_embeddings", defaults.max_position_embeddings),
+            type_vocab_size=raw.get("type_vocab_size", defaults.type_vocab_size),
+            layer_norm_eps=raw.get("layer_norm_eps", defaults.layer_norm_eps),
+            pad_token_id=raw.get("pad_token_id", defaults.pad_token_id),
+            positions_from_input_ids=FAMILIES[model_type],
+        )
+
+    @classmethod
+    def from_json(cls, path: str | Path) -> EncoderConfig:
+        path = Path(path)
+        try:
+            raw = json.loads(path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{path} is not valid JSON: {err}") from err
+        try:
+            return cls.from_dict(raw)
+        except KeyError as err:
+            raise ValueError(f"{path} lacks the field {err.args[0]!r}") from err

@@ -1,0 +1,183 @@
+"""The encoder, by hand: embeddings -> N x (self-attention, feed-forward), each followed by residual + LayerNorm.
+
+One class serves BERT, MiniLM, RoBERTa and XLM-RoBERTa; they differ only in config values. Inference only: there
+is no dropout. Shapes: B = batch, T = sequence length, H = hidden size, nh = heads, hs = head size.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .activations import ACTIVATIONS
+from .attention import AttentionFn, get_attention
+from .checkpoint import load_weights, resolve_model_dir
+from .config import EncoderConfig
+
+
+# reproduces transformers v5.x BertEmbeddings / XLMRobertaEmbeddings (eval mode)
+class Embeddings(nn.Module):
+    def __init__(self, config: EncoderConfig):
+        super().__init__()
+        self.config = config
+        self.word = nn.Embedding(config.vocab_size, config.hidden_size)
+        self.position = nn.Embedding(config.max_position_embeddings, config.hidden_size)
+        self.token_type = nn.Embedding(config.type_vocab_size, config.hidden_size)
+        self.norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+
+    def position_ids(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """(B, T) position of each token. BERT: 0..T-1. RoBERTa family: pad_token_id + 1 + count of real tokens
+        so far, and pad_token_id on padding, so a left-padded text gets the same positions as an unpadded one."""
+        seq_len = input_ids.shape[1]
+        limit = self.config.max_position_embeddings - self.config.first_position
+        if seq_len > limit:
+            raise ValueError(f"sequence of {seq_len} tokens is longer than the model's {limit} positions; truncate it")
+        if not self.config.positions_from_input_ids:
+            return torch.arange(seq_len, device=input_ids.device)[None, :]  # (1, T)
+        pad = self.config.pad_token_id
+        is_real = input_ids.ne(pad).int()
+        return (torch.cumsum(is_real, dim=1).type_as(is_real) * is_real).long() + pad  # (B, T)
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        token_type_ids: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        if position_ids is None:
+            position_ids = self.position_ids(input_ids)
+        if token_type_ids is None:
+            token_type_ids = torch.zeros_like(input_ids)
+        x = self.word(input_ids) + self.token_type(token_type_ids)  # (B, T, H)
+        x = x + self.position(position_ids)
+        return self.norm(x)
+
+
+# reproduces transformers v5.x BertSelfAttention + the dense layer of BertSelfOutput
+class SelfAttention(nn.Module):
+    def __init__(self, config: EncoderConfig, attend: AttentionFn):
+        super().__init__()
+        self.head_dim = config.head_dim
+        self.scale = self.head_dim**-0.5
+        self.query = nn.Linear(config.hidden_size, config.hidden_size)
+        self.key = nn.Linear(config.hidden_size, config.hidden_size)
+        self.value = nn.Linear(config.hidden_size, config.hidden_size)
+        self.out = nn.Linear(config.hidden_size, config.hidden_size)
+        self.attend = attend
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        B, T, _ = x.shape
+        heads = (B, T, -1, self.head_dim)
+        q = self.query(x).view(heads).transpose(1, 2)  # (B, nh, T, hs)
+        k = self.key(x).view(heads).transpose(1, 2)
+        v = self.value(x).view(heads).transpose(1, 2)
+        y = self.attend(q, k, v, mask, self.scale)  # (B, nh, T, hs)
+        y = y.transpose(1, 2).contiguous().reshape(B, T, -1)  # (B, T, H): heads side by side again
+        return self.out(y)
+
+
+# reproduces transformers v5.x BertIntermediate + the dense layer of BertOutput
+class FeedForward(nn.Module):
+    def __init__(self, config: EncoderConfig):
+        super().__init__()
+        self.up = nn.Linear(config.hidden_size, config.intermediate_size)
+        self.down = nn.Linear(config.intermediate_size, config.hidden_size)
+        self.act = ACTIVATIONS[config.hidden_act]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.down(self.act(self.up(x)))  # (B, T, H)
+
+
+# reproduces transformers v5.x BertLayer: post-norm, LayerNorm(sublayer(x) + x) twice
+class EncoderLayer(nn.Module):
+    def __init__(self, config: EncoderConfig, attend: AttentionFn):
+        super().__init__()
+        self.attention = SelfAttention(config, attend)
+        self.attn_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.ffn = FeedForward(config)
+        self.ffn_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        x = self.attn_norm(self.attention(x, mask) + x)
+        return self.ffn_norm(self.ffn(x) + x)  # (B, T, H)
+
+
+def key_padding_mask(attention_mask: torch.Tensor | None) -> torch.Tensor | None:
+    """(B, T) of 1 = real token, 0 = padding  ->  bool (B, 1, 1, T), True where a key may be attended.
+
+    None when nothing is padded, as transformers does. A sequence with no real token at all attends to every key,
+    so that no attention variant meets a row with nothing to attend to (and NaN).
+    """
+    if attention_mask is None or bool(attention_mask.all()):
+        return None
+    keep = attention_mask.bool()
+    keep = keep | ~keep.any(dim=1, keepdim=True)
+    return keep[:, None, None, :]
+
+
+class Encoder(nn.Module):
+    """The whole encoder. `Encoder(input_ids, attention_mask, token_type_ids)` -> last hidden state (B, T, H)."""
+
+    def __init__(self, config: EncoderConfig, attention: str = "sdpa"):
+        super().__init__()
+        self.config = config
+        attend = get_attention(attention)
+        self.attention = attention
+        self.embeddings = Embeddings(config)
+        self.layers = nn.ModuleList(EncoderLayer(config, attend) for _ in range(config.num_layers))
+
+    def set_attention(self, name: str) -> None:
+        """Switch every layer to the attention implementation registered as `name`."""
+        attend = get_attention(name)
+        for layer in self.layers:
+            layer.attention.attend = attend
+        self.attention = name
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """input_ids (B, T) int; attention_mask (B, T), 1 for real tokens (default: all ones); token_type_ids
+        (B, T) segment ids (default: zeros); position_ids (B, T) (default: from the config's family)."""
+        if input_ids.dim() != 2:
+            raise ValueError(f"input_ids must be (batch, seq), got shape {tuple(input_ids.shape)}")
+        for name, t in (("attention_mask", attention_mask), ("token_type_ids", token_type_ids)):
+            if t is not None and t.shape != input_ids.shape:
+                raise ValueError(f"{name} has shape {tuple(t.shape)}, input_ids has {tuple(input_ids.shape)}")
+        x = self.embeddings(input_ids, token_type_ids, position_ids)  # (B, T, H)
+        mask = key_padding_mask(attention_mask)
+        for layer in self.layers:
+            x = layer(x, mask)
+        return x
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        name_or_path: str | Path,
+        *,
+        attention: str = "sdpa",
+        device: str | torch.device | None = None,
+        dtype: torch.dtype | str | None = None,
+        revision: str | None = None,
+    ) -> Encoder:
+        """Load a BERT / MiniLM / RoBERTa / XLM-R checkpoint from a local folder or a Hub repo id, in eval mode.
+
+        dtype defaults to float32 whatever the file stores; device defaults to the CPU.
+        """
+        folder = resolve_model_dir(name_or_path, revision=revision)
+        if not (folder / "config.json").is_file():
+            raise FileNotFoundError(f"{folder} has no config.json")
+        config = EncoderConfig.from_json(folder / "config.json")
+        with torch.device("meta"):  # shapes only: the checkpoint supplies every value
+            model = cls(config, attention=attention)
+        expected = {name: t.shape for name, t in model.state_dict().items()}
+        weights = load_weights(folder, config.model_type, expected, config.num_layers, dtype=dtype)
+        model.load_state_dict(weights, strict=True, assign=True)
+        if device is not None:
+            model = model.to(device)
+        return model.eval()
