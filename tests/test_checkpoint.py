@@ -1,0 +1,199 @@
+"""Loading: what must load (task-model checkpoints, legacy names, shards) and each refusal, with its message."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+import transformers
+from safetensors.torch import load_file, save_file
+
+import minienc
+from minienc import CheckpointError
+
+from .conftest import TINY, padded_batch, save_reference
+
+
+def hidden(folder, **kwargs) -> torch.Tensor:
+    batch = padded_batch([5, 3], TINY["vocab_size"], 1)
+    with torch.no_grad():
+        return minienc.Encoder.from_pretrained(folder, attention="eager", **kwargs)(**batch)
+
+
+def rewrite_weights(folder: Path, edit) -> None:
+    """Apply edit(dict of tensors) to the folder's model.safetensors in place."""
+    path = folder / "model.safetensors"
+    tensors = load_file(path)
+    edit(tensors)
+    save_file(tensors, path, metadata={"format": "pt"})
+
+
+def copy_of(reference_dir, tmp_path, family="xlm-roberta", **overrides) -> Path:
+    return Path(shutil.copytree(reference_dir(family, **overrides), tmp_path / "model"))
+
+
+# --- what must load ----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "family, task_class, base",
+    [
+        ("bert", transformers.BertForMaskedLM, "bert"),
+        ("bert", transformers.BertForSequenceClassification, "bert"),
+        ("xlm-roberta", transformers.XLMRobertaForMaskedLM, "roberta"),
+        ("xlm-roberta", transformers.XLMRobertaForQuestionAnswering, "roberta"),
+    ],
+)
+def test_task_model_checkpoints_load(tmp_path, family, task_class, base):
+    """Prefixed encoder weights load; the task heads beside them are ignored on purpose."""
+    save_reference(tmp_path, family, model_class=task_class)
+    keys = load_file(tmp_path / "model.safetensors").keys()
+    assert any(k.startswith(f"{base}.") for k in keys)
+    ref = getattr(task_class.from_pretrained(tmp_path, attn_implementation="eager").eval(), base)
+    pad = 1 if base == "roberta" else 0
+    batch = padded_batch([5, 3], TINY["vocab_size"], pad)
+    with torch.no_grad():
+        ours = minienc.Encoder.from_pretrained(tmp_path, attention="eager")(**batch)
+        expected = ref(**batch).last_hidden_state
+    keep = batch["attention_mask"].bool()
+    assert torch.equal(ours[keep], expected[keep])
+
+
+def test_legacy_gamma_beta_and_saved_position_ids(reference_dir, tmp_path):
+    folder = copy_of(reference_dir, tmp_path)
+    before = hidden(folder)
+
+    def legacy(tensors):
+        for key in [k for k in tensors if k.endswith("LayerNorm.weight") or k.endswith("LayerNorm.bias")]:
+            suffix = "gamma" if key.endswith("weight") else "beta"
+            tensors[key.rsplit(".", 1)[0] + "." + suffix] = tensors.pop(key)
+        tensors["embeddings.position_ids"] = torch.arange(TINY["max_position_embeddings"])[None]
+
+    rewrite_weights(folder, legacy)
+    assert torch.equal(hidden(folder), before)
+
+
+def test_sharded_checkpoint(reference_dir, tmp_path):
+    folder = tmp_path / "sharded"
+    ref = transformers.AutoModel.from_pretrained(reference_dir("bert"))
+    ref.save_pretrained(folder, max_shard_size="20KB")
+    assert (folder / "model.safetensors.index.json").is_file() and not (folder / "model.safetensors").exists()
+    assert torch.equal(hidden(folder), hidden(reference_dir("bert")))
+
+    index = json.loads((folder / "model.safetensors.index.json").read_text())
+    shard = sorted(set(index["weight_map"].values()))[-1]
+    (folder / shard).unlink()
+    with pytest.raises(CheckpointError, match=shard):
+        hidden(folder)
+
+
+def test_dtype_and_default_fp32(reference_dir, tmp_path):
+    folder = copy_of(reference_dir, tmp_path)
+    rewrite_weights(folder, lambda t: t.update({k: v.half() for k, v in t.items()}))
+    assert hidden(folder).dtype == torch.float32
+    assert hidden(folder, dtype=torch.bfloat16).dtype == torch.bfloat16
+    assert next(minienc.Encoder.from_pretrained(folder).parameters()).device.type == "cpu"
+
+
+# --- what must be refused, and how -------------------------------------------------------------------------------
+
+
+def test_missing_weights_are_all_named(reference_dir, tmp_path):
+    folder = copy_of(reference_dir, tmp_path)
+    gone = ["encoder.layer.1.output.dense.weight", "embeddings.LayerNorm.bias"]
+    rewrite_weights(folder, lambda t: [t.pop(k) for k in gone])
+    with pytest.raises(CheckpointError) as err:
+        hidden(folder)
+    assert "missing weights (2)" in str(err.value)
+    for key in gone:
+        assert key in str(err.value)
+
+
+def test_wrong_shape_names_key_and_both_shapes(reference_dir, tmp_path):
+    folder = copy_of(reference_dir, tmp_path)
+    config = json.loads((folder / "config.json").read_text())
+    config["intermediate_size"] = 40
+    (folder / "config.json").write_text(json.dumps(config))
+    with pytest.raises(CheckpointError) as err:
+        hidden(folder)
+    message = str(err.value)
+    assert "encoder.layer.0.intermediate.dense.weight: checkpoint (37, 32), model expects (40, 32)" in message
+    assert "encoder.layer.1.output.dense.weight: checkpoint (32, 37), model expects (32, 40)" in message
+
+
+def test_unexpected_tensor_is_named(reference_dir, tmp_path):
+    folder = copy_of(reference_dir, tmp_path)
+    rewrite_weights(folder, lambda t: t.update({"encoder.layer.7.attention.self.query.weight": torch.zeros(2)}))
+    with pytest.raises(CheckpointError, match=r"unexpected tensors \(1\):\n    encoder\.layer\.7\.attention"):
+        hidden(folder)
+
+
+@pytest.mark.parametrize("damage", ["truncate", "garbage header", "empty"])
+def test_corrupt_safetensors_names_the_file(reference_dir, tmp_path, damage):
+    folder = copy_of(reference_dir, tmp_path)
+    path = folder / "model.safetensors"
+    data = path.read_bytes()
+    if damage == "truncate":
+        path.write_bytes(data[: len(data) // 2])
+    elif damage == "garbage header":
+        path.write_bytes(data[:8] + b"{not json" + data[17:])
+    else:
+        path.write_bytes(b"")
+    with pytest.raises(CheckpointError, match="model.safetensors is not a readable safetensors file"):
+        hidden(folder)
+
+
+def test_pickle_only_folder_is_refused_unread(reference_dir, tmp_path):
+    folder = copy_of(reference_dir, tmp_path)
+    (folder / "model.safetensors").unlink()
+    # not even a valid pickle: if minienc tried to unpickle it, the error would be a different one
+    (folder / "pytorch_model.bin").write_bytes(b"\x80\x04 this would be unpickled")
+    with pytest.raises(CheckpointError, match="only pickle weights \\(pytorch_model.bin\\); minienc requires safetensors"):
+        hidden(folder)
+
+
+def test_no_weights_at_all(reference_dir, tmp_path):
+    folder = copy_of(reference_dir, tmp_path)
+    (folder / "model.safetensors").unlink()
+    with pytest.raises(FileNotFoundError, match="has no model.safetensors"):
+        hidden(folder)
+
+
+def test_unsupported_model_type(reference_dir, tmp_path):
+    folder = copy_of(reference_dir, tmp_path)
+    config = json.loads((folder / "config.json").read_text())
+    config["model_type"] = "gpt2"
+    (folder / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ValueError, match=r"unsupported model_type 'gpt2'; minienc supports \['bert', 'roberta', 'xlm-roberta'\]"):
+        hidden(folder)
+
+
+def test_heads_must_divide_hidden(reference_dir, tmp_path):
+    folder = copy_of(reference_dir, tmp_path)
+    config = json.loads((folder / "config.json").read_text())
+    config["num_attention_heads"] = 5
+    (folder / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ValueError, match=r"num_attention_heads \(5\) does not divide hidden_size \(32\)"):
+        hidden(folder)
+
+
+def test_unknown_attention_lists_choices(reference_dir):
+    with pytest.raises(ValueError, match=r"unknown attention 'flash9'; choose one of \[.*'eager'.*'sdpa'.*\]"):
+        minienc.Encoder.from_pretrained(reference_dir("bert"), attention="flash9")
+
+
+def test_bad_inputs_are_named(reference_dir):
+    encoder = minienc.Encoder.from_pretrained(reference_dir("bert"))
+    ids = torch.ones(2, 5, dtype=torch.long)
+    with pytest.raises(ValueError, match=r"attention_mask has shape \(2, 4\), input_ids has \(2, 5\)"):
+        encoder(ids, attention_mask=torch.ones(2, 4))
+    with pytest.raises(ValueError, match="longer than the model's 64 positions"):
+        encoder(torch.ones(1, 65, dtype=torch.long))
+
+
+def test_missing_folder(tmp_path):
+    with pytest.raises(FileNotFoundError, match="is not a model folder"):
+        minienc.Encoder.from_pretrained(tmp_path / "nowhere")
