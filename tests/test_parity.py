@@ -3,6 +3,8 @@ every non-padding position, for each attention implementation against transforme
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 import transformers
@@ -156,3 +158,24 @@ def test_cuda_fp32_within_1e5(reference_dir, family, attention):
     ours, ref = run_both(reference_dir(family), attention, batch, device="cuda")
     keep = batch["attention_mask"].bool().cuda()
     torch.testing.assert_close(ours[keep], ref[keep], rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("attention", IMPLEMENTATIONS)
+@pytest.mark.parametrize("name", ["tiny-bert", "tiny-xlm-roberta"])
+def test_bundled_tiny_weights(name, attention):
+    """The checkpoints in weights/, fed by their own tokenizers, on text with pairs, CJK, emoji and padding."""
+    from tokenizers import Tokenizer
+
+    folder = Path(__file__).resolve().parent.parent / "weights" / name
+    tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
+    tokenizer.enable_padding(pad_id=tokenizer.token_to_id("[PAD]" if name == "tiny-bert" else "<pad>"))
+    encoded = tokenizer.encode_batch([("An encoder reads", "a whole sentence"), "头痛 🙂", "x"])
+    batch = {
+        "input_ids": torch.tensor([e.ids for e in encoded]),
+        "attention_mask": torch.tensor([e.attention_mask for e in encoded]),
+        "token_type_ids": torch.tensor([e.type_ids for e in encoded]),
+    }
+    if name == "tiny-xlm-roberta":
+        del batch["token_type_ids"]  # one segment only
+    ours, ref = run_both(folder, attention, batch)
+    assert_equal_on_real_tokens(ours, ref, batch["attention_mask"])

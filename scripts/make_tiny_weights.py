@@ -1,0 +1,124 @@
+"""Build the small seeded checkpoints in weights/: a tiny BERT and a tiny XLM-R, each with a tokenizer.json and
+sentence-transformers module files, so readers and quick tests have real files on disk.
+
+    python scripts/make_tiny_weights.py [--out weights]
+
+Needs transformers (the test extra). Deterministic: the tokenizers are trained on the fixed text below and the
+weights drawn from a fixed seed, so re-running it reproduces the same files.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from collections import Counter
+from pathlib import Path
+
+import torch
+from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
+
+CORPUS = """
+An encoder reads a whole sentence at once. Each token becomes a vector: its word embedding, plus the embedding of
+its position, plus the embedding of its segment. A layer normalization keeps every vector at a steady scale.
+Self-attention lets every token look at every other token. Queries meet keys, the scores become weights through a
+softmax, and the weights mix the values. Many heads do this side by side, each in a smaller space.
+A feed-forward network then widens each vector, applies a nonlinearity such as GELU, and narrows it again.
+After each block the input is added back and normalized. Stack six or twelve such layers and you have BERT.
+To turn token vectors into one sentence vector, pool them: take the first token, or the mean of the real tokens,
+or the maximum of each feature. Divide by the length to get a unit vector, and compare two texts by their cosine.
+Padding fills short texts up to the longest one in a batch; the attention mask tells the model to ignore it.
+The quick brown fox jumps over the lazy dog. How do I initialise DDR4 memory? Hello world, hello encoder!
+Numbers like 0 1 2 3 4 5 6 7 8 9 10 100 2024 and symbols like , . ; : ! ? ( ) [ ] - + = / * % & # @ appear too.
+头痛 怎么办 你好 世界 编码器 向量 句子 注意力 多语言 模型 🙂 🚀 ✨ café naïve ümlaut résumé
+"""
+SIZES = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64)
+
+
+def corpus_lines() -> list[str]:
+    return [line for line in CORPUS.strip().splitlines() if line] * 4
+
+
+def bert_tokenizer() -> Tokenizer:
+    """WordPiece over a vocabulary listed from the corpus: every character, its '##' continuation, and every whole
+    word. (tokenizers' WordPieceTrainer was seen to give a different vocabulary on two runs of the same text.)"""
+    normalizer = normalizers.BertNormalizer(lowercase=True)
+    pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    words = sorted({w for line in corpus_lines() for w, _ in pre_tokenizer.pre_tokenize_str(normalizer.normalize_str(line))})
+    chars = sorted({c for w in words for c in w})
+    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    pieces = specials + chars + ["##" + c for c in chars] + [w for w in words if len(w) > 1]
+    tok = Tokenizer(models.WordPiece({piece: i for i, piece in enumerate(pieces)}, unk_token="[UNK]"))
+    tok.normalizer, tok.pre_tokenizer = normalizer, pre_tokenizer
+    cls, sep = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
+    tok.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1", special_tokens=[("[CLS]", cls), ("[SEP]", sep)]
+    )
+    tok.decoder = decoders.WordPiece()
+    return tok
+
+
+def xlmr_tokenizer() -> Tokenizer:
+    """Unigram (as XLM-R's SentencePiece) over pieces listed from the corpus: every '▁'-prefixed word and every
+    character, scored by log frequency. (tokenizers' UnigramTrainer was seen to vary its scores from run to run.)"""
+    normalizer = normalizers.NFKC()
+    pre_tokenizer = pre_tokenizers.Metaspace()
+    counts = Counter(
+        w for line in corpus_lines() for w, _ in pre_tokenizer.pre_tokenize_str(normalizer.normalize_str(line))
+    )
+    counts.update({c: n for w, n in list(counts.items()) for c in w for _ in range(n)})
+    total = sum(counts.values())
+    specials = ["<s>", "<pad>", "</s>", "<unk>"]  # XLM-R's ids: bos 0, pad 1, eos 2, unk 3
+    scored = sorted(((piece, round(math.log(n / total), 4)) for piece, n in counts.items()), key=lambda e: (-e[1], e[0]))
+    tok = Tokenizer(models.Unigram([(piece, 0.0) for piece in specials] + scored, unk_id=3))
+    tok.normalizer, tok.pre_tokenizer = normalizer, pre_tokenizer
+    bos, eos = tok.token_to_id("<s>"), tok.token_to_id("</s>")
+    tok.post_processor = processors.TemplateProcessing(
+        single="<s> $A </s>", pair="<s> $A </s> </s> $B </s>", special_tokens=[("<s>", bos), ("</s>", eos)]
+    )
+    tok.decoder = decoders.Metaspace()
+    return tok
+
+
+def write_sentence_modules(folder: Path, pooling: str, max_seq_length: int) -> None:
+    """The sentence-transformers layout: modules.json listing Transformer -> Pooling -> Normalize."""
+    modules = [
+        {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+        {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
+        {"idx": 2, "name": "2", "path": "2_Normalize", "type": "sentence_transformers.models.Normalize"},
+    ]
+    (folder / "modules.json").write_text(json.dumps(modules, indent=2) + "\n")
+    (folder / "sentence_bert_config.json").write_text(json.dumps({"max_seq_length": max_seq_length}) + "\n")
+    (folder / "1_Pooling").mkdir(exist_ok=True)
+    pooling_config = {"word_embedding_dimension": SIZES["hidden_size"], f"pooling_mode_{pooling}_token": True}
+    if pooling == "mean":
+        pooling_config = {"word_embedding_dimension": SIZES["hidden_size"], "pooling_mode_mean_tokens": True}
+    (folder / "1_Pooling" / "config.json").write_text(json.dumps(pooling_config, indent=2) + "\n")
+    (folder / "2_Normalize").mkdir(exist_ok=True)
+
+
+def build(out: Path) -> None:
+    import transformers
+
+    specs = [
+        ("tiny-bert", bert_tokenizer(), transformers.BertConfig, transformers.BertModel, "mean",
+         dict(max_position_embeddings=128, type_vocab_size=2, pad_token_id=0)),
+        ("tiny-xlm-roberta", xlmr_tokenizer(), transformers.XLMRobertaConfig, transformers.XLMRobertaModel, "cls",
+         dict(max_position_embeddings=130, type_vocab_size=1, pad_token_id=1, bos_token_id=0, eos_token_id=2)),
+    ]
+    for name, tokenizer, config_class, model_class, pooling, extra in specs:
+        folder = out / name
+        folder.mkdir(parents=True, exist_ok=True)
+        config = config_class(vocab_size=tokenizer.get_vocab_size(), initializer_range=0.2, **SIZES, **extra)
+        torch.manual_seed(0)
+        model_class(config, add_pooling_layer=False).save_pretrained(folder)
+        tokenizer.save(str(folder / "tokenizer.json"))
+        write_sentence_modules(folder, pooling, max_seq_length=128)
+        size = sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
+        print(f"{folder}: vocab {tokenizer.get_vocab_size()}, {size / 1024:.0f} KiB")
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent.parent / "weights")
+    build(parser.parse_args().out)
