@@ -4,6 +4,18 @@ from .attention import ATTENTION, get_attention, register_attention
 from .checkpoint import CheckpointError
 from .config import EncoderConfig
 from .model import Encoder
+from .pooling import POOLERS, l2_normalize
+from .sentence import SentenceEncoder
 
-__all__ = ["ATTENTION", "CheckpointError", "Encoder", "EncoderConfig", "get_attention", "register_attention"]
+__all__ = [
+    "ATTENTION",
+    "POOLERS",
+    "CheckpointError",
+    "Encoder",
+    "EncoderConfig",
+    "SentenceEncoder",
+    "get_attention",
+    "l2_normalize",
+    "register_attention",
+]
 __version__ = "0.1.0"

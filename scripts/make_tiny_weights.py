@@ -61,17 +61,15 @@ def bert_tokenizer() -> Tokenizer:
 def xlmr_tokenizer() -> Tokenizer:
     """Unigram (as XLM-R's SentencePiece) over pieces listed from the corpus: every '▁'-prefixed word and every
     character, scored by log frequency. (tokenizers' UnigramTrainer was seen to vary its scores from run to run.)"""
-    normalizer = normalizers.NFKC()
-    pre_tokenizer = pre_tokenizers.Metaspace()
-    counts = Counter(
-        w for line in corpus_lines() for w, _ in pre_tokenizer.pre_tokenize_str(normalizer.normalize_str(line))
-    )
+    # the pipeline transformers' XLMRobertaTokenizer builds (v5.x): no normalizer, whitespace split, then '▁' marks
+    pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Metaspace()])
+    counts = Counter(w for line in corpus_lines() for w, _ in pre_tokenizer.pre_tokenize_str(line))
     counts.update({c: n for w, n in list(counts.items()) for c in w for _ in range(n)})
     total = sum(counts.values())
     specials = ["<s>", "<pad>", "</s>", "<unk>"]  # XLM-R's ids: bos 0, pad 1, eos 2, unk 3
     scored = sorted(((piece, round(math.log(n / total), 4)) for piece, n in counts.items()), key=lambda e: (-e[1], e[0]))
     tok = Tokenizer(models.Unigram([(piece, 0.0) for piece in specials] + scored, unk_id=3))
-    tok.normalizer, tok.pre_tokenizer = normalizer, pre_tokenizer
+    tok.pre_tokenizer = pre_tokenizer
     bos, eos = tok.token_to_id("<s>"), tok.token_to_id("</s>")
     tok.post_processor = processors.TemplateProcessing(
         single="<s> $A </s>", pair="<s> $A </s> </s> $B </s>", special_tokens=[("<s>", bos), ("</s>", eos)]

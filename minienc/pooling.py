@@ -1,0 +1,91 @@
+"""Poolers: token vectors (B, T, H) + attention mask (B, T) -> one vector per text (B, H); and the L2 normalizer.
+
+Pure functions: nothing here changes its inputs. Each reproduces sentence-transformers v6.x Pooling op for op
+(the same masks, sums, dtypes and constants, e.g. the 1e-9 clamp on token counts), so results match bit for bit.
+Right and left padding both work: every pooler reads the mask, never assumes where padding sits.
+"""
+
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+
+Pooler = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def _accumulation_dtype(hidden: torch.Tensor) -> torch.dtype:
+    """Half-precision sums are accumulated in float32, as sentence-transformers does."""
+    return torch.float32 if hidden.dtype in (torch.float16, torch.bfloat16) else hidden.dtype
+
+
+def cls(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """The first real token (the [CLS] / <s> token; with left padding, the first non-padding position)."""
+    first = mask.to(torch.int).argmax(dim=1)  # (B,)
+    return hidden[torch.arange(hidden.shape[0], device=hidden.device), first]  # (B, H)
+
+
+def max_over_tokens(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """The largest value of each feature over the real tokens."""
+    padding = mask.unsqueeze(-1).expand_as(hidden).to(hidden.dtype) == 0
+    return hidden.masked_fill(padding, float("-inf")).max(dim=1).values  # (B, H)
+
+
+def _masked_sum_and_count(hidden: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    weights = mask.unsqueeze(-1).to(hidden.dtype)  # (B, T, 1)
+    total = (hidden * weights).sum(dim=1, dtype=_accumulation_dtype(hidden))  # (B, H)
+    count = torch.clamp(weights.sum(dim=1, dtype=_accumulation_dtype(hidden)), min=1e-9)  # (B, 1)
+    return total, count
+
+
+def mean(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """The average of the real tokens."""
+    total, count = _masked_sum_and_count(hidden, mask)
+    return (total / count).to(hidden.dtype)
+
+
+def mean_sqrt_len_tokens(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """The sum of the real tokens divided by the square root of their number."""
+    total, count = _masked_sum_and_count(hidden, mask)
+    return (total / torch.sqrt(count)).to(hidden.dtype)
+
+
+def weightedmean(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """A mean in which the i-th real token weighs i: later tokens count more (SGPT)."""
+    dtype = _accumulation_dtype(hidden)
+    real = mask.unsqueeze(-1).to(dtype)  # (B, T, 1)
+    position = torch.arange(1, hidden.shape[1] + 1, device=hidden.device, dtype=dtype).view(1, -1, 1)
+    if mask.numel():
+        position = position - mask.to(torch.int32).argmax(dim=1).view(-1, 1, 1)  # count from the first real token
+    weights = real * position
+    total = (hidden * weights).sum(dim=1)
+    return (total / torch.clamp(weights.sum(dim=1), min=1e-9)).to(hidden.dtype)
+
+
+def lasttoken(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """The last real token (decoder-style embedding models)."""
+    seq_len, width = hidden.shape[1], hidden.shape[2]
+    found, from_end = mask.flip(1).max(1)
+    from_end = torch.where(found == 0, seq_len - 1, from_end)
+    index = (seq_len - from_end - 1).unsqueeze(-1).unsqueeze(1).expand(-1, 1, width)  # (B, 1, H)
+    weights = mask.unsqueeze(-1).expand_as(hidden).to(hidden.dtype)
+    return torch.gather(hidden * weights, 1, index).squeeze(dim=1)
+
+
+POOLERS: dict[str, Pooler] = {
+    "cls": cls,
+    "mean": mean,
+    "max": max_over_tokens,
+    "mean_sqrt_len_tokens": mean_sqrt_len_tokens,
+    "weightedmean": weightedmean,
+    "lasttoken": lasttoken,
+}
+
+
+def pool(hidden: torch.Tensor, mask: torch.Tensor, modes: tuple[str, ...]) -> torch.Tensor:
+    """Apply each pooler in `modes` and concatenate: (B, H * len(modes))."""
+    return torch.cat([POOLERS[mode](hidden, mask) for mode in modes], dim=-1)
+
+
+def l2_normalize(vectors: torch.Tensor) -> torch.Tensor:
+    """Scale each row to unit Euclidean length (a zero row stays zero)."""
+    return F.normalize(vectors, p=2, dim=-1)

