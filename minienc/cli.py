@@ -1,0 +1,111 @@
+"""The command line: `minienc encode`, `minienc similarity` (and `python -m minienc ...`)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from .sentence import DEFAULT_MODEL, SentenceEncoder
+
+
+def read_texts(texts: list[str], input_path: str | None) -> list[str]:
+    """Texts from the arguments, then one text per line from --input (a file, or - for standard input)."""
+    texts = list(texts)
+    if input_path == "-":
+        texts += sys.stdin.read().splitlines()
+    elif input_path is not None:
+        path = Path(input_path)
+        if not path.is_file():
+            raise FileNotFoundError(f"--input {path}: no such file")
+        texts += path.read_text(encoding="utf-8").splitlines()
+    if not texts:
+        raise ValueError("no text given: pass texts as arguments or --input FILE (- for standard input)")
+    return texts
+
+
+def write_vectors(texts: list[str], vectors: np.ndarray, output: str | None) -> None:
+    """.npy: one float32 array (n, dim). .jsonl or standard output: one {"index", "text", "embedding"} a line."""
+    if output is not None and output.endswith(".npy"):
+        np.save(output, vectors)
+        print(f"wrote {vectors.shape[0]} vectors of {vectors.shape[1]} dims to {output}", file=sys.stderr)
+        return
+    lines = (
+        json.dumps({"index": i, "text": t, "embedding": v.tolist()}, ensure_ascii=False) + "\n"
+        for i, (t, v) in enumerate(zip(texts, vectors))
+    )
+    if output is None:
+        sys.stdout.writelines(lines)
+    else:
+        with open(output, "w", encoding="utf-8") as f:
+            f.writelines(lines)
+        print(f"wrote {len(texts)} vectors of {vectors.shape[1]} dims to {output}", file=sys.stderr)
+
+
+def load_model(args: argparse.Namespace) -> SentenceEncoder:
+    return SentenceEncoder.from_pretrained(args.model, attention=args.attention, device=args.device)
+
+
+def cmd_encode(args: argparse.Namespace) -> None:
+    if args.output is not None and not args.output.endswith((".npy", ".jsonl")):
+        raise ValueError(f"--output {args.output}: use a .npy or .jsonl file name")
+    texts = read_texts(args.texts, args.input)
+    model = load_model(args)
+    progress = args.progress if args.progress is not None else sys.stderr.isatty() and len(texts) > args.batch_size
+    vectors = model.encode(
+        texts,
+        batch_size=args.batch_size,
+        prompt_name=args.prompt_name,
+        normalize_embeddings=args.normalize,
+        show_progress_bar=progress,
+    )
+    write_vectors(texts, vectors, args.output)
+
+
+def cmd_similarity(args: argparse.Namespace) -> None:
+    a, b = load_model(args).encode([args.a, args.b], normalize_embeddings=True)
+    print(f"{float(np.dot(a, b)):.6f}")
+
+
+def add_model_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", default=DEFAULT_MODEL, help=f"folder or Hub repo id (default: {DEFAULT_MODEL})")
+    parser.add_argument("--attention", default="sdpa", help="attention implementation (default: sdpa)")
+    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cpu)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="minienc", description="A minimal Transformer encoder: text in, vectors out.")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    encode = commands.add_parser("encode", help="embed texts; print JSON lines or write .npy / .jsonl")
+    encode.add_argument("texts", nargs="*", help="texts to embed")
+    encode.add_argument("--input", help="file with one text a line; - reads standard input")
+    encode.add_argument("--output", help="output file: NAME.npy or NAME.jsonl (default: JSON lines on stdout)")
+    encode.add_argument("--batch-size", type=int, default=32)
+    encode.add_argument("--prompt-name", default=None, help="one of the model's prompts, e.g. query")
+    encode.add_argument("--normalize", action="store_true", help="L2-normalize (models with Normalize already do)")
+    encode.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                        help="progress bar (default: on a terminal, when there is more than one batch)")
+    add_model_options(encode)
+    encode.set_defaults(run=cmd_encode)
+
+    similarity = commands.add_parser("similarity", help="cosine similarity of two texts")
+    similarity.add_argument("a")
+    similarity.add_argument("b")
+    add_model_options(similarity)
+    similarity.set_defaults(run=cmd_similarity)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    sys.stdout.reconfigure(encoding="utf-8")
+    try:
+        args.run(args)
+    except (FileNotFoundError, ValueError, TypeError) as err:
+        print(f"minienc {args.command}: error: {err}", file=sys.stderr)
+        return 1
+    return 0

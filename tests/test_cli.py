@@ -1,0 +1,79 @@
+"""`minienc encode` and `minienc similarity` end to end: arguments, files, standard input, .npy and .jsonl."""
+
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import minienc
+from minienc.cli import main
+
+TEXTS = ["头痛", "How do I initialise DDR4 memory?", "", "emoji 🙂"]
+
+
+@pytest.fixture(scope="module")
+def expected(minilm_dir):
+    return minienc.SentenceEncoder.from_pretrained(minilm_dir).encode(TEXTS)
+
+
+def test_encode_arguments_to_stdout_jsonl(minilm_dir, expected, capsys):
+    assert main(["encode", "--model", str(minilm_dir), *TEXTS]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [r["text"] for r in rows] == TEXTS and [r["index"] for r in rows] == [0, 1, 2, 3]
+    assert np.array_equal(np.array([r["embedding"] for r in rows], dtype=np.float32), expected)
+
+
+def test_encode_stdin_to_npy(minilm_dir, expected, tmp_path, monkeypatch):
+    monkeypatch.setattr(sys, "stdin", io.StringIO("\n".join(TEXTS) + "\n"))
+    out = tmp_path / "v.npy"
+    assert main(["encode", "--model", str(minilm_dir), "--input", "-", "--output", str(out)]) == 0
+    assert np.array_equal(np.load(out), expected)
+
+
+def test_encode_file_to_jsonl(minilm_dir, expected, tmp_path):
+    source, out = tmp_path / "in.txt", tmp_path / "v.jsonl"
+    source.write_text("\n".join(TEXTS), encoding="utf-8")
+    assert main(["encode", "--model", str(minilm_dir), "--input", str(source), "--output", str(out)]) == 0
+    rows = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
+    assert [r["text"] for r in rows] == TEXTS
+    assert np.array_equal(np.array([r["embedding"] for r in rows], dtype=np.float32), expected)
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["encode", "a", "--output", "v.txt"], "--output v.txt: use a .npy or .jsonl file name"),
+        (["encode"], "no text given"),
+        (["encode", "a", "--input", "missing.txt"], "--input missing.txt: no such file"),
+        (["encode", "a", "--model", "./nowhere"], "./nowhere is not a model folder"),
+        (["encode", "a", "--attention", "nope"], "unknown attention 'nope'"),
+    ],
+)
+def test_errors_name_the_problem(minilm_dir, argv, message, capsys):
+    if "--model" not in argv:
+        argv = [*argv, "--model", str(minilm_dir)]
+    assert main(argv) == 1
+    assert message in capsys.readouterr().err
+
+
+def test_similarity(minilm_dir, capsys):
+    assert main(["similarity", "--model", str(minilm_dir), "a cat on a mat", "a cat on a mat"]) == 0
+    assert float(capsys.readouterr().out) == pytest.approx(1.0, abs=1e-6)
+    assert main(["similarity", "--model", str(minilm_dir), "a cat on a mat", "quarterly tax filing"]) == 0
+    assert float(capsys.readouterr().out) < 0.5
+
+
+def test_console_entry_point_default_model_offline(tmp_path, expected):
+    """The README's main job: the installed `minienc` command, default model, no network, empty HF cache."""
+    scripts = Path(sys.executable).parent  # where pip put the `minienc` console script
+    env = {"PATH": f"{scripts}:/usr/bin:/bin", "HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(tmp_path), "HOME": str(tmp_path)}
+    done = subprocess.run(["minienc", "encode", *TEXTS], capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr
+    rows = [json.loads(line) for line in done.stdout.splitlines()]
+    assert np.array_equal(np.array([r["embedding"] for r in rows], dtype=np.float32), expected)
