@@ -1,4 +1,4 @@
-"""The command line: `minienc encode`, `minienc similarity` (and `python -m minienc ...`)."""
+"""The command line: `minienc encode | similarity | trace | parity` (also `python -m minienc ...`)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from .sentence import DEFAULT_MODEL, SentenceEncoder
 
@@ -70,6 +71,28 @@ def cmd_similarity(args: argparse.Namespace) -> None:
     print(f"{float(np.dot(a, b)):.6f}")
 
 
+def cmd_trace(args: argparse.Namespace) -> None:
+    from .stages import format_trace, trace
+
+    data = trace(load_model(args), args.text)
+    print(json.dumps(data, ensure_ascii=False, indent=2) if args.json else format_trace(data))
+
+
+def cmd_parity(args: argparse.Namespace) -> int:
+    from .attention import MATCHES
+    from .parity import format_table, run_parity
+
+    dtype = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}[args.dtype]
+    rows, reference = run_parity(args.model, args.attention, args.texts, args.reference, dtype, args.device)
+    atol = args.atol if args.atol is not None else (0.0 if MATCHES.get(args.attention) == reference else None)
+    table, ok = format_table(rows, atol)
+    rule = "report only" if atol is None else ("bit-exact" if atol == 0 else f"atol {atol:g}")
+    print(f"minienc attention={args.attention} vs transformers attn_implementation={reference} "
+          f"({args.dtype}, {args.device or 'cpu'}; {rule})")
+    print(table)
+    return 0 if ok else 1
+
+
 def add_model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default=DEFAULT_MODEL, help=f"folder or Hub repo id (default: {DEFAULT_MODEL})")
     parser.add_argument("--attention", default="sdpa", help="attention implementation (default: sdpa)")
@@ -97,6 +120,23 @@ def build_parser() -> argparse.ArgumentParser:
     similarity.add_argument("b")
     add_model_options(similarity)
     similarity.set_defaults(run=cmd_similarity)
+
+    trace = commands.add_parser("trace", help="walk one text through the pipeline, stage by stage")
+    trace.add_argument("text")
+    trace.add_argument("--json", action="store_true", help="print the same as JSON")
+    add_model_options(trace)
+    trace.set_defaults(run=cmd_trace)
+
+    parity = commands.add_parser("parity", help="compare every stage with transformers on the same inputs")
+    parity.add_argument("texts", nargs="*", help="texts (default: a built-in varied set)")
+    parity.add_argument("--reference", default=None,
+                        help="transformers attn_implementation (default: the one --attention claims to match, else eager)")
+    parity.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"])
+    parity.add_argument("--atol", type=float, default=None,
+                        help="pass when every stage is within this (default: 0 for reference-matching attention, "
+                             "otherwise report only)")
+    add_model_options(parity)
+    parity.set_defaults(run=cmd_parity)
     return parser
 
 
@@ -104,8 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     sys.stdout.reconfigure(encoding="utf-8")
     try:
-        args.run(args)
-    except (FileNotFoundError, ValueError, TypeError) as err:
+        return args.run(args) or 0
+    except (FileNotFoundError, ValueError, TypeError, ImportError) as err:
         print(f"minienc {args.command}: error: {err}", file=sys.stderr)
         return 1
-    return 0

@@ -1,0 +1,102 @@
+"""`minienc parity`: minienc and transformers side by side, stage by stage, on the same inputs.
+
+Needs the reference libraries: `pip install transformers sentence-transformers` (the latter for the pooled stages).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from .attention import MATCHES, get_attention
+from .sentence import SentenceEncoder, resolve_sentence_model
+from .stages import capture, capture_reference
+
+BUILT_IN_TEXTS = [
+    "The quick brown fox jumps over the lazy dog.",
+    "头痛怎么办？",
+    "Emoji 🙂🚀, ümlauts and naïve cafés.",
+    "",
+    "x",
+    "A longer paragraph about encoders: tokens become vectors, attention mixes them, and a feed-forward network "
+    "transforms each one, layer after layer, until pooling turns them into one sentence vector. " * 3,
+]
+
+
+@dataclass
+class StageDiff:
+    stage: str
+    max_abs: float
+    max_rel: float
+    identical: bool
+
+
+def compare(ours: torch.Tensor, reference: torch.Tensor, stage: str) -> StageDiff:
+    ours, reference = ours.float(), reference.float()
+    diff = (ours - reference).abs()
+    rel = diff / reference.abs().clamp(min=torch.finfo(torch.float32).tiny)
+    return StageDiff(stage, float(diff.max()) if diff.numel() else 0.0, float(rel.max()) if rel.numel() else 0.0,
+                     torch.equal(ours, reference))
+
+
+def run_parity(
+    model: str | Path,
+    attention: str,
+    texts: list[str] | None = None,
+    reference: str | None = None,
+    dtype: torch.dtype | None = None,
+    device: str | None = None,
+) -> tuple[list[StageDiff], str]:
+    """Differences at every stage (real tokens only) and the transformers implementation compared against:
+    `reference`, else the one `attention` claims to match, else eager (the plain math)."""
+    try:
+        import transformers
+    except ImportError:
+        raise ImportError("minienc parity needs the reference: pip install transformers sentence-transformers") from None
+    get_attention(attention)
+    reference = reference or MATCHES.get(attention, "eager")
+    texts = texts or BUILT_IN_TEXTS
+    ours = SentenceEncoder.from_pretrained(model, attention=attention, dtype=dtype, device=device)
+    folder = resolve_sentence_model(model)
+    hf = transformers.AutoModel.from_pretrained(
+        folder, attn_implementation=reference, dtype=dtype or torch.float32, add_pooling_layer=False
+    )
+    hf = hf.to(ours.device).eval()
+    batch = ours.tokenizer(texts, device=ours.device)
+    real = batch["attention_mask"].bool()
+    mine, theirs = capture(ours.encoder, batch), capture_reference(hf, batch)
+    rows = [compare(mine[name][real], theirs[name][real], name) for name in mine]
+    last = f"layer.{len(ours.encoder.layers) - 1}.output"
+    rows.append(compare(mine[last][real], theirs[last][real], "last_hidden_state"))
+    if (folder / "modules.json").is_file():
+        rows += sentence_rows(ours, folder, reference, texts, dtype)
+    return rows, reference
+
+
+def sentence_rows(ours: SentenceEncoder, folder: Path, reference: str, texts: list[str], dtype) -> list[StageDiff]:
+    """The pooled and final sentence vectors against sentence-transformers (one batch each)."""
+    from sentence_transformers import SentenceTransformer
+
+    st = SentenceTransformer(str(folder), device=str(ours.device),
+                             model_kwargs={"attn_implementation": reference, "dtype": dtype or torch.float32})
+    n = len(texts)
+    mine = ours.encode(texts, batch_size=n, convert_to_tensor=True)
+    theirs = st.encode(texts, batch_size=n, convert_to_tensor=True)
+    return [compare(mine, theirs, "sentence_embedding")]
+
+
+def format_table(rows: list[StageDiff], atol: float | None) -> tuple[str, bool]:
+    """The table, with the first diverging stage marked, and whether every stage is within atol
+    (atol None: report only)."""
+    limit = 0.0 if atol is None else atol
+    first = next((r.stage for r in rows if (r.max_abs > limit if atol is not None else not r.identical)), None)
+    lines = [f"{'stage':<22} {'max abs diff':>13} {'max rel diff':>13}  identical"]
+    for r in rows:
+        mark = "  <- first divergence" if r.stage == first else ""
+        rel = "inf" if math.isinf(r.max_rel) else f"{r.max_rel:.3e}"
+        lines.append(f"{r.stage:<22} {r.max_abs:>13.3e} {rel:>13}  {'yes' if r.identical else 'no':<9}{mark}")
+    ok = atol is None or all(r.max_abs <= atol for r in rows)
+    return "\n".join(lines), ok

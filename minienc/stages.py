@@ -1,0 +1,109 @@
+"""Every intermediate result of a forward pass, by stage name, and `trace`: one text walked through the pipeline.
+
+Stages are read with forward hooks, so the model code stays free of inspection branches. The same stage names are
+read from a transformers model, which is what `minienc parity` compares:
+
+    embedding_sum       word + token-type + position embeddings, before LayerNorm    (B, T, H)
+    embeddings          after the embedding LayerNorm                                 (B, T, H)
+    layer.{i}.attention attention block: LayerNorm(attention(x) + x)                  (B, T, H)
+    layer.{i}.output    whole layer: LayerNorm(feed_forward(a) + a)                   (B, T, H)
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from .model import Encoder
+from .pooling import l2_normalize, pool
+
+
+def _capture(points: list[tuple[str, nn.Module, bool]], run) -> dict[str, torch.Tensor]:
+    """Hook (name, module, before) points, call run(), return each point's tensor (the first, if a tuple)."""
+    stages: dict[str, torch.Tensor] = {}
+
+    def hook(name: str, before: bool):
+        def save(module, inputs, output=None):
+            value = inputs[0] if before else output
+            stages[name] = (value[0] if isinstance(value, tuple) else value).detach()
+
+        return save
+
+    handles = [
+        module.register_forward_pre_hook(hook(name, True)) if before else module.register_forward_hook(hook(name, False))
+        for name, module, before in points
+    ]
+    try:
+        with torch.inference_mode():
+            run()
+    finally:
+        for handle in handles:
+            handle.remove()
+    return stages
+
+
+def capture(encoder: Encoder, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """minienc's stages for one batch (see the module docstring for the names)."""
+    points = [("embedding_sum", encoder.embeddings.norm, True), ("embeddings", encoder.embeddings, False)]
+    for i, layer in enumerate(encoder.layers):
+        points += [(f"layer.{i}.attention", layer.attn_norm, False), (f"layer.{i}.output", layer, False)]
+    return _capture(points, lambda: encoder(**batch))
+
+
+def capture_reference(model: nn.Module, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The same stages read from a transformers BertModel / RobertaModel / XLMRobertaModel."""
+    points = [("embedding_sum", model.embeddings.LayerNorm, True), ("embeddings", model.embeddings, False)]
+    for i, layer in enumerate(model.encoder.layer):
+        points += [(f"layer.{i}.attention", layer.attention, False), (f"layer.{i}.output", layer, False)]
+    return _capture(points, lambda: model(**batch))
+
+
+def summary(t: torch.Tensor, values: int = 4) -> dict[str, Any]:
+    """Shape, L2 norm and the first few values of a tensor (of its first row, for a matrix)."""
+    row = t.reshape(-1, t.shape[-1])[0] if t.dim() > 1 else t
+    return {"shape": list(t.shape), "norm": float(t.float().norm()), "values": [round(float(x), 6) for x in row[:values]]}
+
+
+def trace(model, text: str) -> dict[str, Any]:
+    """One text through a SentenceEncoder, stage by stage, as plain data."""
+    batch = model.tokenizer([text], device=model.device)
+    encoding = model.tokenizer.encode([text])[0]
+    stages = capture(model.encoder, batch)
+    last = stages[f"layer.{len(model.encoder.layers) - 1}.output"]
+    pooled = pool(last, batch["attention_mask"], model.pooling)[0]
+    for layer in model.dense:
+        pooled = layer(pooled)
+    return {
+        "text": text,
+        "tokens": encoding.tokens,
+        "input_ids": encoding.ids,
+        "attention_mask": batch["attention_mask"][0].tolist(),
+        "token_type_ids": batch["token_type_ids"][0].tolist(),
+        "position_ids": model.encoder.embeddings.position_ids(batch["input_ids"]).expand_as(batch["input_ids"])[0].tolist(),
+        "stages": {name: summary(t[0]) for name, t in stages.items()},
+        "pooling": "+".join(model.pooling),
+        "pooled": summary(pooled),
+        "normalized": summary(l2_normalize(pooled)) if model.normalize else None,
+    }
+
+
+def format_trace(data: dict[str, Any]) -> str:
+    """The trace as a textbook page: one stage a line, with shape, norm and a few values."""
+    def row(name: str, s: dict[str, Any]) -> str:
+        values = ", ".join(f"{v:+.4f}" for v in s["values"])
+        return f"  {name:<22} {str(tuple(s['shape'])):<12} norm {s['norm']:9.4f}   [{values}, ...]"
+
+    lines = [f"text: {data['text']!r}", "", "1. tokenize"]
+    lines += [f"  {'tokens':<15} {data['tokens']}"]
+    for key in ("input_ids", "attention_mask", "token_type_ids", "position_ids"):
+        lines.append(f"  {key:<15} {data[key]}")
+    lines += ["", "2. embeddings          (shape and norm of the whole tensor; values of the first token)"]
+    lines += [row("word+type+position", data["stages"]["embedding_sum"]), row("LayerNorm", data["stages"]["embeddings"])]
+    lines += ["", "3. encoder layers"]
+    lines += [row(name, s) for name, s in data["stages"].items() if name.startswith("layer.")]
+    lines += ["", f"4. pooling ({data['pooling']})", row("pooled", data["pooled"])]
+    if data["normalized"] is not None:
+        lines += ["", "5. L2 normalize", row("normalized", data["normalized"])]
+    return "\n".join(lines)

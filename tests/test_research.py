@@ -1,0 +1,144 @@
+"""Attention variants (each tested against eager), user registration, `minienc trace` and `minienc parity`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+import minienc
+from minienc.attention import ATTENTION, MATCHES, eager, linear, sliding_window
+from minienc.cli import main
+from minienc.parity import run_parity
+
+WEIGHTS = Path(__file__).resolve().parent.parent / "weights"
+
+
+def attention_inputs(seed=0, batch=3, heads=2, seq=12, dim=8):
+    gen = torch.Generator().manual_seed(seed)
+    q, k, v = (torch.randn(batch, heads, seq, dim, generator=gen) for _ in range(3))
+    mask = torch.ones(batch, seq, dtype=torch.bool)
+    mask[1, 7:] = False
+    mask[2, :3] = False  # left padding too
+    return q, k, v, mask[:, None, None, :], dim**-0.5
+
+
+@pytest.mark.parametrize("name", sorted(MATCHES))
+def test_reference_matching_variants_agree_with_eager(name):
+    """Variants that claim to reproduce a transformers implementation, on identical inputs: equal to eager up to
+    summation order (different kernels add in different orders: float32 rounding on O(1) values)."""
+    q, k, v, mask, scale = attention_inputs()
+    for m in (mask, None):
+        torch.testing.assert_close(ATTENTION[name](q, k, v, m, scale), eager(q, k, v, m, scale), rtol=0, atol=1e-6)
+
+
+def test_sliding_window_is_eager_when_the_window_covers_everything():
+    q, k, v, _, scale = attention_inputs()
+    assert torch.equal(sliding_window(11)(q, k, v, None, scale), eager(q, k, v, None, scale))
+    assert not torch.allclose(sliding_window(2)(q, k, v, None, scale), eager(q, k, v, None, scale))
+
+
+def test_sliding_window_ignores_keys_outside_the_window():
+    q, k, v, mask, scale = attention_inputs()
+    before = sliding_window(3)(q, k, v, mask, scale)
+    k2, v2 = k.clone(), v.clone()
+    k2[..., 8:, :] += 5.0  # far from query 0..4
+    v2[..., 8:, :] -= 5.0
+    after = sliding_window(3)(q, k2, v2, mask, scale)
+    assert torch.equal(before[..., :5, :], after[..., :5, :])
+    assert not torch.equal(before[..., 5:, :], after[..., 5:, :])
+
+
+def test_linear_attention_against_its_formula():
+    """out_i = sum_j phi(q_i).phi(k_j) v_j / sum_j phi(q_i).phi(k_j) over real keys j, phi = elu + 1."""
+    q, k, v, mask, scale = attention_inputs()
+    phi_q, phi_k = torch.nn.functional.elu(q) + 1, torch.nn.functional.elu(k) + 1
+    expected = torch.empty_like(q)
+    for b in range(q.shape[0]):
+        keys = mask[b, 0, 0]
+        weights = phi_q[b] @ phi_k[b][:, keys].transpose(-1, -2)  # (heads, T, real keys)
+        expected[b] = (weights @ v[b][:, keys]) / weights.sum(-1, keepdim=True)
+    torch.testing.assert_close(linear(q, k, v, mask, scale), expected, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", ["sliding_window", "linear"])
+def test_research_variants_run_on_real_weights(minilm_dir, name):
+    model = minienc.SentenceEncoder.from_pretrained(minilm_dir, attention=name)
+    reference = minienc.SentenceEncoder.from_pretrained(minilm_dir)
+    texts = ["short", "a much longer text that goes on " * 6]
+    vectors = model.encode(texts)
+    assert torch.isfinite(torch.from_numpy(vectors)).all()
+    assert not (vectors == reference.encode(texts)).all()
+
+
+@pytest.fixture
+def user_variants():
+    """Register two variants from 'user code'; unregister them afterwards."""
+
+    @minienc.register_attention("user_eager", matches="eager")
+    def user_eager(q, k, v, mask, scale):
+        return eager(q, k, v, mask, scale)
+
+    @minienc.register_attention("user_temperature")
+    def user_temperature(q, k, v, mask, scale):
+        return eager(q, k, v, mask, scale * 0.5)
+
+    yield
+    for name in ("user_eager", "user_temperature"):
+        ATTENTION.pop(name)
+        MATCHES.pop(name, None)
+
+
+def test_user_variant_selected_by_name(user_variants, minilm_dir):
+    ours = minienc.Encoder.from_pretrained(minilm_dir, attention="user_eager")
+    reference = minienc.Encoder.from_pretrained(minilm_dir, attention="eager")
+    ids = torch.tensor([[101, 7592, 2088, 102]])
+    assert torch.equal(ours(ids), reference(ids))
+    ours.set_attention("user_temperature")
+    assert ours.attention == "user_temperature" and not torch.equal(ours(ids), reference(ids))
+
+
+@pytest.mark.parametrize("folder", ["tiny-bert", "tiny-xlm-roberta", "minilm"])
+@pytest.mark.parametrize("attention", ["eager", "sdpa"])
+def test_parity_bit_exact_at_every_stage(folder, attention, minilm_dir):
+    path = minilm_dir if folder == "minilm" else WEIGHTS / folder
+    rows, reference = run_parity(path, attention)
+    assert reference == attention
+    layers = minienc.EncoderConfig.from_json(path / "config.json").num_layers
+    assert [r.stage for r in rows][:2] == ["embedding_sum", "embeddings"]
+    assert len(rows) == 2 + 2 * layers + 2  # + last_hidden_state + sentence_embedding
+    assert all(r.identical and r.max_abs == 0 for r in rows)
+
+
+def test_parity_command_exit_status_and_first_divergence(user_variants, minilm_dir, capsys):
+    model = ["--model", str(WEIGHTS / "tiny-bert")]
+    assert main(["parity", *model, "--attention", "user_eager", "hello"]) == 0
+    assert "attn_implementation=eager (float32, cpu; bit-exact)" in capsys.readouterr().out
+
+    assert main(["parity", *model, "--attention", "user_temperature", "hello"]) == 0  # no claim: report only
+    out = capsys.readouterr().out
+    assert "report only" in out
+    assert "layer.0.attention" in next(line for line in out.splitlines() if "<- first divergence" in line)
+
+    assert main(["parity", *model, "--attention", "user_temperature", "--atol", "1e-3", "hello"]) == 1
+    assert main(["parity", *model, "--attention", "nope"]) == 1
+    assert "unknown attention 'nope'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("folder", ["tiny-bert", "tiny-xlm-roberta", "minilm"])
+def test_trace(folder, minilm_dir, capsys):
+    path = minilm_dir if folder == "minilm" else WEIGHTS / folder
+    assert main(["trace", "--model", str(path), "--json", "头痛 🙂 hello"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    model = minienc.SentenceEncoder.from_pretrained(path)
+    assert data["input_ids"] == model.tokenizer.encode(["头痛 🙂 hello"])[0].ids
+    assert len(data["stages"]) == 2 + 2 * len(model.encoder.layers)
+    assert data["normalized"]["norm"] == pytest.approx(1.0, abs=1e-6)
+    expected = model.encode("头痛 🙂 hello")[:4]
+    assert data["normalized"]["values"] == [round(float(x), 6) for x in expected]
+
+    assert main(["trace", "--model", str(path), "头痛 🙂 hello"]) == 0
+    page = capsys.readouterr().out
+    assert "text: '头痛 🙂 hello'" in page and "4. pooling" in page and "5. L2 normalize" in page
