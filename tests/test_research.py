@@ -115,7 +115,7 @@ def test_parity_bit_exact_at_every_stage(folder, attention, minilm_dir):
 def test_parity_command_exit_status_and_first_divergence(user_variants, minilm_dir, capsys):
     model = ["--model", str(WEIGHTS / "tiny-bert")]
     assert main(["parity", *model, "--attention", "user_eager", "hello"]) == 0
-    assert "attn_implementation=eager (float32, cpu; bit-exact)" in capsys.readouterr().out
+    assert "padded vs transformers attn_implementation=eager (float32, cpu; bit-exact)" in capsys.readouterr().out
 
     assert main(["parity", *model, "--attention", "user_temperature", "hello"]) == 0  # no claim: report only
     out = capsys.readouterr().out
@@ -132,7 +132,7 @@ def test_trace(folder, minilm_dir, capsys):
     path = minilm_dir if folder == "minilm" else WEIGHTS / folder
     assert main(["trace", "--model", str(path), "--json", "头痛 🙂 hello"]) == 0
     data = json.loads(capsys.readouterr().out)
-    model = minienc.SentenceEncoder.from_pretrained(path)
+    model = minienc.SentenceEncoder.from_pretrained(path, execution="padded")  # trace runs the padded path
     assert data["input_ids"] == model.tokenizer.encode(["头痛 🙂 hello"])[0].ids
     assert len(data["stages"]) == 2 + 2 * len(model.encoder.layers)
     assert data["normalized"]["norm"] == pytest.approx(1.0, abs=1e-6)

@@ -32,7 +32,9 @@ TEXTS = [
 
 @pytest.fixture(scope="module")
 def minilm(minilm_dir):
-    return minienc.SentenceEncoder.from_pretrained(minilm_dir), SentenceTransformer(str(minilm_dir), device="cpu")
+    """Padded execution: sentence-transformers' batching, so its bits are promised (packed: tests/test_packed.py)."""
+    ours = minienc.SentenceEncoder.from_pretrained(minilm_dir, execution="padded")
+    return ours, SentenceTransformer(str(minilm_dir), device="cpu")
 
 
 def test_minilm_identical_to_sentence_transformers(minilm):
@@ -141,14 +143,14 @@ def st_folder(tmp_path: Path, source: Path, *modules) -> Path:
 
 @pytest.mark.parametrize("name", ["tiny-bert", "tiny-xlm-roberta"])
 def test_bundled_sentence_models(name):
-    ours = minienc.SentenceEncoder.from_pretrained(WEIGHTS / name)
+    ours = minienc.SentenceEncoder.from_pretrained(WEIGHTS / name, execution="padded")
     st = SentenceTransformer(str(WEIGHTS / name), device="cpu")
     assert np.array_equal(ours.encode(TEXTS), st.encode(TEXTS))
 
 
 def test_dense_module(tmp_path):
     folder = st_folder(tmp_path, WEIGHTS / "tiny-bert", Pooling(32, "mean"), Dense(32, 8), Normalize())
-    ours = minienc.SentenceEncoder.from_pretrained(folder)
+    ours = minienc.SentenceEncoder.from_pretrained(folder, execution="padded")
     st = SentenceTransformer(str(folder), device="cpu")
     assert ours.get_sentence_embedding_dimension() == 8
     assert np.array_equal(ours.encode(TEXTS), st.encode(TEXTS))
@@ -158,7 +160,8 @@ def test_prompts_and_encode_query(tmp_path):
     folder = Path(shutil.copytree(WEIGHTS / "tiny-xlm-roberta", tmp_path / "m"))
     prompts = {"prompts": {"query": "query: ", "document": "passage: "}, "default_prompt_name": None}
     (folder / "config_sentence_transformers.json").write_text(json.dumps(prompts))
-    ours, st = minienc.SentenceEncoder.from_pretrained(folder), SentenceTransformer(str(folder), device="cpu")
+    ours = minienc.SentenceEncoder.from_pretrained(folder, execution="padded")
+    st = SentenceTransformer(str(folder), device="cpu")
     assert np.array_equal(ours.encode_query(TEXTS), st.encode_query(TEXTS))
     assert np.array_equal(ours.encode_document(TEXTS), st.encode_document(TEXTS))
     assert np.array_equal(ours.encode(TEXTS, prompt="custom: "), st.encode(TEXTS, prompt="custom: "))
@@ -172,7 +175,9 @@ def test_plain_transformers_folder_with_pooling_arguments(tmp_path, minilm_dir):
     folder.mkdir()
     for name in ["config.json", "model.safetensors", "tokenizer.json"]:
         shutil.copy(minilm_dir / name, folder / name)
-    ours = minienc.SentenceEncoder.from_pretrained(folder, pooling="cls", normalize=False, max_seq_length=64)
+    ours = minienc.SentenceEncoder.from_pretrained(
+        folder, pooling="cls", normalize=False, max_seq_length=64, execution="padded"
+    )
     st = SentenceTransformer(modules=[Transformer(str(folder), max_seq_length=64), Pooling(384, "cls")], device="cpu")
     assert np.array_equal(ours.encode(TEXTS), st.encode(TEXTS))
     with pytest.raises(ValueError, match="unknown pooling \\['median'\\]"):
