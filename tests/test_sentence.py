@@ -136,7 +136,9 @@ def test_l2_normalize_matches_sentence_transformers():
 
 def st_folder(tmp_path: Path, source: Path, *modules) -> Path:
     """Save a sentence-transformers model built from `source` plus `modules` (Pooling, Dense, Normalize...)."""
-    model = SentenceTransformer(modules=[Transformer(str(source)), *modules], device="cpu")
+    # an explicit max_seq_length: left to itself, sentence-transformers caps a tiny XLM-R at its 130 position rows,
+    # forgetting the 2 that RoBERTa-style positions skip, and crashes on 129-130-token texts
+    model = SentenceTransformer(modules=[Transformer(str(source), max_seq_length=128), *modules], device="cpu")
     model.save(str(tmp_path / "st"))
     return tmp_path / "st"
 
