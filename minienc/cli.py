@@ -113,7 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
     encode.add_argument("--execution", default="packed", choices=["packed", "padded"],
                         help="packed: no padding, batch-invariant (default); padded: sentence-transformers' bits")
     encode.add_argument("--batch-size", type=int, default=32, help="texts a batch (padded execution)")
-    encode.add_argument("--token-budget", type=int, default=4096, help="tokens a batch (packed execution)")
+    encode.add_argument("--token-budget", type=int, default=2048, help="tokens a batch (packed execution)")
     encode.add_argument("--prompt-name", default=None, help="one of the model's prompts, e.g. query")
     encode.add_argument("--normalize", action="store_true", help="L2-normalize (models with Normalize already do)")
     encode.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,

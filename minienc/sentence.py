@@ -226,7 +226,7 @@ class SentenceEncoder(nn.Module):
         prompt_name: str | None = None,
         prompt: str | None = None,
         batch_size: int = 32,
-        token_budget: int = 4096,
+        token_budget: int = 2048,
         show_progress_bar: bool | None = None,
         output_value: str | None = "sentence_embedding",
         convert_to_numpy: bool = True,
