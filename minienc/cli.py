@@ -8,8 +8,8 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import torch
 
+from .model import DTYPES
 from .sentence import DEFAULT_MODEL, SentenceEncoder
 
 
@@ -84,8 +84,7 @@ def cmd_parity(args: argparse.Namespace) -> int:
     from .attention import MATCHES
     from .parity import format_table, run_parity
 
-    dtype = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}[args.dtype]
-    rows, reference = run_parity(args.model, args.attention, args.texts, args.reference, dtype, args.device,
+    rows, reference = run_parity(args.model, args.attention, args.texts, args.reference, DTYPES[args.dtype], args.device,
                                  args.execution)
     atol = args.atol if args.atol is not None else (0.0 if MATCHES.get(args.attention) == reference else None)
     table, ok = format_table(rows, atol)
@@ -137,7 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
     parity.add_argument("texts", nargs="*", help="texts (default: a built-in varied set)")
     parity.add_argument("--reference", default=None,
                         help="transformers attn_implementation (default: the one --attention claims to match, else eager)")
-    parity.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"])
+    parity.add_argument("--dtype", default="float32", choices=sorted(DTYPES))
     parity.add_argument("--atol", type=float, default=None,
                         help="pass when every stage is within this (default: 0 for reference-matching attention, "
                              "otherwise report only)")

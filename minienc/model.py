@@ -109,6 +109,9 @@ class EncoderLayer(nn.Module):
         return self.ffn_norm(self.ffn(x) + x)  # (B, T, H)
 
 
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
 def key_padding_mask(attention_mask: torch.Tensor | None) -> torch.Tensor | None:
     """(B, T) of 1 = real token, 0 = padding  ->  bool (B, 1, 1, T), True where a key may be attended.
 
@@ -172,8 +175,13 @@ class Encoder(nn.Module):
     ) -> Encoder:
         """Load a BERT / MiniLM / RoBERTa / XLM-R checkpoint from a local folder or a Hub repo id, in eval mode.
 
-        dtype defaults to float32 whatever the file stores; device defaults to the CPU.
+        dtype (a torch.dtype or "float32", "float16", "bfloat16") defaults to float32 whatever the file stores;
+        device defaults to the CPU.
         """
+        if isinstance(dtype, str):
+            if dtype not in DTYPES:
+                raise ValueError(f"unknown dtype {dtype!r}; choose one of {sorted(DTYPES)}")
+            dtype = DTYPES[dtype]
         folder = resolve_model_dir(name_or_path, revision=revision)
         if not (folder / "config.json").is_file():
             raise FileNotFoundError(f"{folder} has no config.json")

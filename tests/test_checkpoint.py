@@ -95,6 +95,9 @@ def test_dtype_and_default_fp32(reference_dir, tmp_path):
     rewrite_weights(folder, lambda t: t.update({k: v.half() for k, v in t.items()}))
     assert hidden(folder).dtype == torch.float32
     assert hidden(folder, dtype=torch.bfloat16).dtype == torch.bfloat16
+    assert torch.equal(hidden(folder, dtype="bfloat16"), hidden(folder, dtype=torch.bfloat16))
+    with pytest.raises(ValueError, match="unknown dtype 'fp8'"):
+        hidden(folder, dtype="fp8")
     assert next(minienc.Encoder.from_pretrained(folder).parameters()).device.type == "cpu"
 
 
