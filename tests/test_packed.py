@@ -78,15 +78,6 @@ def test_batch_invariance_with_dense_and_xlmr(tmp_path):
     assert np.abs(batch - st.encode(texts)).max() <= 1e-6
 
 
-def test_padded_execution_is_not_batch_invariant_here(minilm_dir):
-    """Why packed is the default: padded execution changes a text's bits with its batch (as sentence-transformers
-    does). If this ever starts to hold, the CPU kernels changed and the packed docstring should be revisited."""
-    model = minienc.SentenceEncoder.from_pretrained(minilm_dir, execution="padded")
-    texts = corpus(32, seed=1)
-    alone = np.stack([model.encode(t) for t in texts])
-    assert not np.array_equal(alone, model.encode(texts))
-
-
 def test_token_budget_batches(minilm_packed):
     encodings = minilm_packed.tokenizer.encode(["a " * 100, "b " * 10, "c", "d " * 60])
     lengths = [len(e.ids) for e in encodings]
@@ -97,8 +88,6 @@ def test_token_budget_batches(minilm_packed):
 
 
 def test_pack_layout():
-    from tokenizers import Encoding  # noqa: F401  (the type pack() takes)
-
     model = minienc.SentenceEncoder.from_pretrained(WEIGHTS / "tiny-xlm-roberta")
     encodings = model.tokenizer.encode(["hello world", "x"])
     batch, spans = pack(encodings, first_position=2, pad_token_id=1)
