@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from .model import DTYPES
-from .sentence import DEFAULT_MODEL, SentenceEncoder
+from .sentence import DEFAULT_MODEL, EXECUTIONS, SentenceEncoder
 
 
 def read_texts(texts: list[str], input_path: str | None) -> list[str]:
@@ -109,7 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
     encode.add_argument("texts", nargs="*", help="texts to embed")
     encode.add_argument("--input", help="file with one text a line; - reads standard input")
     encode.add_argument("--output", help="output file: NAME.npy or NAME.jsonl (default: JSON lines on stdout)")
-    encode.add_argument("--execution", default="packed", choices=["packed", "padded"],
+    encode.add_argument("--execution", default="packed", choices=EXECUTIONS,
                         help="packed: no padding, batch-invariant (default); padded: sentence-transformers' bits")
     encode.add_argument("--batch-size", type=int, default=32, help="texts a batch (padded execution)")
     encode.add_argument("--token-budget", type=int, default=2048, help="tokens a batch (packed execution)")
@@ -140,7 +140,7 @@ def build_parser() -> argparse.ArgumentParser:
     parity.add_argument("--atol", type=float, default=None,
                         help="pass when every stage is within this (default: 0 for reference-matching attention, "
                              "otherwise report only)")
-    parity.add_argument("--execution", default="padded", choices=["padded", "packed"],
+    parity.add_argument("--execution", default="padded", choices=EXECUTIONS,
                         help="minienc's execution for the final stages (default: padded, transformers' own)")
     add_model_options(parity)
     parity.set_defaults(run=cmd_parity)

@@ -135,7 +135,7 @@ class SentenceEncoder(nn.Module):
         attention: str = "sdpa",
         execution: str = "packed",
         device: str | torch.device | None = None,
-        dtype: torch.dtype | None = None,
+        dtype: torch.dtype | str | None = None,
         revision: str | None = None,
     ) -> SentenceEncoder:
         """Load a sentence-transformers folder (modules.json) or a plain transformers one.
@@ -150,11 +150,12 @@ class SentenceEncoder(nn.Module):
         for module in read_json(modules_file) if modules_file.is_file() else []:
             kind, path = module["type"].rsplit(".", 1)[-1], folder / module.get("path", "")
             if kind == "Pooling":
-                found_pooling = pooling_modes(read_json(path / "config.json"))
-                if read_json(path / "config.json").get("include_prompt", True) is False:
+                pooling_config = read_json(path / "config.json")
+                found_pooling = pooling_modes(pooling_config)
+                if pooling_config.get("include_prompt", True) is False:
                     raise ValueError(f"{path / 'config.json'}: include_prompt=false is not supported by minienc")
             elif kind == "Dense":
-                dense.append(Dense(path, dtype or torch.float32).to(device))
+                dense.append(Dense(path, next(encoder.parameters()).dtype).to(device))
             elif kind == "Normalize":
                 found_normalize = True
             elif kind != "Transformer":

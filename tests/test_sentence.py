@@ -156,6 +156,8 @@ def test_dense_module(tmp_path):
     st = SentenceTransformer(str(folder), device="cpu")
     assert ours.get_sentence_embedding_dimension() == 8
     assert np.array_equal(ours.encode(TEXTS), st.encode(TEXTS))
+    half = minienc.SentenceEncoder.from_pretrained(folder, dtype="bfloat16")  # Dense follows the encoder's dtype
+    assert half.dense[0].linear.weight.dtype == torch.bfloat16 and half.encode(TEXTS).shape == (len(TEXTS), 8)
 
 
 def test_prompts_and_encode_query(tmp_path):
