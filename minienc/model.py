@@ -9,13 +9,24 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .activations import ACTIVATIONS
 from .attention import AttentionFn, get_attention
 from .checkpoint import load_weights, resolve_model_dir
 from .config import EncoderConfig
+from .matmul import MatmulFn, get_matmul
 from .packed import Spans
+
+
+class Linear(nn.Linear):
+    """nn.Linear whose multiply is a kernel from minienc/matmul.py: matmul(x, weight, bias), F.linear by default."""
+
+    matmul: MatmulFn = staticmethod(F.linear)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.matmul(x, self.weight, self.bias)
 
 
 # reproduces transformers v5.x BertEmbeddings / XLMRobertaEmbeddings (eval mode)
@@ -62,10 +73,10 @@ class SelfAttention(nn.Module):
         super().__init__()
         self.head_dim = config.head_dim
         self.scale = self.head_dim**-0.5
-        self.query = nn.Linear(config.hidden_size, config.hidden_size)
-        self.key = nn.Linear(config.hidden_size, config.hidden_size)
-        self.value = nn.Linear(config.hidden_size, config.hidden_size)
-        self.out = nn.Linear(config.hidden_size, config.hidden_size)
+        self.query = Linear(config.hidden_size, config.hidden_size)
+        self.key = Linear(config.hidden_size, config.hidden_size)
+        self.value = Linear(config.hidden_size, config.hidden_size)
+        self.out = Linear(config.hidden_size, config.hidden_size)
         self.attend = attend
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | Spans | None) -> torch.Tensor:
@@ -87,8 +98,8 @@ class SelfAttention(nn.Module):
 class FeedForward(nn.Module):
     def __init__(self, config: EncoderConfig):
         super().__init__()
-        self.up = nn.Linear(config.hidden_size, config.intermediate_size)
-        self.down = nn.Linear(config.intermediate_size, config.hidden_size)
+        self.up = Linear(config.hidden_size, config.intermediate_size)
+        self.down = Linear(config.intermediate_size, config.hidden_size)
         self.act = ACTIVATIONS[config.hidden_act]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -128,13 +139,14 @@ def key_padding_mask(attention_mask: torch.Tensor | None) -> torch.Tensor | None
 class Encoder(nn.Module):
     """The whole encoder. `Encoder(input_ids, attention_mask, token_type_ids)` -> last hidden state (B, T, H)."""
 
-    def __init__(self, config: EncoderConfig, attention: str = "sdpa"):
+    def __init__(self, config: EncoderConfig, attention: str = "sdpa", matmul: str = "torch"):
         super().__init__()
         self.config = config
         attend = get_attention(attention)
         self.attention = attention
         self.embeddings = Embeddings(config)
         self.layers = nn.ModuleList(EncoderLayer(config, attend) for _ in range(config.num_layers))
+        self.set_matmul(matmul)
 
     def set_attention(self, name: str) -> None:
         """Switch every layer to the attention implementation registered as `name`."""
@@ -142,6 +154,14 @@ class Encoder(nn.Module):
         for layer in self.layers:
             layer.attention.attend = attend
         self.attention = name
+
+    def set_matmul(self, name: str) -> None:
+        """Switch every linear layer to the matrix-multiply kernel registered as `name` (minienc/matmul.py)."""
+        matmul = get_matmul(name)
+        for module in self.modules():
+            if isinstance(module, Linear):
+                module.matmul = matmul
+        self.matmul = name
 
     def forward(
         self,
@@ -169,6 +189,7 @@ class Encoder(nn.Module):
         name_or_path: str | Path,
         *,
         attention: str = "sdpa",
+        matmul: str = "torch",
         device: str | torch.device | None = None,
         dtype: torch.dtype | str | None = None,
         revision: str | None = None,
@@ -176,7 +197,8 @@ class Encoder(nn.Module):
         """Load a BERT / MiniLM / RoBERTa / XLM-R checkpoint from a local folder or a Hub repo id, in eval mode.
 
         dtype (a torch.dtype or "float32", "float16", "bfloat16") defaults to float32 whatever the file stores;
-        device defaults to the CPU.
+        device defaults to the CPU. matmul "torch" (the default) keeps transformers' bits; "onednn" is faster on
+        CPUs with AVX-512 (minienc/matmul.py).
         """
         if isinstance(dtype, str):
             if dtype not in DTYPES:
@@ -187,7 +209,7 @@ class Encoder(nn.Module):
             raise FileNotFoundError(f"{folder} has no config.json")
         config = EncoderConfig.from_json(folder / "config.json")
         with torch.device("meta"):  # shapes only: the checkpoint supplies every value
-            model = cls(config, attention=attention)
+            model = cls(config, attention=attention, matmul=matmul)
         expected = {name: t.shape for name, t in model.state_dict().items()}
         weights = load_weights(folder, config.model_type, expected, config.num_layers, dtype=dtype)
         model.load_state_dict(weights, strict=True, assign=True)

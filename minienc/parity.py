@@ -51,12 +51,13 @@ def run_parity(
     dtype: torch.dtype | None = None,
     device: str | None = None,
     execution: str = "padded",
+    matmul: str = "torch",
 ) -> tuple[list[StageDiff], str]:
     """Differences at every stage (real tokens only) and the transformers implementation compared against:
     `reference`, else the one `attention` claims to match, else eager (the plain math).
 
     The per-layer stages run padded, as transformers does; with execution="packed" the last hidden state and the
-    sentence vectors come from minienc's packed path."""
+    sentence vectors come from minienc's packed path. matmul is the linear layers' kernel at every stage."""
     try:
         import transformers
     except ImportError:
@@ -64,7 +65,8 @@ def run_parity(
     get_attention(attention)
     reference = reference or MATCHES.get(attention, "eager")
     texts = texts or BUILT_IN_TEXTS
-    ours = SentenceEncoder.from_pretrained(model, attention=attention, dtype=dtype, device=device, execution=execution)
+    ours = SentenceEncoder.from_pretrained(model, attention=attention, dtype=dtype, device=device, execution=execution,
+                                           matmul=matmul)
     folder = resolve_model_dir(model)
     hf = transformers.AutoModel.from_pretrained(
         folder, attn_implementation=reference, dtype=dtype or torch.float32, add_pooling_layer=False

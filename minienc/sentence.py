@@ -16,6 +16,7 @@ from tokenizers import Encoding
 from torch import nn
 
 from .checkpoint import CheckpointError, resolve_model_dir
+from .matmul import onednn_available
 from .model import Encoder
 from .packed import encode_packed, rowwise
 from .pooling import POOLERS, l2_normalize, pool
@@ -68,6 +69,11 @@ class Dense(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.activation(self.linear(x))
+
+
+def default_matmul(execution: str) -> str:
+    """Packed execution promises closeness, not sentence-transformers' bits, so it takes the faster kernel."""
+    return "onednn" if execution == "packed" and onednn_available() else "torch"
 
 
 def read_json(path: Path) -> dict:
@@ -134,6 +140,7 @@ class SentenceEncoder(nn.Module):
         max_seq_length: int | None = None,
         attention: str = "sdpa",
         execution: str = "packed",
+        matmul: str | None = None,
         device: str | torch.device | None = None,
         dtype: torch.dtype | str | None = None,
         revision: str | None = None,
@@ -141,10 +148,14 @@ class SentenceEncoder(nn.Module):
         """Load a sentence-transformers folder (modules.json) or a plain transformers one.
 
         pooling / normalize / max_seq_length override what the folder says; a plain transformers folder
-        defaults to mean pooling, no normalization, and the model's own position limit.
+        defaults to mean pooling, no normalization, and the model's own position limit. matmul (the linear layers'
+        kernel, minienc/matmul.py) defaults to "onednn" for packed execution where PyTorch has it, else "torch":
+        padded execution keeps sentence-transformers' bits.
         """
+        if matmul is None:
+            matmul = default_matmul(execution)
         folder = resolve_model_dir(name_or_path, revision=revision)
-        encoder = Encoder.from_pretrained(folder, attention=attention, device=device, dtype=dtype)
+        encoder = Encoder.from_pretrained(folder, attention=attention, matmul=matmul, device=device, dtype=dtype)
         found_pooling, dense, found_normalize = ("mean",), [], False
         modules_file = folder / "modules.json"
         for module in read_json(modules_file) if modules_file.is_file() else []:

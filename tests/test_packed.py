@@ -54,8 +54,12 @@ def test_bundled_models_within_1e6(name):
     assert np.abs(ours.encode(TEXTS) - st.encode(TEXTS)).max() <= 1e-6
 
 
-def test_batch_invariance(minilm_packed):
-    """Alone, in a batch of 64, in a shuffled batch of 17, cut into many small batches: the same bits."""
+@pytest.mark.parametrize("matmul", ["default", "torch"])
+def test_batch_invariance(minilm_packed, minilm_dir, matmul):
+    """Alone, in a batch of 64, in a shuffled batch of 17, cut into many small batches: the same bits, with the
+    packed default kernel (oneDNN where available) and with transformers' own."""
+    if matmul != "default":
+        minilm_packed = minienc.SentenceEncoder.from_pretrained(minilm_dir, matmul=matmul)
     texts = corpus(64, seed=1)
     in_64 = minilm_packed.encode(texts)
     alone = np.stack([minilm_packed.encode(t) for t in texts[:20]])

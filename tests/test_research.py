@@ -11,6 +11,7 @@ import torch
 import minienc
 from minienc.attention import ATTENTION, MATCHES, eager, linear, sliding_window
 from minienc.cli import main
+from minienc.matmul import onednn_available
 from minienc.parity import run_parity
 
 WEIGHTS = Path(__file__).resolve().parent.parent / "weights"
@@ -115,7 +116,9 @@ def test_parity_bit_exact_at_every_stage(folder, attention, minilm_dir):
 def test_parity_command_exit_status_and_first_divergence(user_variants, minilm_dir, capsys):
     model = ["--model", str(WEIGHTS / "tiny-bert")]
     assert main(["parity", *model, "--attention", "user_eager", "hello"]) == 0
-    assert "padded vs transformers attn_implementation=eager (float32, cpu; bit-exact)" in capsys.readouterr().out
+    assert "matmul=torch, padded vs transformers attn_implementation=eager (float32, cpu; bit-exact)" in (
+        capsys.readouterr().out
+    )
 
     assert main(["parity", *model, "--attention", "user_temperature", "hello"]) == 0  # no claim: report only
     out = capsys.readouterr().out
@@ -125,6 +128,18 @@ def test_parity_command_exit_status_and_first_divergence(user_variants, minilm_d
     assert main(["parity", *model, "--attention", "user_temperature", "--atol", "1e-3", "hello"]) == 1
     assert main(["parity", *model, "--attention", "nope"]) == 1
     assert "unknown attention 'nope'" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(not onednn_available(), reason="this PyTorch build has no oneDNN")
+def test_parity_command_with_another_kernel(minilm_dir, capsys):
+    """Another matmul kernel, or packed execution, is not transformers' computation: report, don't fail."""
+    model = ["--model", str(minilm_dir)]
+    assert main(["parity", *model, "--matmul", "onednn", "hello world"]) == 0
+    out = capsys.readouterr().out
+    assert "matmul=onednn, padded" in out and "report only" in out
+    assert "layer.0.attention" in next(line for line in out.splitlines() if "<- first divergence" in line)
+    assert main(["parity", *model, "--execution", "packed", "--matmul", "torch", "hello world"]) == 0
+    assert "report only" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("folder", ["tiny-bert", "tiny-xlm-roberta", "minilm"])

@@ -1,0 +1,113 @@
+"""The linear layers' kernels (minienc/matmul.py): both sum in float32, "onednn" steps aside where it must, and the
+defaults keep each execution's promise (padded: transformers' bits; packed: close, and fast)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+import transformers
+from torch.profiler import profile
+
+import minienc
+import minienc.matmul
+import minienc.sentence
+from minienc.matmul import MATMUL, get_matmul, onednn, onednn_available
+from minienc.sentence import default_matmul
+
+from .conftest import padded_batch
+
+WEIGHTS = Path(__file__).resolve().parent.parent / "weights"
+needs_onednn = pytest.mark.skipif(not onednn_available(), reason="this PyTorch build has no oneDNN")
+
+
+@pytest.mark.parametrize("name", sorted(MATMUL))
+@pytest.mark.parametrize("rows, inner, outer", [(2048, 384, 1536), (37, 1536, 384), (16, 32, 37)])
+def test_kernels_sum_in_float32(name, rows, inner, outer):
+    """Against float64, each result stays within the textbook bound for a float32 sum of `inner` products,
+    gamma_K * sum |x_i w_i| (K = inner + 1 with the bias, gamma_K = K u / (1 - K u), u = 2^-24). A kernel that
+    rounded its inputs to bfloat16 or TF32, as fast modes do, would break it by orders of magnitude."""
+    if name == "onednn" and not onednn_available():
+        pytest.skip("this PyTorch build has no oneDNN")
+    gen = torch.Generator().manual_seed(0)
+    x, w, b = (torch.randn(*shape, generator=gen) for shape in [(rows, inner), (outer, inner), (outer,)])
+    with torch.inference_mode():
+        got = get_matmul(name)(x, w, b).double()
+    exact = F.linear(x.double(), w.double(), b.double())
+    u, k = 2.0**-24, inner + 1
+    bound = k * u / (1 - k * u) * (F.linear(x.double().abs(), w.double().abs(), b.double().abs()))
+    assert bool(((got - exact).abs() <= bound).all())
+
+
+@needs_onednn
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_onednn_leaves_other_dtypes_to_f_linear(dtype):
+    x, w, b = torch.randn(20, 16, dtype=dtype), torch.randn(8, 16, dtype=dtype), torch.randn(8, dtype=dtype)
+    assert torch.equal(onednn(x, w, b), F.linear(x, w, b))
+
+
+@needs_onednn
+def test_onednn_leaves_autograd_to_f_linear():
+    """oneDNN's op has no backward: where gradients are needed, the layer must be F.linear, bits and gradients."""
+    x = torch.randn(20, 16)
+    w1, b1 = torch.randn(8, 16, requires_grad=True), torch.randn(8, requires_grad=True)
+    w2, b2 = w1.detach().clone().requires_grad_(), b1.detach().clone().requires_grad_()
+    y1, y2 = onednn(x, w1, b1), F.linear(x, w2, b2)
+    assert torch.equal(y1, y2)
+    (y1 * y1).sum().backward()
+    (y2 * y2).sum().backward()
+    assert torch.equal(w1.grad, w2.grad) and torch.equal(b1.grad, b2.grad)
+
+
+def test_unknown_matmul():
+    with pytest.raises(ValueError, match=r"unknown matmul 'blas'; choose one of \['onednn', 'torch'\]"):
+        minienc.Encoder.from_pretrained(WEIGHTS / "tiny-bert", matmul="blas")
+
+
+def test_without_onednn(monkeypatch):
+    for module in (minienc.matmul, minienc.sentence):
+        monkeypatch.setattr(module, "onednn_available", lambda: False)
+    with pytest.raises(ValueError, match="matmul 'onednn' needs a PyTorch built with oneDNN"):
+        get_matmul("onednn")
+    assert minienc.SentenceEncoder.from_pretrained(WEIGHTS / "tiny-bert").encoder.matmul == "torch"
+
+
+def test_defaults():
+    """The bare Encoder and padded execution keep transformers' kernel; packed takes oneDNN where it exists."""
+    assert minienc.Encoder.from_pretrained(WEIGHTS / "tiny-bert").matmul == "torch"
+    assert default_matmul("padded") == "torch"
+    assert default_matmul("packed") == ("onednn" if onednn_available() else "torch")
+    model = minienc.SentenceEncoder.from_pretrained(WEIGHTS / "tiny-bert")
+    assert model.encoder.matmul == default_matmul("packed")
+    assert {layer.matmul for layer in model.encoder.modules() if isinstance(layer, minienc.model.Linear)} == {
+        MATMUL[default_matmul("packed")]
+    }
+
+
+@needs_onednn
+def test_packed_encode_runs_onednn():
+    """The speed comes from this op being called: check the profiler sees it, and never MKL's addmm."""
+    model = minienc.SentenceEncoder.from_pretrained(WEIGHTS / "tiny-bert", normalize=False, pooling="mean")
+    with profile() as prof:
+        model.encode(["hello world", "x"])
+    ops = {event.name for event in prof.events()}
+    assert "mkldnn::_linear_pointwise" in ops and "aten::addmm" not in ops
+
+
+@needs_onednn
+@pytest.mark.parametrize("family", ["bert", "xlm-roberta"])
+def test_encoder_with_onednn_close_to_transformers(reference_dir, family):
+    """The whole encoder, padded, with the oneDNN kernel: transformers' values up to float32 rounding. The hidden
+    states are LayerNorm outputs of magnitude up to ~4 here; 1e-5 is ~30 ulps of them."""
+    folder = reference_dir(family)
+    config = transformers.AutoConfig.from_pretrained(folder)
+    batch = padded_batch([9, 3, 14], config.vocab_size, config.pad_token_id)
+    ref = transformers.AutoModel.from_pretrained(folder, attn_implementation="sdpa").eval()
+    ours = minienc.Encoder.from_pretrained(folder, matmul="onednn")
+    with torch.inference_mode():
+        expected = ref(**batch).last_hidden_state
+        got = ours(**batch)
+    real = batch["attention_mask"].bool()
+    torch.testing.assert_close(got[real], expected[real], rtol=0, atol=1e-5)
