@@ -85,7 +85,7 @@ def cmd_parity(args: argparse.Namespace) -> int:
     from .attention import MATCHES
     from .parity import format_table, run_parity
 
-    matmul = args.matmul or default_matmul(args.execution)
+    matmul = args.matmul or default_matmul(args.execution, args.device)
     rows, reference = run_parity(args.model, args.attention, args.texts, args.reference, DTYPES[args.dtype], args.device,
                                  args.execution, matmul)
     # bit-exactness is promised for transformers' own attention and kernels, run padded as transformers runs
@@ -104,7 +104,7 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--attention", default="sdpa", help="attention implementation (default: sdpa)")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cpu)")
     parser.add_argument("--matmul", default=None, choices=sorted(MATMUL),
-                        help="linear layers' kernel (default: onednn for packed execution where available, else torch)")
+                        help="linear layers' kernel (default: onednn for packed execution on x86 CPUs, else torch)")
 
 
 def build_parser() -> argparse.ArgumentParser:

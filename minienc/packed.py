@@ -5,7 +5,7 @@ Embeddings, projections, feed-forward and LayerNorm work on the N real tokens on
 
 It also makes a text's vector independent of its batch. Everything outside attention works row by row, and
 attention sees only the text itself; what remains is the matrix multiply (minienc/matmul.py), whose CPU kernels
-were measured (torch 2.13, 2 threads, up to 7000 rows) to round a row differently when the matrix has few rows than
+were measured (torch 2.13, 2 threads, matrices of up to 6000 rows) to round a row differently when the matrix has few rows than
 when it has many, whatever the other rows hold: MKL ("torch") with 1-3, 5-7 or 9-11 rows, oneDNN with 1 row.
 So a packed row is filled up to MIN_ROWS tokens.
 """

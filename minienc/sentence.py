@@ -16,7 +16,7 @@ from tokenizers import Encoding
 from torch import nn
 
 from .checkpoint import CheckpointError, resolve_model_dir
-from .matmul import onednn_available
+from .matmul import fastest_on_cpu
 from .model import Encoder
 from .packed import encode_packed, rowwise
 from .pooling import POOLERS, l2_normalize, pool
@@ -71,9 +71,11 @@ class Dense(nn.Module):
         return self.activation(self.linear(x))
 
 
-def default_matmul(execution: str) -> str:
-    """Packed execution promises closeness, not sentence-transformers' bits, so it takes the faster kernel."""
-    return "onednn" if execution == "packed" and onednn_available() else "torch"
+def default_matmul(execution: str, device: str | torch.device | None = None) -> str:
+    """Packed execution promises closeness, not sentence-transformers' bits, so on the CPU it takes the faster
+    kernel; padded execution keeps transformers' own."""
+    on_cpu = device is None or torch.device(device).type == "cpu"
+    return fastest_on_cpu() if execution == "packed" and on_cpu else "torch"
 
 
 def read_json(path: Path) -> dict:
@@ -149,11 +151,11 @@ class SentenceEncoder(nn.Module):
 
         pooling / normalize / max_seq_length override what the folder says; a plain transformers folder
         defaults to mean pooling, no normalization, and the model's own position limit. matmul (the linear layers'
-        kernel, minienc/matmul.py) defaults to "onednn" for packed execution where PyTorch has it, else "torch":
-        padded execution keeps sentence-transformers' bits.
+        kernel, minienc/matmul.py) defaults to "onednn" for packed execution on x86 CPUs, else "torch": padded
+        execution keeps sentence-transformers' bits.
         """
         if matmul is None:
-            matmul = default_matmul(execution)
+            matmul = default_matmul(execution, device)
         folder = resolve_model_dir(name_or_path, revision=revision)
         encoder = Encoder.from_pretrained(folder, attention=attention, matmul=matmul, device=device, dtype=dtype)
         found_pooling, dense, found_normalize = ("mean",), [], False

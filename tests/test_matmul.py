@@ -13,8 +13,7 @@ from torch.profiler import profile
 
 import minienc
 import minienc.matmul
-import minienc.sentence
-from minienc.matmul import MATMUL, get_matmul, onednn, onednn_available
+from minienc.matmul import MATMUL, fastest_on_cpu, get_matmul, onednn, onednn_available
 from minienc.sentence import default_matmul
 
 from .conftest import padded_batch
@@ -67,18 +66,25 @@ def test_unknown_matmul():
 
 
 def test_without_onednn(monkeypatch):
-    for module in (minienc.matmul, minienc.sentence):
-        monkeypatch.setattr(module, "onednn_available", lambda: False)
+    monkeypatch.setattr(minienc.matmul, "onednn_available", lambda: False)
     with pytest.raises(ValueError, match="matmul 'onednn' needs a PyTorch built with oneDNN"):
         get_matmul("onednn")
     assert minienc.SentenceEncoder.from_pretrained(WEIGHTS / "tiny-bert").encoder.matmul == "torch"
 
 
+@pytest.mark.parametrize("capability, expected", [("AVX512", "onednn"), ("AVX2", "onednn"), ("DEFAULT", "torch")])
+def test_fastest_on_cpu(monkeypatch, capability, expected):
+    """oneDNN only where it was measured faster: x86 with AVX2 or AVX-512 (on SSE4.1 alone it was 2x slower)."""
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: capability)
+    monkeypatch.setattr(minienc.matmul, "onednn_available", lambda: True)
+    assert fastest_on_cpu() == expected
+
+
 def test_defaults():
     """The bare Encoder and padded execution keep transformers' kernel; packed takes oneDNN where it exists."""
     assert minienc.Encoder.from_pretrained(WEIGHTS / "tiny-bert").matmul == "torch"
-    assert default_matmul("padded") == "torch"
-    assert default_matmul("packed") == ("onednn" if onednn_available() else "torch")
+    assert default_matmul("padded") == "torch" and default_matmul("packed", "cuda") == "torch"
+    assert default_matmul("packed") == fastest_on_cpu()
     model = minienc.SentenceEncoder.from_pretrained(WEIGHTS / "tiny-bert")
     assert model.encoder.matmul == default_matmul("packed")
     assert {layer.matmul for layer in model.encoder.modules() if isinstance(layer, minienc.model.Linear)} == {
@@ -86,7 +92,7 @@ def test_defaults():
     }
 
 
-@needs_onednn
+@pytest.mark.skipif(fastest_on_cpu() != "onednn", reason="packed execution keeps F.linear on this CPU")
 def test_packed_encode_runs_onednn():
     """The speed comes from this op being called: check the profiler sees it, and never MKL's addmm."""
     model = minienc.SentenceEncoder.from_pretrained(WEIGHTS / "tiny-bert", normalize=False, pooling="mean")
