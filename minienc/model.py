@@ -9,24 +9,23 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from .activations import ACTIVATIONS
 from .attention import AttentionFn, get_attention
 from .checkpoint import load_weights, resolve_model_dir
 from .config import EncoderConfig
-from .matmul import MatmulFn, get_matmul
+from .matmul import MatmulFn, get_matmul, torch_linear
 from .packed import Spans
 
 
 class Linear(nn.Linear):
-    """nn.Linear whose multiply is a kernel from minienc/matmul.py: matmul(x, weight, bias), F.linear by default."""
+    """nn.Linear whose multiply is a kernel from minienc/matmul.py ("torch", F.linear, by default), optionally
+    followed by an activation that the kernel may fuse into it: activation(x @ weight.T + bias)."""
 
-    matmul: MatmulFn = staticmethod(F.linear)
+    matmul: MatmulFn = staticmethod(torch_linear)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.matmul(x, self.weight, self.bias)
+    def forward(self, x: torch.Tensor, activation: str | None = None) -> torch.Tensor:
+        return self.matmul(x, self.weight, self.bias, activation)
 
 
 # reproduces transformers v5.x BertEmbeddings / XLMRobertaEmbeddings (eval mode)
@@ -100,10 +99,11 @@ class FeedForward(nn.Module):
         super().__init__()
         self.up = Linear(config.hidden_size, config.intermediate_size)
         self.down = Linear(config.intermediate_size, config.hidden_size)
-        self.act = ACTIVATIONS[config.hidden_act]
+        self.activation = config.hidden_act  # a name from minienc/activations.py
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.down(self.act(self.up(x)))  # (B, T, H)
+        hidden = self.up(x, activation=self.activation)  # (B, T, intermediate): activation(up(x)), maybe fused
+        return self.down(hidden)  # (B, T, H)
 
 
 # reproduces transformers v5.x BertLayer: post-norm, LayerNorm(sublayer(x) + x) twice

@@ -13,6 +13,7 @@ from torch.profiler import profile
 
 import minienc
 import minienc.matmul
+from minienc.activations import ACTIVATIONS
 from minienc.matmul import MATMUL, fastest_on_cpu, get_matmul, onednn, onednn_available
 from minienc.sentence import default_matmul
 
@@ -41,10 +42,24 @@ def test_kernels_sum_in_float32(name, rows, inner, outer):
 
 
 @needs_onednn
+@pytest.mark.parametrize("activation", sorted(ACTIVATIONS))
+def test_onednn_activation_fused_or_not(activation):
+    """Fused into the multiply (GELU) or applied after it (the rest), oneDNN's activation is the model's: within 2
+    float32 ulps of the activation applied to its own product. An identity weight makes the product exact, so
+    inputs from -12 to 12 reach the activation unchanged."""
+    x = torch.linspace(-12, 12, 64 * 4096).reshape(-1, 64)
+    with torch.inference_mode():
+        expected = ACTIVATIONS[activation](onednn(x, torch.eye(64), None))
+        got = onednn(x, torch.eye(64), None, activation)
+    ulp = (torch.nextafter(expected.abs(), torch.tensor(float("inf"))) - expected.abs())
+    assert bool(((got - expected).abs() <= 2 * ulp).all())
+
+
+@needs_onednn
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 def test_onednn_leaves_other_dtypes_to_f_linear(dtype):
     x, w, b = torch.randn(20, 16, dtype=dtype), torch.randn(8, 16, dtype=dtype), torch.randn(8, dtype=dtype)
-    assert torch.equal(onednn(x, w, b), F.linear(x, w, b))
+    assert torch.equal(onednn(x, w, b, "gelu"), F.gelu(F.linear(x, w, b)))
 
 
 @needs_onednn
@@ -53,7 +68,7 @@ def test_onednn_leaves_autograd_to_f_linear():
     x = torch.randn(20, 16)
     w1, b1 = torch.randn(8, 16, requires_grad=True), torch.randn(8, requires_grad=True)
     w2, b2 = w1.detach().clone().requires_grad_(), b1.detach().clone().requires_grad_()
-    y1, y2 = onednn(x, w1, b1), F.linear(x, w2, b2)
+    y1, y2 = onednn(x, w1, b1, "gelu"), F.gelu(F.linear(x, w2, b2))
     assert torch.equal(y1, y2)
     (y1 * y1).sum().backward()
     (y2 * y2).sum().backward()
