@@ -12,7 +12,8 @@ The linear layers are nearly all of an encoder's arithmetic, so the kernel decid
 decides the last bits of every result, since kernels sum the products in different orders.
 
 - "torch":  F.linear, then the activation: what transformers and sentence-transformers run. On x86 CPUs PyTorch
-            sends float32 to MKL, which runs its AVX2 code on AMD processors even where they have AVX-512.
+            sends float32 to MKL, which on this project's AMD processor runs at the AVX2 rate although the CPU
+            has AVX-512.
 - "onednn": oneDNN's inner product, which ships inside PyTorch, with AVX-512 code where the CPU has it, and GELU
             (erf form) fused into it. Measured on the 2-core AMD EPYC (Zen 5) this project runs on, on the encoder's
             matrix shapes: about 530 GFLOP/s against MKL's 230. Its sums are float32 sums in another order, and a
