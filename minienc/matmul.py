@@ -39,12 +39,15 @@ MatmulFn = Callable[..., torch.Tensor]  # (x, weight, bias, activation=None) -> 
 ONEDNN_POST_OPS = {"gelu": ("gelu", "none")}
 
 
+def activate(y: torch.Tensor, activation: str | None) -> torch.Tensor:
+    return y if activation is None else ACTIVATIONS[activation](y)
+
+
 def torch_linear(
     x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, activation: str | None = None
 ) -> torch.Tensor:
     """F.linear, then the activation as its own op: transformers' computation, bit for bit."""
-    y = F.linear(x, weight, bias)
-    return y if activation is None else ACTIVATIONS[activation](y)
+    return activate(F.linear(x, weight, bias), activation)
 
 
 def onednn(
@@ -57,8 +60,7 @@ def onednn(
     if activation in ONEDNN_POST_OPS:
         attr, algorithm = ONEDNN_POST_OPS[activation]
         return torch.ops.mkldnn._linear_pointwise(x, weight, bias, attr, [], algorithm)
-    y = torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [], "")
-    return y if activation is None else ACTIVATIONS[activation](y)
+    return activate(torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [], ""), activation)
 
 
 MATMUL: dict[str, MatmulFn] = {"torch": torch_linear, "onednn": onednn}

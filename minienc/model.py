@@ -198,7 +198,7 @@ class Encoder(nn.Module):
 
         dtype (a torch.dtype or "float32", "float16", "bfloat16") defaults to float32 whatever the file stores;
         device defaults to the CPU. matmul "torch" (the default) keeps transformers' bits; "onednn" is faster on
-        CPUs with AVX-512 (minienc/matmul.py).
+        x86 CPUs with AVX2 or AVX-512 (minienc/matmul.py).
         """
         if isinstance(dtype, str):
             if dtype not in DTYPES:

@@ -14,10 +14,10 @@ from torch.profiler import profile
 import minienc
 import minienc.matmul
 from minienc.activations import ACTIVATIONS
-from minienc.matmul import MATMUL, fastest_on_cpu, get_matmul, onednn, onednn_available
+from minienc.matmul import MATMUL, ONEDNN_POST_OPS, fastest_on_cpu, get_matmul, onednn, onednn_available
 from minienc.sentence import default_matmul
 
-from .conftest import padded_batch
+from .test_sentence import TEXTS
 
 WEIGHTS = Path(__file__).resolve().parent.parent / "weights"
 needs_onednn = pytest.mark.skipif(not onednn_available(), reason="this PyTorch build has no oneDNN")
@@ -44,14 +44,17 @@ def test_kernels_sum_in_float32(name, rows, inner, outer):
 @needs_onednn
 @pytest.mark.parametrize("activation", sorted(ACTIVATIONS))
 def test_onednn_activation_fused_or_not(activation):
-    """Fused into the multiply (GELU) or applied after it (the rest), oneDNN's activation is the model's: within 2
-    float32 ulps of the activation applied to its own product. An identity weight makes the product exact, so
-    inputs from -12 to 12 reach the activation unchanged."""
+    """oneDNN's activation is the model's. Applied after the multiply, it is the same op on the same product: the
+    same bits. Fused into the multiply (ONEDNN_POST_OPS: GELU), it is oneDNN's own code: within 2 float32 ulps.
+    An identity weight makes the product exact, so inputs from -12 to 12 reach the activation unchanged."""
     x = torch.linspace(-12, 12, 64 * 4096).reshape(-1, 64)
     with torch.inference_mode():
         expected = ACTIVATIONS[activation](onednn(x, torch.eye(64), None))
         got = onednn(x, torch.eye(64), None, activation)
-    ulp = (torch.nextafter(expected.abs(), torch.tensor(float("inf"))) - expected.abs())
+    if activation not in ONEDNN_POST_OPS:
+        assert torch.equal(got, expected)
+        return
+    ulp = torch.nextafter(expected.abs(), torch.tensor(float("inf"))) - expected.abs()
     assert bool(((got - expected).abs() <= 2 * ulp).all())
 
 
@@ -118,15 +121,14 @@ def test_packed_encode_runs_onednn():
 
 
 @needs_onednn
-@pytest.mark.parametrize("family", ["bert", "xlm-roberta"])
-def test_encoder_with_onednn_close_to_transformers(reference_dir, family):
-    """The whole encoder, padded, with the oneDNN kernel: transformers' values up to float32 rounding. The hidden
-    states are LayerNorm outputs of magnitude up to ~4 here; 1e-5 is ~30 ulps of them."""
-    folder = reference_dir(family)
-    config = transformers.AutoConfig.from_pretrained(folder)
-    batch = padded_batch([9, 3, 14], config.vocab_size, config.pad_token_id)
-    ref = transformers.AutoModel.from_pretrained(folder, attn_implementation="sdpa").eval()
-    ours = minienc.Encoder.from_pretrained(folder, matmul="onednn")
+def test_encoder_with_onednn_close_to_transformers(minilm_dir):
+    """The whole encoder, padded, with the oneDNN kernel: transformers' values up to float32 rounding. Real
+    all-MiniLM-L6-v2 weights (on the tiny test models, with 32 inputs a row, both kernels happen to give the same
+    bits). Measured here: 4.2e-6 at most, on hidden states up to 6.3 (~9 ulps); held to 1e-5."""
+    model = minienc.SentenceEncoder.from_pretrained(minilm_dir, execution="padded")
+    batch = model.tokenizer(TEXTS)
+    ref = transformers.AutoModel.from_pretrained(minilm_dir, attn_implementation="sdpa").eval()
+    ours = minienc.Encoder.from_pretrained(minilm_dir, matmul="onednn")
     with torch.inference_mode():
         expected = ref(**batch).last_hidden_state
         got = ours(**batch)
