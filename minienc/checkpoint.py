@@ -93,8 +93,8 @@ def weight_files(folder: Path) -> list[Path]:
     index = folder / SHARD_INDEX_FILE
     if index.is_file():
         try:
-            shard_names = sorted(set(json.loads(index.read_text(encoding="utf-8"))["weight_map"].values()))
-        except (json.JSONDecodeError, KeyError, AttributeError) as err:
+            shard_names = sorted(set(read_json(index)["weight_map"].values()))
+        except (ValueError, KeyError, AttributeError) as err:
             raise CheckpointError(f"{index} is not a valid shard index (needs a 'weight_map'): {err}") from err
         missing = [name for name in shard_names if not (folder / name).is_file()]
         if missing:
@@ -108,6 +108,14 @@ def weight_files(folder: Path) -> list[Path]:
             f"AutoModel.from_pretrained(folder).save_pretrained(folder, safe_serialization=True)"
         )
     raise FileNotFoundError(f"{folder} has no {WEIGHTS_FILE} and no {SHARD_INDEX_FILE}")
+
+
+def read_json(path: Path) -> dict:
+    """A JSON file (config.json, modules.json, ...) as a dict, or a ValueError naming the file."""
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path} is not valid JSON: {err}") from err
 
 
 def read_safetensors(path: Path) -> dict[str, torch.Tensor]:

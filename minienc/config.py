@@ -6,11 +6,11 @@ is how position ids are formed, so that is a config field, not a second model cl
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 from .activations import ACTIVATIONS
+from .checkpoint import read_json
 
 # model_type -> whether position ids come from the input ids (RoBERTa family) rather than 0..T-1 (BERT family)
 FAMILIES: dict[str, bool] = {
@@ -54,6 +54,11 @@ class EncoderConfig:
         return self.hidden_size // self.num_heads
 
     @property
+    def max_tokens(self) -> int:
+        """The longest text the position table can hold: its rows, less those the RoBERTa family skips."""
+        return self.max_position_embeddings - self.first_position
+
+    @property
     def first_position(self) -> int:
         """Position id of the first real token: 0 for BERT, pad_token_id + 1 for the RoBERTa family."""
         return self.pad_token_id + 1 if self.positions_from_input_ids else 0
@@ -90,10 +95,7 @@ class EncoderConfig:
     @classmethod
     def from_json(cls, path: str | Path) -> EncoderConfig:
         path = Path(path)
-        try:
-            raw = json.loads(path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as err:
-            raise ValueError(f"{path} is not valid JSON: {err}") from err
+        raw = read_json(path)
         try:
             return cls.from_dict(raw)
         except KeyError as err:

@@ -1,4 +1,5 @@
-"""Matrix-multiply kernels for the encoder's linear layers, looked up by name.
+"""Matrix-multiply kernels for the encoder's linear layers, looked up by name, and row blocks that make a row's
+result independent of the other rows.
 
 Every kernel has one signature:
 
@@ -11,22 +12,25 @@ Every kernel has one signature:
 The linear layers are nearly all of an encoder's arithmetic, so the kernel decides most of its speed; it also
 decides the last bits of every result, since kernels sum the products in different orders.
 
-- "torch":  F.linear, then the activation: what transformers and sentence-transformers run. On x86 CPUs PyTorch
-            sends float32 to MKL, which on this project's AMD processor runs at the AVX2 rate although the CPU
-            has AVX-512.
-- "onednn": oneDNN's inner product, which ships inside PyTorch, with AVX-512 code where the CPU has it, and GELU
-            (erf form) fused into it. Measured on the 2-core AMD EPYC (Zen 5) this project runs on, on the encoder's
-            matrix shapes: about 530 GFLOP/s against MKL's 230. Its sums are float32 sums in another order, and a
-            row's result does not depend on the other rows once there are 2 or more (MKL's needs 12; see
-            minienc/packed.py). Only float32 on the CPU, for inference: other dtypes, other devices and calls that
-            autograd must differentiate go to the "torch" kernel (oneDNN's op has no backward).
+- "torch":  F.linear, then the activation: what transformers and sentence-transformers run (MKL on x86 CPUs).
+- "onednn": oneDNN's inner product, which ships inside PyTorch, with GELU (erf form) fused into it. Its sums are
+            float32 sums in another order. Only float32 on the CPU, for inference: other dtypes, other devices and
+            calls that autograd must differentiate go to the "torch" kernel (oneDNN's op has no backward).
 
 `Encoder.from_pretrained(..., matmul=name)` or `Encoder.set_matmul(name)` selects one; the default "torch" keeps
-transformers' bits. SentenceEncoder's packed execution on the CPU takes fastest_on_cpu().
+transformers' bits. SentenceEncoder's packed execution on the CPU takes fastest_on_cpu(), in row blocks.
+
+Row blocks (`RowBlocks`): a kernel chooses its blocking, threading and order of summation from the matrix shape, so
+the same row can round differently in a matrix of 9 rows and in one of 900. Cut every matrix into blocks of exactly
+`rows` rows (the last one topped up with zeros) and each kernel call has one shape, hence one plan; a matrix multiply
+has no data flow between rows, so a row's result can then depend only on its own values and its place in the block.
+That last dependence is checked, not assumed: the first call for each weight shape, dtype, device and thread count
+runs a probe (`rows_independent`), and a kernel that fails it is reported (a warning, and `independent = False`).
 """
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 
 import torch
@@ -73,8 +77,7 @@ def onednn_available() -> bool:
 
 def fastest_on_cpu() -> str:
     """The kernel to prefer on this CPU when the last bits are free: "onednn" on x86 CPUs with AVX2 or AVX-512,
-    where it was measured as fast as MKL or faster (feed-forward shape, 2 cores: AVX-512 530 vs 230 GFLOP/s; oneDNN
-    held to AVX2 262 vs 230); "torch" elsewhere (on SSE4.1 alone oneDNN was 2x slower; Arm was not measured)."""
+    "torch" elsewhere (on SSE4.1 alone oneDNN is slower than MKL; the README gives the measurements)."""
     fast = torch.backends.cpu.get_cpu_capability() in ("AVX2", "AVX512")
     return "onednn" if fast and onednn_available() else "torch"
 
@@ -86,3 +89,57 @@ def get_matmul(name: str) -> MatmulFn:
         raise ValueError(f"matmul 'onednn' needs a PyTorch built with oneDNN; this one ({torch.__version__}) is not: "
                          f"use matmul='torch'")
     return MATMUL[name]
+
+
+def rows_independent(kernel: MatmulFn, weight: torch.Tensor, bias: torch.Tensor | None, activation: str | None,
+                     rows: int) -> bool:
+    """Whether kernel, on blocks of `rows` rows with this weight, gives each row the same bits wherever it sits in the
+    block and whatever the other rows hold: a random block against its rolled copies and a copy with zeroed rows."""
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(rows, weight.shape[1], generator=gen).to(weight.device, weight.dtype)
+    with torch.inference_mode():
+        y = kernel(x, weight, bias, activation)
+        for shift in sorted({1, rows // 2 + 1, rows - 1} - {0, rows}):
+            if not torch.equal(kernel(x.roll(shift, 0), weight, bias, activation), y.roll(shift, 0)):
+                return False
+        kept = (rows + 1) // 2
+        tail_zeroed = torch.cat([x[:kept], x.new_zeros(rows - kept, x.shape[1])])
+        return torch.equal(kernel(tail_zeroed, weight, bias, activation)[:kept], y[:kept])
+
+
+class RowBlocks:
+    """A kernel run on blocks of exactly `rows` rows (see the module docstring): the same signature as a kernel.
+
+    Each new weight shape, activation, dtype, device or thread count is probed on its first call (`check`); a
+    kernel that fails is reported with a warning, once."""
+
+    def __init__(self, kernel: MatmulFn, rows: int, name: str = "kernel"):
+        if rows < 1:
+            raise ValueError(f"row blocks need at least 1 row, got {rows}")
+        self.kernel, self.rows, self.name = kernel, rows, name
+        self.probed: dict[tuple, bool] = {}
+
+    def check(self, weight: torch.Tensor, bias: torch.Tensor | None, activation: str | None) -> bool:
+        """Whether a row's result is independent of its block for this weight's shape (probed once, then cached)."""
+        key = (tuple(weight.shape), bias is not None, activation, weight.dtype, weight.device, torch.get_num_threads())
+        if key in self.probed:
+            return self.probed[key]
+        self.probed[key] = ok = rows_independent(self.kernel, weight, bias, activation, self.rows)
+        if not ok:
+            warnings.warn(f"matmul {self.name!r} rounds a row by its place in a {self.rows}-row block on this machine "
+                          f"({weight.shape[1]} -> {weight.shape[0]}, {weight.dtype}, {torch.get_num_threads()} "
+                          f"threads): a text's vector may depend on its batch here", RuntimeWarning, stacklevel=3)
+        return ok
+
+    def __call__(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
+                 activation: str | None = None) -> torch.Tensor:
+        self.check(weight, bias, activation)
+        flat = x.reshape(-1, x.shape[-1])  # (n, in)
+        if flat.shape[0] == 0:
+            return self.kernel(x, weight, bias, activation)
+        n, tail = flat.shape[0], flat.shape[0] % self.rows
+        blocks = list(flat[: n - tail].split(self.rows))
+        if tail:
+            blocks.append(torch.cat([flat[n - tail :], flat.new_zeros(self.rows - tail, flat.shape[1])]))
+        out = torch.cat([self.kernel(block, weight, bias, activation) for block in blocks])[:n]  # (n, out)
+        return out.reshape(*x.shape[:-1], out.shape[-1])

@@ -2,10 +2,16 @@
 
 One class serves BERT, MiniLM, RoBERTa and XLM-RoBERTa; they differ only in config values. Inference only: there
 is no dropout. Shapes: B = batch, T = sequence length, H = hidden size, nh = heads, hs = head size.
+
+Two inputs, one forward pass:
+- padded: (B, T) ids, shorter texts padded, and an attention mask that hides the padding (transformers' way);
+- packed: (1, N) ids, the texts of a batch laid end to end with no padding, and `spans`, the (start, end) of each
+  text; positions restart at each text and attention runs text by text, so no text sees another.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -14,18 +20,25 @@ from torch import nn
 from .attention import AttentionFn, get_attention
 from .checkpoint import load_weights, resolve_model_dir
 from .config import EncoderConfig
-from .matmul import MatmulFn, get_matmul, torch_linear
-from .packed import Spans
+from .devices import check_device
+from .matmul import MatmulFn, RowBlocks, get_matmul, torch_linear
+
+Spans = Sequence[tuple[int, int]]  # packed input: text i is tokens spans[i][0]:spans[i][1] of the one row
 
 
 class Linear(nn.Linear):
-    """nn.Linear whose multiply is a kernel from minienc/matmul.py ("torch", F.linear, by default), optionally
-    followed by an activation that the kernel may fuse into it: activation(x @ weight.T + bias)."""
+    """nn.Linear whose multiply is a kernel from minienc/matmul.py ("torch", F.linear, by default), with an optional
+    activation that the kernel may fuse into it: activation(x @ weight.T + bias)."""
 
     matmul: MatmulFn = staticmethod(torch_linear)
 
-    def forward(self, x: torch.Tensor, activation: str | None = None) -> torch.Tensor:
-        return self.matmul(x, self.weight, self.bias, activation)
+    def __init__(self, in_features: int, out_features: int, bias: bool = True, activation: str | None = None,
+                 dtype: torch.dtype | None = None):
+        super().__init__(in_features, out_features, bias=bias, dtype=dtype)
+        self.activation = activation  # a name from minienc/activations.py, or None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.matmul(x, self.weight, self.bias, self.activation)
 
 
 # reproduces transformers v5.x BertEmbeddings / XLMRobertaEmbeddings (eval mode)
@@ -38,13 +51,19 @@ class Embeddings(nn.Module):
         self.token_type = nn.Embedding(config.type_vocab_size, config.hidden_size)
         self.norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
 
-    def position_ids(self, input_ids: torch.Tensor) -> torch.Tensor:
+    def position_ids(self, input_ids: torch.Tensor, spans: Spans | None = None) -> torch.Tensor:
         """(B, T) position of each token. BERT: 0..T-1. RoBERTa family: pad_token_id + 1 + count of real tokens
-        so far, and pad_token_id on padding, so a left-padded text gets the same positions as an unpadded one."""
+        so far, and pad_token_id on padding, so a left-padded text gets the same positions as an unpadded one.
+        Packed (spans given): each text counts from the first position, as if it were alone."""
+        lengths = [b - a for a, b in spans] if spans is not None else [input_ids.shape[1]]
+        limit = self.config.max_tokens
+        if max(lengths, default=0) > limit:
+            raise ValueError(f"sequence of {max(lengths)} tokens is longer than the model's {limit} positions; "
+                             f"truncate it")
+        if spans is not None:
+            first = self.config.first_position
+            return torch.cat([torch.arange(first, first + n, device=input_ids.device) for n in lengths])[None, :]
         seq_len = input_ids.shape[1]
-        limit = self.config.max_position_embeddings - self.config.first_position
-        if seq_len > limit:
-            raise ValueError(f"sequence of {seq_len} tokens is longer than the model's {limit} positions; truncate it")
         if not self.config.positions_from_input_ids:
             return torch.arange(seq_len, device=input_ids.device)[None, :]  # (1, T)
         pad = self.config.pad_token_id
@@ -78,17 +97,17 @@ class SelfAttention(nn.Module):
         self.out = Linear(config.hidden_size, config.hidden_size)
         self.attend = attend
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor | Spans | None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None, spans: Spans | None = None) -> torch.Tensor:
         B, T, _ = x.shape
         heads = (B, T, -1, self.head_dim)
         q = self.query(x).view(heads).transpose(1, 2)  # (B, nh, T, hs)
         k = self.key(x).view(heads).transpose(1, 2)
         v = self.value(x).view(heads).transpose(1, 2)
-        if isinstance(mask, Spans):  # packed texts (minienc/packed.py): each attends within itself, nothing padded
-            y = torch.cat([self.attend(q[:, :, a:b], k[:, :, a:b], v[:, :, a:b], None, self.scale)
-                           for a, b in mask.pairs()], dim=2)
-        else:
+        if spans is None:
             y = self.attend(q, k, v, mask, self.scale)  # (B, nh, T, hs)
+        else:  # packed: each text attends to itself alone, in a call that sees nothing of the batch
+            y = torch.cat([self.attend(q[:, :, a:b], k[:, :, a:b], v[:, :, a:b], None, self.scale)
+                           for a, b in spans], dim=2)  # (1, nh, N, hs)
         y = y.transpose(1, 2).contiguous().reshape(B, T, -1)  # (B, T, H): heads side by side again
         return self.out(y)
 
@@ -97,12 +116,11 @@ class SelfAttention(nn.Module):
 class FeedForward(nn.Module):
     def __init__(self, config: EncoderConfig):
         super().__init__()
-        self.up = Linear(config.hidden_size, config.intermediate_size)
+        self.up = Linear(config.hidden_size, config.intermediate_size, activation=config.hidden_act)
         self.down = Linear(config.intermediate_size, config.hidden_size)
-        self.activation = config.hidden_act  # a name from minienc/activations.py
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        hidden = self.up(x, activation=self.activation)  # (B, T, intermediate): activation(up(x)), maybe fused
+        hidden = self.up(x)  # (B, T, intermediate): activation(x @ W.T + b), the activation maybe fused
         return self.down(hidden)  # (B, T, H)
 
 
@@ -115,8 +133,8 @@ class EncoderLayer(nn.Module):
         self.ffn = FeedForward(config)
         self.ffn_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor | Spans | None) -> torch.Tensor:
-        x = self.attn_norm(self.attention(x, mask) + x)
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None, spans: Spans | None = None) -> torch.Tensor:
+        x = self.attn_norm(self.attention(x, mask, spans) + x)
         return self.ffn_norm(self.ffn(x) + x)  # (B, T, H)
 
 
@@ -137,15 +155,15 @@ def key_padding_mask(attention_mask: torch.Tensor | None) -> torch.Tensor | None
 
 
 class Encoder(nn.Module):
-    """The whole encoder. `Encoder(input_ids, attention_mask, token_type_ids)` -> last hidden state (B, T, H)."""
+    """The whole encoder. `Encoder(input_ids, attention_mask, token_type_ids)` -> last hidden state (B, T, H);
+    packed, `Encoder(input_ids, spans=spans)` with (1, N) inputs -> (1, N, H)."""
 
     def __init__(self, config: EncoderConfig, attention: str = "sdpa", matmul: str = "torch"):
         super().__init__()
         self.config = config
-        attend = get_attention(attention)
-        self.attention = attention
         self.embeddings = Embeddings(config)
-        self.layers = nn.ModuleList(EncoderLayer(config, attend) for _ in range(config.num_layers))
+        self.layers = nn.ModuleList(EncoderLayer(config, get_attention(attention)) for _ in range(config.num_layers))
+        self.set_attention(attention)
         self.set_matmul(matmul)
 
     def set_attention(self, name: str) -> None:
@@ -153,15 +171,23 @@ class Encoder(nn.Module):
         attend = get_attention(name)
         for layer in self.layers:
             layer.attention.attend = attend
-        self.attention = name
+        self.attention_name = name
 
-    def set_matmul(self, name: str) -> None:
-        """Switch every linear layer to the matrix-multiply kernel registered as `name` (minienc/matmul.py)."""
-        matmul = get_matmul(name)
+    def set_matmul(self, name: str, row_block: int | None = None) -> None:
+        """Switch every linear layer to the matrix-multiply kernel registered as `name` (minienc/matmul.py); with
+        row_block, on blocks of that many rows, so that a row's result does not depend on the matrix it is in."""
+        kernel = get_matmul(name)
+        self.kernel = kernel if row_block is None else RowBlocks(kernel, row_block, name)
         for module in self.modules():
             if isinstance(module, Linear):
-                module.matmul = matmul
-        self.matmul = name
+                module.matmul = self.kernel
+        self.matmul_name, self.row_block = name, row_block
+
+    def rows_independent(self) -> bool:
+        """Whether every linear layer runs in row blocks that passed their probe on this machine, at this thread
+        count (minienc/matmul.py): then a packed text's hidden states do not depend on the other texts."""
+        return isinstance(self.kernel, RowBlocks) and all(
+            self.kernel.check(m.weight, m.bias, m.activation) for m in self.modules() if isinstance(m, Linear))
 
     def forward(
         self,
@@ -169,18 +195,24 @@ class Encoder(nn.Module):
         attention_mask: torch.Tensor | None = None,
         token_type_ids: torch.Tensor | None = None,
         position_ids: torch.Tensor | None = None,
+        spans: Spans | None = None,
     ) -> torch.Tensor:
         """input_ids (B, T) int; attention_mask (B, T), 1 for real tokens (default: all ones); token_type_ids
-        (B, T) segment ids (default: zeros); position_ids (B, T) (default: from the config's family)."""
+        (B, T) segment ids (default: zeros); position_ids (B, T) (default: from the config's family). Packed input:
+        B = 1, spans gives each text's (start, end), and there is no attention_mask (nothing is padded)."""
         if input_ids.dim() != 2:
             raise ValueError(f"input_ids must be (batch, seq), got shape {tuple(input_ids.shape)}")
         for name, t in (("attention_mask", attention_mask), ("token_type_ids", token_type_ids)):
             if t is not None and t.shape != input_ids.shape:
                 raise ValueError(f"{name} has shape {tuple(t.shape)}, input_ids has {tuple(input_ids.shape)}")
+        if spans is not None and (input_ids.shape[0] != 1 or attention_mask is not None):
+            raise ValueError("packed input (spans) is one row of real tokens: input_ids (1, N) and no attention_mask")
+        if position_ids is None:
+            position_ids = self.embeddings.position_ids(input_ids, spans)
         x = self.embeddings(input_ids, token_type_ids, position_ids)  # (B, T, H)
         mask = key_padding_mask(attention_mask)
         for layer in self.layers:
-            x = layer(x, mask)
+            x = layer(x, mask, spans)
         return x
 
     @classmethod
@@ -204,6 +236,7 @@ class Encoder(nn.Module):
             if dtype not in DTYPES:
                 raise ValueError(f"unknown dtype {dtype!r}; choose one of {sorted(DTYPES)}")
             dtype = DTYPES[dtype]
+        device = check_device(device)
         folder = resolve_model_dir(name_or_path, revision=revision)
         if not (folder / "config.json").is_file():
             raise FileNotFoundError(f"{folder} has no config.json")
@@ -213,6 +246,4 @@ class Encoder(nn.Module):
         expected = {name: t.shape for name, t in model.state_dict().items()}
         weights = load_weights(folder, config.model_type, expected, config.num_layers, dtype=dtype)
         model.load_state_dict(weights, strict=True, assign=True)
-        if device is not None:
-            model = model.to(device)
-        return model.eval()
+        return model.to(device).eval()

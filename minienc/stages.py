@@ -68,7 +68,7 @@ def summary(t: torch.Tensor, values: int = 4) -> dict[str, Any]:
 
 def trace(model, text: str) -> dict[str, Any]:
     """One text through a SentenceEncoder, stage by stage, as plain data."""
-    encoding = model.tokenizer.encode([text])[0]
+    encoding = model.tokenizer.tokenize([text])[0]
     batch = model.tokenizer.pad([encoding], device=model.device)
     stages = capture(model.encoder, batch)
     last = stages[f"layer.{len(model.encoder.layers) - 1}.output"]

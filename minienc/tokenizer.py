@@ -28,7 +28,7 @@ class TextTokenizer:
             raise FileNotFoundError(f"{path} not found: minienc reads fast tokenizers saved as tokenizer.json")
         return cls(Tokenizer.from_file(str(path)), max_length, pad_token_id, lowercase)
 
-    def encode(self, texts: list[str], pairs: list[str] | None = None) -> list[Encoding]:
+    def tokenize(self, texts: list[str], pairs: list[str] | None = None) -> list[Encoding]:
         """Tokenize, add the model's special tokens, truncate to max_length (both texts of a pair together)."""
         if self.lowercase:
             texts = [t.lower() for t in texts]
@@ -50,4 +50,4 @@ class TextTokenizer:
         return {"input_ids": ids.to(device), "attention_mask": mask.to(device), "token_type_ids": types.to(device)}
 
     def __call__(self, texts: list[str], pairs: list[str] | None = None, device=None) -> dict[str, torch.Tensor]:
-        return self.pad(self.encode(texts, pairs), device)
+        return self.pad(self.tokenize(texts, pairs), device)

@@ -14,8 +14,8 @@ from torch.profiler import profile
 import minienc
 import minienc.matmul
 from minienc.activations import ACTIVATIONS
-from minienc.matmul import MATMUL, ONEDNN_POST_OPS, fastest_on_cpu, get_matmul, onednn, onednn_available
-from minienc.sentence import default_matmul
+from minienc.matmul import MATMUL, ONEDNN_POST_OPS, RowBlocks, fastest_on_cpu, get_matmul, onednn, onednn_available
+from minienc.sentence import ROW_BLOCK, default_matmul
 
 from .test_sentence import TEXTS
 
@@ -87,7 +87,7 @@ def test_without_onednn(monkeypatch):
     monkeypatch.setattr(minienc.matmul, "onednn_available", lambda: False)
     with pytest.raises(ValueError, match="matmul 'onednn' needs a PyTorch built with oneDNN"):
         get_matmul("onednn")
-    assert minienc.SentenceEncoder.from_pretrained(WEIGHTS / "tiny-bert").encoder.matmul == "torch"
+    assert minienc.SentenceEncoder.from_pretrained(WEIGHTS / "tiny-bert").encoder.matmul_name == "torch"
 
 
 @pytest.mark.parametrize("capability, expected", [("AVX512", "onednn"), ("AVX2", "onednn"), ("DEFAULT", "torch")])
@@ -100,14 +100,16 @@ def test_fastest_on_cpu(monkeypatch, capability, expected):
 
 def test_defaults():
     """The bare Encoder and padded execution keep transformers' kernel; packed takes oneDNN where it exists."""
-    assert minienc.Encoder.from_pretrained(WEIGHTS / "tiny-bert").matmul == "torch"
+    assert minienc.Encoder.from_pretrained(WEIGHTS / "tiny-bert").matmul_name == "torch"
     assert default_matmul("padded") == "torch" and default_matmul("packed", "cuda") == "torch"
     assert default_matmul("packed") == fastest_on_cpu()
     model = minienc.SentenceEncoder.from_pretrained(WEIGHTS / "tiny-bert")
-    assert model.encoder.matmul == default_matmul("packed")
-    assert {layer.matmul for layer in model.encoder.modules() if isinstance(layer, minienc.model.Linear)} == {
-        MATMUL[default_matmul("packed")]
-    }
+    assert model.encoder.matmul_name == default_matmul("packed") and model.encoder.row_block == ROW_BLOCK
+    kernels = {layer.matmul for layer in model.encoder.modules() if isinstance(layer, minienc.model.Linear)}
+    assert len(kernels) == 1 and isinstance(kernels.pop(), RowBlocks)
+    assert model.encoder.kernel.kernel is MATMUL[default_matmul("packed")] and model.encoder.kernel.rows == ROW_BLOCK
+    padded = minienc.SentenceEncoder.from_pretrained(WEIGHTS / "tiny-bert", execution="padded")
+    assert padded.encoder.row_block is None and padded.encoder.kernel is MATMUL["torch"]
 
 
 @pytest.mark.skipif(fastest_on_cpu() != "onednn", reason="packed execution keeps F.linear on this CPU")

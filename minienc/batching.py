@@ -1,0 +1,86 @@
+"""What encode() does around the pipeline: checking its input, cutting texts into batches, and shaping the output
+the way sentence-transformers' encode() returns it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+OUTPUT_VALUES = ("sentence_embedding", "token_embeddings", None)
+
+
+def check_texts(sentences: Any) -> tuple[list[str], bool]:
+    """(texts, was_a_single_str). Anything but a str or a list/tuple of str is a TypeError naming the bad item."""
+    if isinstance(sentences, str):
+        return [sentences], True
+    if not isinstance(sentences, (list, tuple)):
+        raise TypeError(f"encode() takes a str or a list of str, got {type(sentences).__name__}")
+    for i, text in enumerate(sentences):
+        if not isinstance(text, str):
+            raise TypeError(f"item {i} is {type(text).__name__}, not str: encode() takes a str or a list of str")
+    return list(sentences), False
+
+
+def check_options(output_value: str | None, batch_size: int, token_budget: int) -> None:
+    if output_value not in OUTPUT_VALUES:
+        raise ValueError(f"output_value must be one of {OUTPUT_VALUES}, got {output_value!r}")
+    if batch_size < 1 or token_budget < 1:
+        raise ValueError(f"batch_size and token_budget must be at least 1, got {batch_size} and {token_budget}")
+
+
+def batches(lengths: list[int], packed: bool, batch_size: int, token_budget: int) -> list[list[int]]:
+    """Indices of the texts (by token count `lengths`), longest first, cut into batches: padded execution takes
+    batch_size texts at a time; packed execution fills each batch up to token_budget tokens (a longer text gets a
+    batch of its own)."""
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    if not packed:
+        return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+    cut: list[list[int]] = []
+    used = 0
+    for i in order:
+        if not cut or used + lengths[i] > token_budget:
+            cut.append([])
+            used = 0
+        cut[-1].append(i)
+        used += lengths[i]
+    return cut
+
+
+def progress_bar(show: bool | None, total: int):
+    """A tqdm bar counting texts when `show`, else None."""
+    if not show:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc="Encoding", unit="text")
+
+
+def to_numpy(vectors: torch.Tensor) -> np.ndarray:
+    """NumPy has no bfloat16: such vectors come back as float32 (exactly: every bfloat16 is a float32)."""
+    return (vectors.float() if vectors.dtype == torch.bfloat16 else vectors).cpu().numpy()
+
+
+def format_output(
+    vectors: torch.Tensor | None,
+    tokens: list[torch.Tensor] | None,
+    output_value: str | None,
+    single: bool,
+    convert_to_numpy: bool,
+    convert_to_tensor: bool,
+) -> Any:
+    """sentence-transformers' return shapes: (n, D) vectors (a tensor, an array or a list of rows), a list of
+    (n_tokens, H) tensors, or one dict per text with both; for a single str, the first item alone."""
+    if output_value is None:
+        both = [{"sentence_embedding": v, "token_embeddings": t} for v, t in zip(vectors, tokens)]
+        return both[0] if single else both
+    if output_value == "token_embeddings":
+        return tokens[0] if single else tokens
+    if single:
+        vectors = vectors[0]
+    if convert_to_tensor:
+        return vectors
+    if convert_to_numpy:
+        return to_numpy(vectors)
+    return vectors if single else list(vectors)

@@ -1,0 +1,123 @@
+"""Reading a sentence-transformers model folder into a plain description: which modules follow the encoder, and
+the settings around it (text length, lowercasing, prompts).
+
+A sentence-transformers folder lists its modules in modules.json, each in a subfolder with its own config.json:
+Transformer (the encoder: config.json and weights at the top level), Pooling, Dense (a linear layer and an
+activation, applied to the pooled vector), Normalize. sentence_bert_config.json gives max_seq_length and
+do_lower_case; config_sentence_transformers.json gives the prompts. A folder without modules.json is a plain
+transformers checkpoint: mean pooling, no Dense, no normalization.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from .checkpoint import read_json
+from .pooling import POOLERS
+
+# sentence-transformers' legacy Pooling config keys -> pooling mode
+LEGACY_POOLING_KEYS = {
+    "pooling_mode_cls_token": "cls",
+    "pooling_mode_max_tokens": "max",
+    "pooling_mode_mean_tokens": "mean",
+    "pooling_mode_mean_sqrt_len_tokens": "mean_sqrt_len_tokens",
+    "pooling_mode_weightedmean_tokens": "weightedmean",
+    "pooling_mode_lasttoken": "lasttoken",
+}
+# the activation classes a Dense config names -> the same function
+DENSE_ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
+    "torch.nn.modules.activation.Tanh": torch.tanh,
+    "torch.nn.modules.linear.Identity": lambda x: x,
+    "torch.nn.modules.activation.ReLU": torch.relu,
+    "torch.nn.modules.activation.GELU": F.gelu,
+    "torch.nn.modules.activation.Sigmoid": torch.sigmoid,
+}
+MODULE_KINDS = ("Transformer", "Pooling", "Dense", "Normalize")
+
+
+@dataclass(frozen=True)
+class DenseSpec:
+    """One Dense module: activation(x @ weight.T + bias), weights in folder/model.safetensors."""
+
+    folder: Path
+    in_features: int
+    out_features: int
+    bias: bool
+    activation: Callable[[torch.Tensor], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class SentenceConfig:
+    pooling: tuple[str, ...] = ("mean",)   # POOLERS names, concatenated in this order
+    dense: tuple[DenseSpec, ...] = ()       # applied to the pooled vector, in order
+    normalize: bool = False                 # L2-normalize the final vector
+    max_seq_length: int | None = None       # tokens kept per text; None: as many as the model has positions
+    lowercase: bool = False                 # lowercase texts before tokenizing
+    prompts: dict[str, str] = field(default_factory=dict)  # prompt name -> text put before each input
+    default_prompt_name: str | None = None  # the prompt used when encode() names none
+
+
+def check_pooling(modes: tuple[str, ...]) -> tuple[str, ...]:
+    unknown = [m for m in modes if m not in POOLERS]
+    if unknown or not modes:
+        raise ValueError(f"unknown pooling {unknown or list(modes)}; choose from {sorted(POOLERS)}")
+    return modes
+
+
+def pooling_modes(config: dict) -> tuple[str, ...]:
+    """The pooling mode(s) of a sentence-transformers Pooling config, new style or legacy boolean keys."""
+    modes = config.get("pooling_mode") or [mode for key, mode in LEGACY_POOLING_KEYS.items() if config.get(key)]
+    modes = (modes,) if isinstance(modes, str) else tuple(modes)
+    return check_pooling(modes)
+
+
+def read_dense(folder: Path) -> DenseSpec:
+    config_file = folder / "config.json"
+    config = read_json(config_file)
+    name = config.get("activation_function", "torch.nn.modules.activation.Tanh")
+    if name not in DENSE_ACTIVATIONS:
+        raise ValueError(f"{config_file}: unsupported activation_function {name!r}; "
+                         f"minienc supports {sorted(DENSE_ACTIVATIONS)}")
+    if config.get("use_residual") or config.get("module_input_name", "sentence_embedding") != "sentence_embedding":
+        raise ValueError(f"{config_file}: Dense with use_residual or another module_input_name is not supported by "
+                         f"minienc")
+    return DenseSpec(folder, config["in_features"], config["out_features"], config.get("bias", True),
+                     DENSE_ACTIVATIONS[name])
+
+
+def read_sentence_folder(folder: Path) -> SentenceConfig:
+    """The description of `folder`; a plain transformers folder gives the defaults."""
+    pooling, dense, normalize = ("mean",), [], False
+    modules_file = folder / "modules.json"
+    for module in read_json(modules_file) if modules_file.is_file() else []:
+        kind, path = module["type"].rsplit(".", 1)[-1], folder / module.get("path", "")
+        if kind not in MODULE_KINDS:
+            raise ValueError(f"{modules_file}: module type {module['type']!r} is not supported by minienc "
+                             f"(supported: {', '.join(MODULE_KINDS)})")
+        if kind == "Pooling":
+            pooling_config = read_json(path / "config.json")
+            pooling = pooling_modes(pooling_config)
+            if pooling_config.get("include_prompt", True) is False:
+                raise ValueError(f"{path / 'config.json'}: include_prompt=false is not supported by minienc")
+        elif kind == "Dense":
+            dense.append(read_dense(path))
+        elif kind == "Normalize":
+            normalize = True
+    settings_file = folder / "sentence_bert_config.json"
+    settings = read_json(settings_file) if settings_file.is_file() else {}
+    extras_file = folder / "config_sentence_transformers.json"
+    extras = read_json(extras_file) if extras_file.is_file() else {}
+    return SentenceConfig(
+        pooling=pooling,
+        dense=tuple(dense),
+        normalize=normalize,
+        max_seq_length=settings.get("max_seq_length"),
+        lowercase=settings.get("do_lower_case", False),
+        prompts=extras.get("prompts") or {},
+        default_prompt_name=extras.get("default_prompt_name"),
+    )
