@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .devices import check_device
 from .model import DTYPES
 from .matmul import MATMUL
 from .sentence import DEFAULT_MODEL, EXECUTIONS, SentenceEncoder, default_matmul
@@ -157,6 +158,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     sys.stdout.reconfigure(encoding="utf-8")
     try:
+        check_device(args.device)  # before any work, so that every command fails the same way
         return args.run(args) or 0
     except (FileNotFoundError, ValueError, TypeError, ImportError) as err:
         print(f"minienc {args.command}: error: {err}", file=sys.stderr)

@@ -23,7 +23,7 @@ def check_device(device: str | torch.device | None) -> torch.device:
     try:
         parsed = torch.device(device)
     except (RuntimeError, TypeError):
-        raise ValueError(f"unknown device {device!r} (device names: cpu, cuda, cuda:N, mps); this machine has "
+        raise ValueError(f"unknown device {str(device)!r} (device names: cpu, cuda, cuda:N, mps); this machine has "
                          f"{', '.join(available)}") from None
     if parsed.type == "cpu":
         return parsed

@@ -71,13 +71,8 @@ class Embeddings(nn.Module):
         return (torch.cumsum(is_real, dim=1).type_as(is_real) * is_real).long() + pad  # (B, T)
 
     def forward(
-        self,
-        input_ids: torch.Tensor,
-        token_type_ids: torch.Tensor | None = None,
-        position_ids: torch.Tensor | None = None,
+        self, input_ids: torch.Tensor, token_type_ids: torch.Tensor | None, position_ids: torch.Tensor
     ) -> torch.Tensor:
-        if position_ids is None:
-            position_ids = self.position_ids(input_ids)
         if token_type_ids is None:
             token_type_ids = torch.zeros_like(input_ids)
         x = self.word(input_ids) + self.token_type(token_type_ids)  # (B, T, H)

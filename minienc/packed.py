@@ -11,23 +11,21 @@ work token by token, attention sees only the text itself, and the linear layers 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from itertools import accumulate
 
+import numpy as np
 import torch
-from tokenizers import Encoding
+
+from .tokenizer import Tokens
 
 
-def pack(encodings: Sequence[Encoding], device: torch.device | str | None = None
+def pack(texts: Sequence[Tokens], device: torch.device | str | None = None
          ) -> tuple[dict[str, torch.Tensor], list[tuple[int, int]]]:
     """Tokenized texts -> input_ids and token_type_ids, each (1, N), and each text's (start, end) in the row."""
-    ids: list[int] = []
-    types: list[int] = []
-    spans: list[tuple[int, int]] = []
-    for e in encodings:
-        spans.append((len(ids), len(ids) + len(e.ids)))
-        ids += e.ids
-        types += e.type_ids
+    ends = list(accumulate(len(t.ids) for t in texts))
+    spans = list(zip([0, *ends[:-1]], ends))
     batch = {
-        "input_ids": torch.tensor([ids], dtype=torch.long, device=device),
-        "token_type_ids": torch.tensor([types], dtype=torch.long, device=device),
+        "input_ids": torch.from_numpy(np.concatenate([t.ids for t in texts])).long()[None].to(device),
+        "token_type_ids": torch.from_numpy(np.concatenate([t.type_ids for t in texts])).long()[None].to(device),
     }
     return batch, spans

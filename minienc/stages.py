@@ -68,8 +68,8 @@ def summary(t: torch.Tensor, values: int = 4) -> dict[str, Any]:
 
 def trace(model, text: str) -> dict[str, Any]:
     """One text through a SentenceEncoder, stage by stage, as plain data."""
-    encoding = model.tokenizer.tokenize([text])[0]
-    batch = model.tokenizer.pad([encoding], device=model.device)
+    encoding = model.tokenizer.encodings([text])[0]
+    batch = model.tokenizer([text], device=model.device)
     stages = capture(model.encoder, batch)
     last = stages[f"layer.{len(model.encoder.layers) - 1}.output"]
     pooled = pool(last, batch["attention_mask"], model.pooling)[0]

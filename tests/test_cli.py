@@ -77,3 +77,21 @@ def test_console_entry_point_default_model_offline(tmp_path, expected):
     assert done.returncode == 0, done.stderr
     rows = [json.loads(line) for line in done.stdout.splitlines()]
     assert np.array_equal(np.array([r["embedding"] for r in rows], dtype=np.float32), expected)
+
+
+UNAVAILABLE = [] if __import__("torch").cuda.is_available() else ["cuda", "cuda:1"]
+
+
+@pytest.mark.parametrize("device", ["gpu", "cuda:99", *UNAVAILABLE])
+@pytest.mark.parametrize("command", [["encode", "a"], ["similarity", "a", "b"], ["trace", "a"], ["parity", "a"]])
+def test_bad_device_is_one_line_naming_it(minilm_dir, command, device, capsys):
+    assert main([*command, "--model", str(minilm_dir), "--device", device]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and repr(device) in err and "this machine has cpu" in err
+
+
+@pytest.mark.parametrize("device", ["gpu", "cuda:99", *UNAVAILABLE])
+def test_bad_device_from_python(minilm_dir, device):
+    for load in (minienc.SentenceEncoder.from_pretrained, minienc.Encoder.from_pretrained):
+        with pytest.raises(ValueError, match=rf"device '{device}'.*this machine has cpu"):
+            load(minilm_dir, device=device)

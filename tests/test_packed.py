@@ -19,6 +19,7 @@ import minienc
 import minienc.batching
 from minienc.matmul import RowBlocks, rows_independent, torch_linear
 from minienc.packed import pack
+from minienc.sentence import ROW_BLOCK
 
 from .test_sentence import TEXTS, st_folder
 
@@ -110,7 +111,7 @@ def test_probe_failure_is_reported(minilm_dir, monkeypatch):
     assert not rows_independent(place_dependent, torch.randn(8, 16), torch.randn(8), None, rows=16)
     monkeypatch.setitem(minienc.matmul.MATMUL, "place_dependent", place_dependent)
     model = minienc.SentenceEncoder.from_pretrained(WEIGHTS / "tiny-bert", matmul="place_dependent")
-    with pytest.warns(RuntimeWarning, match="rounds a row by its place in a 64-row block"):
+    with pytest.warns(RuntimeWarning, match=f"rounds a row by its place in a {ROW_BLOCK}-row block"):
         model.encode(["hello", "world"])
     assert not model.batch_invariant
     assert minienc.SentenceEncoder.from_pretrained(WEIGHTS / "tiny-bert", execution="padded").batch_invariant is False
@@ -142,7 +143,7 @@ def test_pack_layout():
     first, n = len(encodings[0].ids), sum(len(e.ids) for e in encodings)
     assert batch["input_ids"].shape == batch["token_type_ids"].shape == (1, n)
     assert spans == [(0, first), (first, n)]
-    assert batch["input_ids"][0].tolist() == encodings[0].ids + encodings[1].ids
+    assert batch["input_ids"][0].tolist() == [*encodings[0].ids, *encodings[1].ids]
     positions = model.encoder.embeddings.position_ids(batch["input_ids"], spans)[0].tolist()
     assert positions == list(range(2, 2 + first)) + list(range(2, 2 + n - first))  # XLM-R: pad_token_id + 1 on
 

@@ -125,12 +125,6 @@ def test_pooler_matches_sentence_transformers(mode, side, dtype):
     assert torch.equal(hidden, before)  # pure: the input is untouched
 
 
-def test_l2_normalize_matches_sentence_transformers():
-    x = torch.randn(5, 7)
-    x[2] = 0
-    assert torch.equal(minienc.l2_normalize(x), Normalize()({"sentence_embedding": x.clone()})["sentence_embedding"])
-
-
 # --- folders -----------------------------------------------------------------------------------------------------
 
 
