@@ -48,10 +48,18 @@ def batches(lengths: list[int], packed: bool, batch_size: int, token_budget: int
     return cut
 
 
+class NoProgressBar:
+    def update(self, n: int) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
 def progress_bar(show: bool | None, total: int):
-    """A tqdm bar counting texts when `show`, else None."""
+    """A tqdm bar counting texts when `show`, else one that shows nothing."""
     if not show:
-        return None
+        return NoProgressBar()
     from tqdm.auto import tqdm
 
     return tqdm(total=total, desc="Encoding", unit="text")

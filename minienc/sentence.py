@@ -175,11 +175,9 @@ class SentenceEncoder(nn.Module):
     ) -> Any:
         """Embed one text (-> 1-D vector) or a list (-> 2-D, one row per text, in input order).
 
-        output_value "token_embeddings" gives each text's (n_tokens, H) tensor without padding; None gives a dict
-        per text with both. Packed execution fills batches up to token_budget tokens; padded execution takes
-        batch_size texts a batch, grouped by token length so that padding stays small. Only what output_value
-        asks for is kept from one batch to the next.
-        """
+        output_value "token_embeddings" gives each text's (n_tokens, H) tensor without padding; None, a dict per
+        text with both; only what it asks for is kept. Batches: packed, up to token_budget tokens; padded,
+        batch_size texts grouped by length."""
         texts, single = check_texts(sentences)
         check_options(output_value, batch_size, token_budget)
         prefix = self.prompt_text(prompt_name, prompt)
@@ -194,10 +192,8 @@ class SentenceEncoder(nn.Module):
             vectors[indices] = l2_normalize(batch_vectors) if normalize_embeddings else batch_vectors
             for i, t in zip(indices, batch_tokens if tokens is not None else []):
                 tokens[i] = t.clone()  # its own storage: the batch's hidden states are freed
-            if bar is not None:
-                bar.update(len(indices))
-        if bar is not None:
-            bar.close()
+            bar.update(len(indices))
+        bar.close()
         return format_output(vectors, tokens, output_value, single, convert_to_numpy, convert_to_tensor)
 
     def encode_query(self, sentences, **kwargs) -> Any:
