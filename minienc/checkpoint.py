@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib
 import json
 from pathlib import Path
+from typing import Any
 
 import torch
 from safetensors import SafetensorError, safe_open
@@ -110,8 +111,8 @@ def weight_files(folder: Path) -> list[Path]:
     raise FileNotFoundError(f"{folder} has no {WEIGHTS_FILE} and no {SHARD_INDEX_FILE}")
 
 
-def read_json(path: Path) -> dict:
-    """A JSON file (config.json, modules.json, ...) as a dict, or a ValueError naming the file."""
+def read_json(path: Path) -> Any:
+    """A JSON file (config.json, modules.json, ...) as Python data, or a ValueError naming the file."""
     try:
         return json.loads(Path(path).read_text(encoding="utf-8"))
     except json.JSONDecodeError as err:

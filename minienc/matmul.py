@@ -25,7 +25,8 @@ the same row can round differently in a matrix of 9 rows and in one of 900. Cut 
 `rows` rows (the last one topped up with zeros) and each kernel call has one shape, hence one plan; a matrix multiply
 has no data flow between rows, so a row's result can then depend only on its own values and its place in the block.
 That last dependence is checked, not assumed: the first call for each weight shape, dtype, device and thread count
-runs a probe (`rows_independent`), and a kernel that fails it is reported (a warning, and `independent = False`).
+runs a probe (`rows_independent`); a kernel that fails it is reported with a warning, and `check` returns False
+(`SentenceEncoder.batch_invariant` reads it).
 """
 
 from __future__ import annotations
@@ -94,17 +95,23 @@ def get_matmul(name: str) -> MatmulFn:
 def rows_independent(kernel: MatmulFn, weight: torch.Tensor, bias: torch.Tensor | None, activation: str | None,
                      rows: int) -> bool:
     """Whether kernel, on blocks of `rows` rows with this weight, gives each row the same bits wherever it sits in the
-    block and whatever the other rows hold: a random block against its rolled copies and a copy with zeroed rows."""
+    block, whatever the other rows hold, and wherever the block lies in memory: a random block against its rolled
+    copies, a copy whose other rows are new random values or zeros, and a view into a larger buffer."""
     gen = torch.Generator().manual_seed(0)
-    x = torch.randn(rows, weight.shape[1], generator=gen).to(weight.device, weight.dtype)
-    with torch.inference_mode():
-        y = kernel(x, weight, bias, activation)
-        for shift in sorted({1, rows // 2 + 1, rows - 1} - {0, rows}):
-            if not torch.equal(kernel(x.roll(shift, 0), weight, bias, activation), y.roll(shift, 0)):
-                return False
-        kept = (rows + 1) // 2
-        tail_zeroed = torch.cat([x[:kept], x.new_zeros(rows - kept, x.shape[1])])
-        return torch.equal(kernel(tail_zeroed, weight, bias, activation)[:kept], y[:kept])
+    random = lambda n: torch.randn(n, weight.shape[1], generator=gen).to(weight.device, weight.dtype)  # noqa: E731
+    x = random(rows)
+    y = kernel(x, weight, bias, activation).detach()
+    same = lambda block, keep: torch.equal(kernel(block, weight, bias, activation).detach()[keep], y[keep])  # noqa: E731
+    for shift in sorted({1, rows // 2 + 1, rows - 1} - {0, rows}):
+        if not torch.equal(kernel(x.roll(shift, 0), weight, bias, activation).detach(), y.roll(shift, 0)):
+            return False
+    middle = slice(rows // 4, rows // 4 + max(1, rows // 2))  # kept rows; those around them change
+    others = random(rows)
+    others[middle] = x[middle]
+    zeros = torch.zeros_like(x)
+    zeros[middle] = x[middle]
+    in_buffer = torch.cat([random(rows + 1), x])[rows + 1 :]  # the same values at another address
+    return same(others, middle) and same(zeros, middle) and same(in_buffer, slice(None))
 
 
 class RowBlocks:
@@ -121,7 +128,8 @@ class RowBlocks:
 
     def check(self, weight: torch.Tensor, bias: torch.Tensor | None, activation: str | None) -> bool:
         """Whether a row's result is independent of its block for this weight's shape (probed once, then cached)."""
-        key = (tuple(weight.shape), bias is not None, activation, weight.dtype, weight.device, torch.get_num_threads())
+        key = (tuple(weight.shape), bias is not None, activation, weight.dtype, weight.device, torch.get_num_threads(),
+               torch.is_grad_enabled())
         if key in self.probed:
             return self.probed[key]
         self.probed[key] = ok = rows_independent(self.kernel, weight, bias, activation, self.rows)

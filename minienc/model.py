@@ -149,6 +149,17 @@ def key_padding_mask(attention_mask: torch.Tensor | None) -> torch.Tensor | None
     return keep[:, None, None, :]
 
 
+def check_spans(spans: Spans, input_ids: torch.Tensor, attention_mask: torch.Tensor | None) -> None:
+    """Packed input is one row of real tokens, (1, N), cut by spans into texts that follow one another."""
+    if input_ids.shape[0] != 1 or attention_mask is not None:
+        raise ValueError("packed input (spans) is one row of real tokens: input_ids (1, N) and no attention_mask")
+    ends = [0] + [end for _, end in spans]
+    starts = [start for start, _ in spans] + [input_ids.shape[1]]
+    if not spans or starts != ends or any(end <= start for start, end in spans):
+        raise ValueError(f"spans must cut the row of {input_ids.shape[1]} tokens into non-empty texts in order, "
+                         f"each starting where the last ended, from 0; got {list(spans)[:8]}")
+
+
 class Encoder(nn.Module):
     """The whole encoder. `Encoder(input_ids, attention_mask, token_type_ids)` -> last hidden state (B, T, H);
     packed, `Encoder(input_ids, spans=spans)` with (1, N) inputs -> (1, N, H)."""
@@ -178,7 +189,9 @@ class Encoder(nn.Module):
                 module.matmul = self.kernel
         self.matmul_name, self.row_block = name, row_block
 
-    def rows_independent(self) -> bool:
+    @property
+    @torch.inference_mode()
+    def batch_invariant(self) -> bool:
         """Whether every linear layer runs in row blocks that passed their probe on this machine, at this thread
         count (minienc/matmul.py): then a packed text's hidden states do not depend on the other texts."""
         return isinstance(self.kernel, RowBlocks) and all(
@@ -200,8 +213,8 @@ class Encoder(nn.Module):
         for name, t in (("attention_mask", attention_mask), ("token_type_ids", token_type_ids)):
             if t is not None and t.shape != input_ids.shape:
                 raise ValueError(f"{name} has shape {tuple(t.shape)}, input_ids has {tuple(input_ids.shape)}")
-        if spans is not None and (input_ids.shape[0] != 1 or attention_mask is not None):
-            raise ValueError("packed input (spans) is one row of real tokens: input_ids (1, N) and no attention_mask")
+        if spans is not None:
+            check_spans(spans, input_ids, attention_mask)
         if position_ids is None:
             position_ids = self.embeddings.position_ids(input_ids, spans)
         x = self.embeddings(input_ids, token_type_ids, position_ids)  # (B, T, H)

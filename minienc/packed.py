@@ -1,6 +1,6 @@
 """Packing: the texts of a batch laid end to end in one row of N tokens, with no padding anywhere.
 
-`Encoder.forward(input_ids, token_type_ids, spans=spans)` then computes embeddings, projections, feed-forward and
+`Encoder.forward(**batch, spans=spans)` then computes embeddings, projections, feed-forward and
 LayerNorm on the N real tokens only, restarts positions at each text, and runs attention text by text.
 
 It also makes a text's vector independent of its batch, by construction: LayerNorm, activations and residuals

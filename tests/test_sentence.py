@@ -125,6 +125,19 @@ def test_pooler_matches_sentence_transformers(mode, side, dtype):
     assert torch.equal(hidden, before)  # pure: the input is untouched
 
 
+def test_l2_normalize():
+    """Unit rows, directions kept, and a zero row stays zero (no NaN), as sentence-transformers' Normalize does."""
+    x = torch.randn(5, 7, dtype=torch.float64)
+    x[2] = 0
+    before = x.clone()
+    y = minienc.l2_normalize(x)
+    assert torch.equal(x, before)
+    assert torch.equal(y[2], torch.zeros(7, dtype=torch.float64))
+    keep = [0, 1, 3, 4]
+    torch.testing.assert_close(y[keep].norm(dim=1), torch.ones(4, dtype=torch.float64), rtol=0, atol=1e-12)
+    torch.testing.assert_close(y[keep] * x[keep].norm(dim=1, keepdim=True), x[keep], rtol=1e-12, atol=0)
+
+
 # --- folders -----------------------------------------------------------------------------------------------------
 
 
