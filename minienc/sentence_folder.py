@@ -3,9 +3,13 @@ the settings around it (text length, lowercasing, prompts).
 
 A sentence-transformers folder lists its modules in modules.json, each in a subfolder with its own config.json:
 Transformer (the encoder: config.json and weights at the top level), Pooling, Dense (a linear layer and an
-activation, applied to the pooled vector), Normalize. sentence_bert_config.json gives max_seq_length and
-do_lower_case; config_sentence_transformers.json gives the prompts. A folder without modules.json is a plain
-transformers checkpoint: mean pooling, no Dense, no normalization.
+activation, applied to the pooled vector), Normalize. Module types are class paths, old
+(`sentence_transformers.models.Pooling`) or new (`sentence_transformers.sentence_transformer.modules.pooling.Pooling`):
+the class name decides. The text length limit is sentence_bert_config.json's max_seq_length where it is given
+(sentence-transformers before 6 wrote it, with do_lower_case), else tokenizer_config.json's model_max_length (6.x
+keeps it there), capped by the model's positions. config_sentence_transformers.json gives the prompts, the
+similarity function and truncate_dim. A folder without modules.json is a plain transformers checkpoint: mean pooling,
+no Dense, no normalization.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import torch.nn.functional as F
 
 from .checkpoint import read_json
 from .pooling import POOLERS
+from .similarity import check_similarity
 
 # sentence-transformers' legacy Pooling config keys -> pooling mode
 LEGACY_POOLING_KEYS = {
@@ -56,10 +61,14 @@ class SentenceConfig:
     pooling: tuple[str, ...] = ("mean",)   # POOLERS names, concatenated in this order
     dense: tuple[DenseSpec, ...] = ()       # applied to the pooled vector, in order
     normalize: bool = False                 # L2-normalize the final vector
-    max_seq_length: int | None = None       # tokens kept per text; None: as many as the model has positions
+    max_seq_length: int | None = None       # tokens kept per text, as the folder says; None: as many as fit
+    tokenizer_max_length: int | None = None  # tokenizer_config.json's model_max_length, used when the above is None
     lowercase: bool = False                 # lowercase texts before tokenizing
     prompts: dict[str, str] = field(default_factory=dict)  # prompt name -> text put before each input
     default_prompt_name: str | None = None  # the prompt used when encode() names none
+    include_prompt: bool = True             # False: the prompt's tokens (and [CLS]) are left out of pooling
+    similarity_fn_name: str = "cosine"      # a minienc/similarity.py name
+    truncate_dim: int | None = None         # keep only the first truncate_dim dimensions (Matryoshka)
 
 
 def check_pooling(modes: tuple[str, ...]) -> tuple[str, ...]:
@@ -83,16 +92,17 @@ def read_dense(folder: Path) -> DenseSpec:
     if name not in DENSE_ACTIVATIONS:
         raise ValueError(f"{config_file}: unsupported activation_function {name!r}; "
                          f"minienc supports {sorted(DENSE_ACTIVATIONS)}")
-    if config.get("use_residual") or config.get("module_input_name", "sentence_embedding") != "sentence_embedding":
-        raise ValueError(f"{config_file}: Dense with use_residual or another module_input_name is not supported by "
-                         f"minienc")
+    names = (config.get("module_input_name", "sentence_embedding"), config.get("module_output_name", "sentence_embedding"))
+    if config.get("use_residual") or names != ("sentence_embedding", "sentence_embedding"):
+        raise ValueError(f"{config_file}: a Dense with use_residual, or that reads or writes anything but the "
+                         f"sentence_embedding, is not supported by minienc")
     return DenseSpec(folder, config["in_features"], config["out_features"], config.get("bias", True),
                      DENSE_ACTIVATIONS[name])
 
 
 def read_sentence_folder(folder: Path) -> SentenceConfig:
     """The description of `folder`; a plain transformers folder gives the defaults."""
-    pooling, dense, normalize = ("mean",), [], False
+    pooling, dense, normalize, include_prompt = ("mean",), [], False, True
     modules_file = folder / "modules.json"
     for module in read_json(modules_file) if modules_file.is_file() else []:
         kind, path = module["type"].rsplit(".", 1)[-1], folder / module.get("path", "")
@@ -102,8 +112,7 @@ def read_sentence_folder(folder: Path) -> SentenceConfig:
         if kind == "Pooling":
             pooling_config = read_json(path / "config.json")
             pooling = pooling_modes(pooling_config)
-            if pooling_config.get("include_prompt", True) is False:
-                raise ValueError(f"{path / 'config.json'}: include_prompt=false is not supported by minienc")
+            include_prompt = pooling_config.get("include_prompt", True) is not False
         elif kind == "Dense":
             dense.append(read_dense(path))
         elif kind == "Normalize":
@@ -112,12 +121,18 @@ def read_sentence_folder(folder: Path) -> SentenceConfig:
     settings = read_json(settings_file) if settings_file.is_file() else {}
     extras_file = folder / "config_sentence_transformers.json"
     extras = read_json(extras_file) if extras_file.is_file() else {}
+    tokenizer_file = folder / "tokenizer_config.json"
+    tokenizer_max = read_json(tokenizer_file).get("model_max_length") if tokenizer_file.is_file() else None
     return SentenceConfig(
         pooling=pooling,
         dense=tuple(dense),
         normalize=normalize,
         max_seq_length=settings.get("max_seq_length"),
+        tokenizer_max_length=int(tokenizer_max) if isinstance(tokenizer_max, (int, float)) and tokenizer_max < 1e9 else None,
         lowercase=settings.get("do_lower_case", False),
-        prompts=extras.get("prompts") or {},
+        prompts={name: text or "" for name, text in (extras.get("prompts") or {}).items()},
         default_prompt_name=extras.get("default_prompt_name"),
+        include_prompt=include_prompt,
+        similarity_fn_name=check_similarity(extras.get("similarity_fn_name") or "cosine"),
+        truncate_dim=extras.get("truncate_dim"),
     )

@@ -21,16 +21,25 @@ class Tokens(NamedTuple):
 
     ids: np.ndarray       # (n,) int32 token ids, special tokens included
     type_ids: np.ndarray  # (n,) int32 segment of each token (0, or 1 for the second text of a pair)
+    truncated: bool       # whether the text was cut at max_length
 
 
 class TextTokenizer:
     def __init__(self, tokenizer: Tokenizer, max_length: int, pad_token_id: int, lowercase: bool = False):
         self.tokenizer = tokenizer
-        self.max_length = max_length
         self.pad_token_id = pad_token_id
         self.lowercase = lowercase
         tokenizer.no_padding()  # we pad per batch, in pad()
-        tokenizer.enable_truncation(max_length=max_length, strategy="longest_first")
+        self.max_length = max_length
+
+    @property
+    def max_length(self) -> int:
+        """Tokens kept per text (both texts of a pair together), special tokens included."""
+        return self.tokenizer.truncation["max_length"]
+
+    @max_length.setter
+    def max_length(self, value: int) -> None:
+        self.tokenizer.enable_truncation(max_length=value, strategy="longest_first")
 
     @classmethod
     def from_file(cls, path: str | Path, max_length: int, pad_token_id: int, lowercase: bool = False) -> TextTokenizer:
@@ -49,12 +58,13 @@ class TextTokenizer:
         return self.tokenizer.encode_batch(inputs)
 
     def tokenize(self, texts: list[str], pairs: list[str] | None = None) -> list[Tokens]:
-        """The same, keeping only ids and segment ids, CHUNK texts at a time."""
+        """The same, keeping only ids, segment ids and whether the text was cut, CHUNK texts at a time."""
         found: list[Tokens] = []
         for start in range(0, len(texts), CHUNK):
             chunk_pairs = None if pairs is None else pairs[start : start + CHUNK]
             for e in self.encodings(texts[start : start + CHUNK], chunk_pairs):
-                found.append(Tokens(np.array(e.ids, dtype=np.int32), np.array(e.type_ids, dtype=np.int32)))
+                found.append(Tokens(np.array(e.ids, dtype=np.int32), np.array(e.type_ids, dtype=np.int32),
+                                    truncated=bool(e.overflowing)))
         return found
 
     def pad(self, tokens: list[Tokens], device: torch.device | str | None = None) -> dict[str, torch.Tensor]:
@@ -69,6 +79,12 @@ class TextTokenizer:
             mask[row, :n] = 1
             types[row, :n] = torch.from_numpy(t.type_ids)
         return {"input_ids": ids.to(device), "attention_mask": mask.to(device), "token_type_ids": types.to(device)}
+
+    def prefix_length(self, prompt: str) -> int:
+        """How many tokens a text's prompt takes at its start: the leading special token(s) and the prompt's own
+        (sentence-transformers' prompt_length: the prompt tokenized alone, less a closing special token)."""
+        encoding = self.encodings([prompt])[0]
+        return len(encoding.ids) - (1 if encoding.special_tokens_mask and encoding.special_tokens_mask[-1] else 0)
 
     def __call__(self, texts: list[str], pairs: list[str] | None = None, device=None) -> dict[str, torch.Tensor]:
         return self.pad(self.tokenize(texts, pairs), device)

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 import minienc
+import minienc.matmul
 from minienc.cli import main
 
 TEXTS = ["头痛", "How do I initialise DDR4 memory?", "", "emoji 🙂"]
@@ -30,7 +31,7 @@ def test_encode_arguments_to_stdout_jsonl(minilm_dir, expected, capsys):
 
 
 def test_encode_stdin_to_npy(minilm_dir, expected, tmp_path, monkeypatch):
-    monkeypatch.setattr(sys, "stdin", io.StringIO("\n".join(TEXTS) + "\n"))
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(("\n".join(TEXTS) + "\n").encode("utf-8"))))
     out = tmp_path / "v.npy"
     assert main(["encode", "--model", str(minilm_dir), "--input", "-", "--output", str(out)]) == 0
     assert np.array_equal(np.load(out), expected)
@@ -67,6 +68,57 @@ def test_similarity(minilm_dir, capsys):
     assert float(capsys.readouterr().out) == pytest.approx(1.0, abs=1e-6)
     assert main(["similarity", "--model", str(minilm_dir), "a cat on a mat", "quarterly tax filing"]) == 0
     assert float(capsys.readouterr().out) < 0.5
+
+
+def test_similarity_matrix_of_two_lists(minilm_dir, tmp_path, capsys):
+    model = minienc.SentenceEncoder.from_pretrained(minilm_dir)
+    first, second = ["a cat", "tax forms"], ["a kitten", "filing taxes", "头痛"]
+    expected = model.similarity(model.encode(first), model.encode(second))
+    (tmp_path / "b.txt").write_text("\n".join(second), encoding="utf-8")
+    for to in (["--to", *second], ["--to-input", str(tmp_path / "b.txt")]):
+        assert main(["similarity", "--model", str(minilm_dir), *first, *to]) == 0
+        lines = capsys.readouterr().out.splitlines()
+        assert lines[0].split("\t") == ["", *second]
+        for line, text, row in zip(lines[1:], first, expected.tolist()):
+            assert line.split("\t") == [text, *(f"{v:.6f}" for v in row)]
+    assert main(["similarity", "--model", str(minilm_dir), "a", "b", "c"]) == 1
+    assert "give the second list with --to" in capsys.readouterr().err
+
+
+def test_version_and_help_list_the_choices(capsys):
+    with pytest.raises(SystemExit) as done:
+        main(["--version"])
+    assert done.value.code == 0 and capsys.readouterr().out.strip() == f"minienc {minienc.__version__}"
+    with pytest.raises(SystemExit):
+        main(["encode", "--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert all(name in help_text for name in [*minienc.ATTENTION, *minienc.matmul.MATMUL])
+
+
+def test_unwritable_output_fails_before_any_work(tmp_path, capsys):
+    """The model does not exist either: the output is checked first, so its error is the one reported."""
+    out = tmp_path / "missing" / "v.npy"
+    assert main(["encode", "a", "--model", str(tmp_path / "nowhere"), "--output", str(out)]) == 1
+    assert f"--output {out}: the folder {out.parent} does not exist" in capsys.readouterr().err
+    assert main(["encode", "a", "--model", str(tmp_path / "nowhere"), "--output", str(tmp_path)]) == 1
+    assert "use a .npy or .jsonl file name" in capsys.readouterr().err
+    (tmp_path / "d.npy").mkdir()
+    assert main(["encode", "a", "--model", str(tmp_path / "nowhere"), "--output", str(tmp_path / "d.npy")]) == 1
+    assert "is a folder" in capsys.readouterr().err
+
+
+def test_input_that_is_not_utf8_names_file_and_line(minilm_dir, tmp_path, capsys):
+    source = tmp_path / "latin1.txt"
+    source.write_bytes("fine\nstill fine\ncaf\u00e9\n".encode("latin-1"))
+    assert main(["encode", "--model", str(minilm_dir), "--input", str(source)]) == 1
+    err = capsys.readouterr().err
+    assert f"--input {source}: line 3 is not UTF-8 (byte 0xe9)" in err and err.count("\n") == 1
+
+
+def test_pipe_into_head_ends_quietly(minilm_dir):
+    script = f"{sys.executable} -m minienc encode --model {minilm_dir} " + " ".join(f"text{i}" for i in range(300))
+    done = subprocess.run(f"{script} | head -c 100", shell=True, capture_output=True, text=True, timeout=300)
+    assert len(done.stdout) == 100 and done.stderr == ""
 
 
 def test_console_entry_point_default_model_offline(tmp_path, expected):
