@@ -5,7 +5,7 @@ from .checkpoint import CheckpointError
 from .config import EncoderConfig
 from .model import Encoder
 from .pooling import POOLERS, l2_normalize
-from .sentence import SentenceEncoder
+from .sentence import SentenceEncoder, SentenceTransformer
 
 __all__ = [
     "ATTENTION",
@@ -14,6 +14,7 @@ __all__ = [
     "Encoder",
     "EncoderConfig",
     "SentenceEncoder",
+    "SentenceTransformer",
     "get_attention",
     "l2_normalize",
     "register_attention",

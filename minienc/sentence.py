@@ -110,6 +110,8 @@ class SentenceEncoder(nn.Module):
         cut = truncate_dim or self.truncate_dim
         return min(width, cut) if cut else width
 
+    get_embedding_dimension = get_sentence_embedding_dimension  # sentence-transformers 6's name for it
+
     @property
     def max_seq_length(self) -> int:
         """Tokens kept per text; longer texts are truncated (encode() says how many were)."""
@@ -264,3 +266,20 @@ class SentenceEncoder(nn.Module):
         if name not in self.prompts:
             raise ValueError(f"prompt_name {name!r} is not one of this model's prompts {sorted(self.prompts)}")
         return self.prompts[name]
+
+
+def SentenceTransformer(  # noqa: N802 - spelled as the class it stands in for
+    model_name_or_path: str | Path = DEFAULT_MODEL,
+    device: str | torch.device | None = None,
+    *,
+    revision: str | None = None,
+    truncate_dim: int | None = None,
+    similarity_fn_name: str | None = None,
+    execution: str = "packed",
+) -> SentenceEncoder:
+    """sentence-transformers' constructor, its way: `from minienc import SentenceTransformer`, then
+    `SentenceTransformer("sentence-transformers/all-MiniLM-L6-v2")`. SentenceEncoder.from_pretrained, which takes
+    minienc's own options too."""
+    return SentenceEncoder.from_pretrained(model_name_or_path, device=device, revision=revision,
+                                           truncate_dim=truncate_dim, similarity_fn_name=similarity_fn_name,
+                                           execution=execution)

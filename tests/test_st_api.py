@@ -171,11 +171,14 @@ def test_progress_bar_counts_texts(resaved_minilm, execution, capsys):
 
 def test_drop_in_import(resaved_minilm):
     """The common calls, spelled as sentence-transformers users spell them."""
-    from minienc import SentenceEncoder as SentenceTransformerLike
+    from minienc import SentenceTransformer as Drop_in
 
-    model = SentenceTransformerLike.from_pretrained(resaved_minilm, execution="padded")
+    model = Drop_in(str(resaved_minilm), "cpu", execution="padded")
+    assert isinstance(model, minienc.SentenceEncoder)
     st = SentenceTransformer(str(resaved_minilm), device="cpu")
     queries, docs = ["capital of France"], ["Paris is the capital of France.", "Bread is baked."]
     assert torch.equal(model.similarity(model.encode(queries), model.encode(docs)),
                        st.similarity(st.encode(queries), st.encode(docs)))
-    assert model.get_sentence_embedding_dimension() == st.get_embedding_dimension() == 384
+    assert model.get_sentence_embedding_dimension() == model.get_embedding_dimension() == st.get_embedding_dimension()
+    assert np.array_equal(model.encode(docs, batch_size=2, normalize_embeddings=True, precision="binary"),
+                          st.encode(docs, batch_size=2, normalize_embeddings=True, precision="binary"))
