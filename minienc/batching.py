@@ -50,8 +50,8 @@ def report_truncation(tokenized: list[Tokens], max_seq_length: int) -> None:
     """One warning (logger "minienc") for the texts of one encode() call that were cut at max_seq_length."""
     cut = sum(t.truncated for t in tokenized)
     if cut:
-        logger.warning("%d of %d texts were longer than max_seq_length (%d tokens) and were truncated",
-                       cut, len(tokenized), max_seq_length)
+        logger.warning("%d of %d texts were longer than max_seq_length (%d tokens) and were truncated; "
+                       "encode_chunks() embeds long texts whole", cut, len(tokenized), max_seq_length)
 
 
 def batches(lengths: list[int], packed: bool, batch_size: int, token_budget: int) -> list[list[int]]:

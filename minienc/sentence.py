@@ -16,6 +16,7 @@ from torch import nn
 
 from .batching import batches, check_options, check_texts, format_output, progress_bar, report_truncation
 from .checkpoint import CheckpointError, read_safetensors, resolve_model_dir
+from .chunks import encode_chunks
 from .devices import check_device
 from .matmul import RowBlocks, fastest_on_cpu
 from .model import Encoder, Linear
@@ -231,18 +232,34 @@ class SentenceEncoder(nn.Module):
         report_truncation(tokenized, self.max_seq_length)
         skip = self.tokenizer.prefix_length(prefix) if prefix and not self.include_prompt else 0
         dim = self.get_sentence_embedding_dimension(truncate_dim)
-        vectors = torch.empty(len(texts), dim, dtype=next(self.encoder.parameters()).dtype, device=self.device)
-        tokens: list[torch.Tensor | None] | None = None if output_value == "sentence_embedding" else [None] * len(texts)
         with progress_bar(show_progress_bar, len(texts)) as bar:
-            for indices in batches([len(t.ids) for t in tokenized], self.execution == "packed", batch_size, token_budget):
-                batch_tokens, batch_vectors = self.embed([tokenized[i] for i in indices], skip)
-                batch_vectors = batch_vectors[:, :dim]  # truncate_dim, before normalizing, as sentence-transformers
-                vectors[indices] = l2_normalize(batch_vectors) if normalize_embeddings else batch_vectors
-                if tokens is not None:
-                    for i, t in zip(indices, batch_tokens):
-                        tokens[i] = t.clone()  # its own storage: the batch's hidden states are freed
-                bar.update(len(indices))
+            vectors, tokens = self.embed_all(tokenized, dim, normalize_embeddings, output_value != "sentence_embedding",
+                                             batch_size, token_budget, skip, bar)
         return format_output(vectors, tokens, output_value, single, precision, convert_to_numpy, convert_to_tensor)
+
+    def embed_all(
+        self, tokenized: list[Tokens], dim: int, normalize: bool, keep_tokens: bool, batch_size: int,
+        token_budget: int, skip: int = 0, bar: Any = None,
+    ) -> tuple[torch.Tensor, list[torch.Tensor] | None]:
+        """Every tokenized text through embed(), batch by batch: the (n, dim) vectors (cut to dim, then normalized if
+        asked, as sentence-transformers orders it) and, if keep_tokens, each text's token vectors; nothing else of
+        a batch outlives it."""
+        vectors = torch.empty(len(tokenized), dim, dtype=next(self.encoder.parameters()).dtype, device=self.device)
+        tokens: list[Any] | None = [None] * len(tokenized) if keep_tokens else None
+        for indices in batches([len(t.ids) for t in tokenized], self.execution == "packed", batch_size, token_budget):
+            batch_tokens, batch_vectors = self.embed([tokenized[i] for i in indices], skip)
+            vectors[indices] = l2_normalize(batch_vectors[:, :dim]) if normalize else batch_vectors[:, :dim]
+            if tokens is not None:
+                for i, t in zip(indices, batch_tokens):
+                    tokens[i] = t.clone()  # its own storage: the batch's hidden states are freed
+            if bar is not None:
+                bar.update(len(indices))
+        return vectors, tokens
+
+    def encode_chunks(self, sentences: str | list[str], chunk_size: int | None = None, overlap: int = 32,
+                      aggregate: str | None = "mean", batch_size: int = 32, token_budget: int = 2048):
+        """Long texts embedded whole in overlapping windows instead of truncated (minienc/chunks.py)."""
+        return encode_chunks(self, sentences, chunk_size, overlap, aggregate, batch_size, token_budget)
 
     def encode_query(self, sentences, **kwargs) -> Any:
         """encode() with the model's "query" prompt, when it defines one."""

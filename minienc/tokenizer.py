@@ -67,6 +67,18 @@ class TextTokenizer:
                                     truncated=bool(e.overflowing)))
         return found
 
+    def windows(self, texts: list[str], size: int, overlap: int) -> list[list[Tokens]]:
+        """Each text cut into windows of at most `size` tokens (special tokens included, added to every window),
+        each starting `overlap` tokens before the last one ended: the whole text, nothing truncated."""
+        kept = self.max_length
+        self.tokenizer.enable_truncation(max_length=size, stride=overlap, strategy="longest_first")
+        try:
+            encodings = self.encodings(texts)
+        finally:
+            self.max_length = kept
+        compact = lambda e: Tokens(np.array(e.ids, dtype=np.int32), np.array(e.type_ids, dtype=np.int32), False)  # noqa: E731
+        return [[compact(e), *map(compact, e.overflowing)] for e in encodings]
+
     def pad(self, tokens: list[Tokens], device: torch.device | str | None = None) -> dict[str, torch.Tensor]:
         """Right-pad to the longest: input_ids, attention_mask, token_type_ids, each (B, T) int64."""
         longest = max(len(t.ids) for t in tokens)

@@ -159,7 +159,8 @@ def test_truncation_is_reported_once_per_call(pair, caplog):
         ours.encode(["short", "long " * 300, "longer " * 400])
         ours.encode(["short"])
     messages = [r.getMessage() for r in caplog.records if r.name == "minienc"]
-    assert messages == ["2 of 3 texts were longer than max_seq_length (256 tokens) and were truncated"]
+    assert messages == ["2 of 3 texts were longer than max_seq_length (256 tokens) and were truncated; "
+                        "encode_chunks() embeds long texts whole"]
 
 
 @pytest.mark.parametrize("execution", ["packed", "padded"])

@@ -1,0 +1,60 @@
+"""Long documents: a text longer than max_seq_length, embedded whole, in overlapping windows.
+
+encode() truncates: a 2,000-token document becomes its first 256 tokens. Here the text is cut into windows of
+chunk_size tokens (each with its own [CLS] / [SEP]), each window overlapping the previous one by `overlap` tokens
+so that no sentence is only ever seen cut in two; every window goes through the pipeline as a text of its own
+(tokenize -> encoder -> pool -> Dense -> normalize), and the windows' vectors are returned per text, or aggregated:
+
+    "mean"  the mean of the L2-normalized window vectors: one vector per text, every part of it counted
+    None    the (n_windows, dim) matrix: a multi-vector document, scored by its best window (maxsim below)
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+from .batching import check_texts
+from .pooling import l2_normalize
+
+AGGREGATES = ("mean", None)
+
+
+def encode_chunks(
+    model: Any,
+    sentences: str | list[str],
+    chunk_size: int | None = None,
+    overlap: int = 32,
+    aggregate: str | None = "mean",
+    batch_size: int = 32,
+    token_budget: int = 2048,
+) -> np.ndarray | list[np.ndarray]:
+    """model: a SentenceEncoder. chunk_size defaults to its max_seq_length. "mean": (n, dim), or (dim,) for one str;
+    None: one (n_windows, dim) array per text (a list, or one array for one str)."""
+    texts, single = check_texts(sentences)
+    size = chunk_size or model.max_seq_length
+    if aggregate not in AGGREGATES:
+        raise ValueError(f"aggregate must be one of {AGGREGATES}, got {aggregate!r}")
+    if not 3 <= size <= model.encoder.config.max_tokens:
+        raise ValueError(f"chunk_size must be from 3 to the model's {model.encoder.config.max_tokens} positions, "
+                         f"got {size}")
+    if not 0 <= overlap <= size // 2:
+        raise ValueError(f"overlap must be from 0 to half the chunk_size ({size // 2}), got {overlap}")
+    windows = model.tokenizer.windows(texts, size, overlap)  # per text: its windows
+    flat = [w for text_windows in windows for w in text_windows]
+    vectors, _ = model.embed_all(flat, model.get_sentence_embedding_dimension(), False, False, batch_size,
+                                 token_budget)  # (total windows, dim)
+    per_text = torch.split(vectors.float().cpu(), [len(w) for w in windows])
+    if aggregate == "mean":
+        result = np.stack([l2_normalize(v).mean(dim=0).numpy() for v in per_text]) if texts else np.empty((0, 0))
+    else:
+        result = [v.numpy() for v in per_text]
+    return result[0] if single else result
+
+
+def maxsim(query: np.ndarray, windows: np.ndarray) -> float:
+    """A query vector's score against a multi-vector document: its best cosine with any window."""
+    q = l2_normalize(torch.from_numpy(query).float()[None])
+    return float((l2_normalize(torch.from_numpy(windows).float()) @ q.T).max())
