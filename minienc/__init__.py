@@ -3,6 +3,7 @@
 from .attention import ATTENTION, get_attention, register_attention
 from .checkpoint import CheckpointError
 from .config import EncoderConfig
+from .corpus import read_vectors
 from .model import Encoder
 from .pooling import POOLERS, l2_normalize
 from .sentence import SentenceEncoder, SentenceTransformer
@@ -17,6 +18,7 @@ __all__ = [
     "SentenceTransformer",
     "get_attention",
     "l2_normalize",
+    "read_vectors",
     "register_attention",
 ]
 __version__ = "0.1.0"

@@ -83,13 +83,13 @@ class NoProgressBar:
         pass
 
 
-def progress_bar(show: bool | None, total: int):
-    """A tqdm bar counting texts when `show`, else one that shows nothing."""
+def progress_bar(show: bool | None, total: int | None, initial: int = 0):
+    """A tqdm bar counting texts (with texts/s and the time left) when `show`, else one that shows nothing."""
     if not show:
         return NoProgressBar()
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, desc="Encoding", unit="text")
+    return tqdm(total=total, initial=initial, desc="Encoding", unit="text", smoothing=0.1)
 
 
 def to_numpy(vectors: torch.Tensor) -> np.ndarray:

@@ -43,11 +43,13 @@ def read_texts(texts: list[str], input_path: str | None, option: str = "--input"
     return texts
 
 
-def check_writable(output: str) -> None:
-    """Fail before any work is done if `output` cannot be written."""
+def check_writable(output: str, overwrite: bool) -> None:
+    """Fail before any work is done if `output` cannot be written, or exists and overwrite is not allowed."""
     path = Path(output)
     if path.is_dir():
         raise ValueError(f"--output {output}: is a folder; give a file name")
+    if path.exists() and not overwrite:
+        raise ValueError(f"--output {output} exists: pass --overwrite to replace it")
     if not path.parent.resolve().is_dir():
         raise FileNotFoundError(f"--output {output}: the folder {path.parent} does not exist")
     existed = path.exists()
@@ -84,10 +86,10 @@ def load_model(args: argparse.Namespace) -> SentenceEncoder:
 
 
 def cmd_encode(args: argparse.Namespace) -> None:
+    if args.output is not None and not args.output.endswith((".npy", ".jsonl")):
+        return encode_corpus(args)
     if args.output is not None:
-        if not args.output.endswith((".npy", ".jsonl")):
-            raise ValueError(f"--output {args.output}: use a .npy or .jsonl file name")
-        check_writable(args.output)
+        check_writable(args.output, args.overwrite)
     texts = read_texts(args.texts, args.input)
     model = load_model(args)
     progress = args.progress if args.progress is not None else sys.stderr.isatty() and len(texts) > args.batch_size
@@ -100,6 +102,41 @@ def cmd_encode(args: argparse.Namespace) -> None:
         show_progress_bar=progress,
     )
     write_vectors(texts, vectors, args.output)
+
+
+def encode_corpus(args: argparse.Namespace) -> None:
+    """--output FOLDER: stream --input into shards, resumable (minienc/corpus.py)."""
+    from . import corpus
+
+    if args.input in (None, "-") or args.texts:
+        raise ValueError("--output FOLDER streams a corpus: give it as --input FILE (.txt, .jsonl or .parquet); "
+                         "for texts as arguments, use --output NAME.npy or NAME.jsonl")
+    path = Path(args.input)
+    if not path.is_file():
+        raise FileNotFoundError(f"--input {path}: no such file")
+    if args.shard_size < 1:
+        raise ValueError(f"--shard-size must be at least 1, got {args.shard_size}")
+    settings = {"input": str(path.resolve()), "model": str(args.model), "text_field": args.text_field,
+                "id_field": args.id_field, "shard_size": args.shard_size, "prompt_name": args.prompt_name,
+                "normalize": args.normalize, "execution": args.execution, "matmul": args.matmul}
+    folder = Path(args.output)
+    done = corpus.prepare_output(folder, settings, args.resume, args.overwrite)
+    model = load_model(args)
+    records = corpus.read_records(path, args.text_field, args.id_field)
+    total = corpus.count_records(path)
+    progress = args.progress if args.progress is not None else sys.stderr.isatty()
+    options = {"batch_size": args.batch_size, "token_budget": args.token_budget, "prompt_name": args.prompt_name,
+               "normalize_embeddings": args.normalize}
+    try:
+        written = corpus.embed_corpus(model, records, folder, args.shard_size, done, total, progress, options)
+    except KeyboardInterrupt:
+        raise ValueError(f"interrupted: {corpus.done_shards(folder)} whole shards are in {folder}; run the same "
+                         f"command with --resume to go on") from None
+    except OSError as err:
+        raise ValueError(f"writing {folder} failed ({err.strerror or err}); the whole shards are kept: free the "
+                         f"space and run the same command with --resume") from None
+    print(f"wrote {written} vectors to {folder} ({corpus.done_shards(folder)} shards"
+          + (f", {done} of them from before" if done else "") + ")", file=sys.stderr)
 
 
 def cmd_similarity(args: argparse.Namespace) -> None:
@@ -163,7 +200,14 @@ def build_parser() -> argparse.ArgumentParser:
     encode = commands.add_parser("encode", help="embed texts; print JSON lines or write .npy / .jsonl")
     encode.add_argument("texts", nargs="*", help="texts to embed")
     encode.add_argument("--input", help="file with one text a line; - reads standard input")
-    encode.add_argument("--output", help="output file: NAME.npy or NAME.jsonl (default: JSON lines on stdout)")
+    encode.add_argument("--output", help="NAME.npy or NAME.jsonl: one file; FOLDER: a corpus from --input, streamed "
+                                         "into shards that --resume can continue (default: JSON lines on stdout)")
+    encode.add_argument("--text-field", default="text", help="the text's field in .jsonl / .parquet input")
+    encode.add_argument("--id-field", default=None,
+                        help="the id's field in .jsonl / .parquet input (default: line or row number)")
+    encode.add_argument("--shard-size", type=int, default=10_000, help="texts a shard (--output FOLDER)")
+    encode.add_argument("--resume", action="store_true", help="continue an interrupted --output FOLDER")
+    encode.add_argument("--overwrite", action="store_true", help="replace what --output already holds")
     encode.add_argument("--execution", default="packed", choices=EXECUTIONS,
                         help="packed: no padding, batch-invariant (default); padded: sentence-transformers' bits")
     encode.add_argument("--batch-size", type=int, default=32, help="texts a batch (padded execution)")
