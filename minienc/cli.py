@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import pickle
 import sys
 from pathlib import Path
 
@@ -86,7 +87,11 @@ def load_model(args: argparse.Namespace) -> SentenceEncoder:
 
 
 def cmd_encode(args: argparse.Namespace) -> None:
+    if args.ray is not None:
+        return encode_on_ray(args)
     if args.output is not None and not args.output.endswith((".npy", ".jsonl")):
+        if Path(args.output).suffix and not Path(args.output).is_dir():
+            raise ValueError(f"--output {args.output}: use a .npy or .jsonl file name, or a folder for a corpus")
         return encode_corpus(args)
     if args.output is not None:
         check_writable(args.output, args.overwrite)
@@ -137,6 +142,31 @@ def encode_corpus(args: argparse.Namespace) -> None:
                          f"space and run the same command with --resume") from None
     print(f"wrote {written} vectors to {folder} ({corpus.done_shards(folder)} shards"
           + (f", {done} of them from before" if done else "") + ")", file=sys.stderr)
+
+
+def encode_on_ray(args: argparse.Namespace) -> None:
+    """--ray [ADDRESS]: the same job on Ray Data (minienc/ray.py), written as parquet into --output FOLDER."""
+    from .ray import embed_dataset
+
+    if args.input in (None, "-") or args.output is None or args.output.endswith((".npy", ".jsonl")):
+        raise ValueError("--ray reads --input FILE or FOLDER (.txt, .jsonl, .parquet) and writes parquet into "
+                         "--output FOLDER")
+    if Path(args.output).exists() and any(Path(args.output).iterdir()) and not args.overwrite:
+        raise ValueError(f"--output {args.output} already holds output: pass --overwrite to replace it")
+    embed_dataset(args.input, args.output, args.model, None if args.ray == "local" else args.ray, args.text_field,
+                  args.batch_size, args.concurrency, args.device)
+    print(f"wrote parquet to {args.output}", file=sys.stderr)
+
+
+def cmd_convert_heads(args: argparse.Namespace) -> None:
+    from .m3 import convert_heads
+
+    try:
+        written = convert_heads(args.folder)
+    except pickle.UnpicklingError as err:  # weights_only=True refused an object the pickle names
+        raise ValueError(f"{args.folder}: refused to unpickle: {str(err).splitlines()[0]}") from None
+    for path in written:
+        print(f"wrote {path}", file=sys.stderr)
 
 
 def cmd_similarity(args: argparse.Namespace) -> None:
@@ -208,6 +238,10 @@ def build_parser() -> argparse.ArgumentParser:
     encode.add_argument("--shard-size", type=int, default=10_000, help="texts a shard (--output FOLDER)")
     encode.add_argument("--resume", action="store_true", help="continue an interrupted --output FOLDER")
     encode.add_argument("--overwrite", action="store_true", help="replace what --output already holds")
+    encode.add_argument("--ray", nargs="?", const="local", default=None, metavar="ADDRESS",
+                        help="run on Ray Data: a local cluster, or the one at ADDRESS (needs minienc[ray])")
+    encode.add_argument("--concurrency", type=int, default=1,
+                        help="model copies Ray runs at once, each on one CPU (or GPU); leave CPUs for reading (--ray)")
     encode.add_argument("--execution", default="packed", choices=EXECUTIONS,
                         help="packed: no padding, batch-invariant (default); padded: sentence-transformers' bits")
     encode.add_argument("--batch-size", type=int, default=32, help="texts a batch (padded execution)")
@@ -248,6 +282,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="minienc's execution for the final stages (default: padded, transformers' own)")
     add_model_options(parity)
     parity.set_defaults(run=cmd_parity)
+    convert = commands.add_parser("convert-heads", help="rewrite bge-m3's colbert_linear.pt and sparse_linear.pt as "
+                                  ".safetensors, reading them with torch.load(weights_only=True)")
+    convert.add_argument("folder", help="the bge-m3 folder holding colbert_linear.pt and sparse_linear.pt")
+    convert.set_defaults(run=cmd_convert_heads, device=None)  # main() checks args.device
     return parser
 
 

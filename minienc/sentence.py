@@ -229,7 +229,7 @@ class SentenceEncoder(nn.Module):
         check_options(output_value, batch_size, token_budget, precision, device, self.device)
         prefix = self.prompt_text(prompt_name, prompt)
         tokenized = self.tokenizer.tokenize([prefix + t for t in texts])
-        report_truncation(tokenized, self.max_seq_length)
+        report_truncation(tokenized, self.max_seq_length, "; encode_chunks() embeds long texts whole")
         skip = self.tokenizer.prefix_length(prefix) if prefix and not self.include_prompt else 0
         dim = self.get_sentence_embedding_dimension(truncate_dim)
         with progress_bar(show_progress_bar, len(texts)) as bar:

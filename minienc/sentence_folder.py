@@ -43,6 +43,12 @@ DENSE_ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "torch.nn.modules.activation.Sigmoid": torch.sigmoid,
 }
 MODULE_KINDS = ("Transformer", "Pooling", "Dense", "Normalize")
+# modules of the other encoders' folders -> (what it is, what loads it)
+OTHER_ENCODERS = {
+    "MLMTransformer": ("sparse (SPLADE)", "minienc.SparseEncoder"),
+    "SpladePooling": ("sparse (SPLADE)", "minienc.SparseEncoder"),
+    "MultiVectorMask": ("multi-vector (ColBERT)", "minienc.MultiVectorEncoder"),
+}
 
 
 @dataclass(frozen=True)
@@ -107,8 +113,10 @@ def read_sentence_folder(folder: Path) -> SentenceConfig:
     for module in read_json(modules_file) if modules_file.is_file() else []:
         kind, path = module["type"].rsplit(".", 1)[-1], folder / module.get("path", "")
         if kind not in MODULE_KINDS:
-            raise ValueError(f"{modules_file}: module type {module['type']!r} is not supported by minienc "
-                             f"(supported: {', '.join(MODULE_KINDS)})")
+            other = OTHER_ENCODERS.get(kind)
+            hint = f"; this is a {other[0]} folder: load it with {other[1]}" if other else ""
+            raise ValueError(f"{modules_file}: module type {module['type']!r} is not supported by SentenceEncoder "
+                             f"(supported: {', '.join(MODULE_KINDS)}){hint}")
         if kind == "Pooling":
             pooling_config = read_json(path / "config.json")
             pooling = pooling_modes(pooling_config)

@@ -49,7 +49,7 @@ def test_encode_file_to_jsonl(minilm_dir, expected, tmp_path):
 @pytest.mark.parametrize(
     "argv, message",
     [
-        (["encode", "a", "--output", "v.txt"], "--output v.txt: use a .npy or .jsonl file name"),
+        (["encode", "a", "--output", "v.txt"], "--output v.txt: use a .npy or .jsonl file name, or a folder"),
         (["encode"], "no text given"),
         (["encode", "a", "--input", "missing.txt"], "--input missing.txt: no such file"),
         (["encode", "a", "--model", "./nowhere"], "./nowhere is not a model folder"),
@@ -101,7 +101,7 @@ def test_unwritable_output_fails_before_any_work(tmp_path, capsys):
     assert main(["encode", "a", "--model", str(tmp_path / "nowhere"), "--output", str(out)]) == 1
     assert f"--output {out}: the folder {out.parent} does not exist" in capsys.readouterr().err
     assert main(["encode", "a", "--model", str(tmp_path / "nowhere"), "--output", str(tmp_path)]) == 1
-    assert "use a .npy or .jsonl file name" in capsys.readouterr().err
+    assert "--output FOLDER streams a corpus: give it as --input FILE" in capsys.readouterr().err
     (tmp_path / "d.npy").mkdir()
     assert main(["encode", "a", "--model", str(tmp_path / "nowhere"), "--output", str(tmp_path / "d.npy")]) == 1
     assert "is a folder" in capsys.readouterr().err

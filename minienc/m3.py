@@ -1,0 +1,381 @@
+"""bge-m3's three outputs from one XLM-R forward pass: a dense vector, lexical weights, and ColBERT vectors.
+
+Reproduces FlagEmbedding v1.4.2 `M3Embedder` (FlagEmbedding/inference/embedder/encoder_only/m3.py) and the heads of
+`EncoderOnlyEmbedderM3ModelForInference` (FlagEmbedding/finetune/embedder/encoder_only/m3/modeling.py), with the
+same names, defaults and return types. The data flow, for each text:
+
+    text -> tokens (<s> ... </s>) -> SentenceEncoder's encoder -> hidden states h (n, H)
+      dense:   h[0], the <s> (CLS) token, L2-normalized                      -> (H,)
+      sparse:  relu(sparse_linear(h)), one weight per token (Linear H -> 1);
+               per token id the largest weight, special tokens dropped        -> {"token id": weight}
+      colbert: colbert_linear(h[1:]), every token but <s> (Linear H -> D),
+               each L2-normalized                                             -> (n - 1, D)
+
+The encoder and tokenizer are minienc's SentenceEncoder (CLS pooling, normalize), run packed by default; padded
+execution gives transformers' bits. The two heads ship as pickles (`colbert_linear.pt`, `sparse_linear.pt`) beside
+the XLM-R weights; minienc never unpickles while loading, so `convert_heads` (the CLI's `minienc convert-heads
+FOLDER`) rewrites them once as safetensors, reading the pickles with torch.load(weights_only=True).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from safetensors.torch import save_file
+from torch import nn
+from tokenizers import Tokenizer
+from torch.nn.utils.rnn import pad_sequence
+
+from .batching import batches, check_texts, to_numpy
+from .checkpoint import CheckpointError, read_json, read_safetensors, resolve_model_dir
+from .model import Linear
+from .sentence import ROW_BLOCK, SentenceEncoder
+from .tokenizer import Tokens
+
+logger = logging.getLogger("minienc")
+HEADS = ("colbert_linear", "sparse_linear")  # file stems, beside the encoder's weights
+# FlagEmbedding leaves these out of lexical weights; the token strings are transformers' XLMRobertaTokenizer
+# defaults, replaced by what the folder's tokenizer_config.json, then special_tokens_map.json, names
+UNUSED_TOKENS = {"cls_token": "<s>", "eos_token": "</s>", "pad_token": "<pad>", "unk_token": "<unk>"}
+SCORE_MODES = ("colbert", "sparse", "dense", "sparse+dense", "colbert+sparse+dense")
+MAX_LENGTH = 512  # FlagEmbedding's query_max_length and passage_max_length
+
+
+def convert_heads(folder: str | Path) -> list[Path]:
+    """Rewrite FOLDER/colbert_linear.pt and FOLDER/sparse_linear.pt as .safetensors beside them; the paths written.
+
+    Each pickle is read with torch.load(weights_only=True), which builds tensors and plain containers only and
+    refuses any other object the file names. Run it once, where you trust the files."""
+    folder = Path(folder)
+    missing = [f"{name}.pt" for name in HEADS if not (folder / f"{name}.pt").is_file()]
+    if missing:
+        raise FileNotFoundError(f"{folder} has no {' and no '.join(missing)}: download them with the model "
+                                f"(`hf download BAAI/bge-m3 colbert_linear.pt sparse_linear.pt --local-dir {folder}`)")
+    written = []
+    for name in HEADS:
+        state = torch.load(folder / f"{name}.pt", weights_only=True, map_location="cpu")
+        if not isinstance(state, dict) or set(state) != {"weight", "bias"}:
+            found = sorted(state) if isinstance(state, dict) else type(state).__name__
+            raise CheckpointError(f"{folder / (name + '.pt')} is not a Linear layer's state dict (weight, bias): "
+                                  f"found {found}")
+        save_file({key: t.contiguous() for key, t in state.items()}, str(folder / f"{name}.safetensors"))
+        written.append(folder / f"{name}.safetensors")
+    return written
+
+
+def read_head(folder: Path, name: str, hidden_size: int, dtype: torch.dtype) -> Linear:
+    """FOLDER/name.safetensors as a minienc Linear (hidden_size -> its rows), or a CheckpointError saying what to do."""
+    path = folder / f"{name}.safetensors"
+    if not path.is_file():
+        if (folder / f"{name}.pt").is_file():
+            raise CheckpointError(f"{folder} holds {name}.pt, a pickle, and no {name}.safetensors; minienc never "
+                                  f"unpickles while loading. Convert the heads once, where you trust the files: "
+                                  f"`minienc convert-heads {folder}`")
+        raise CheckpointError(f"{folder} has no {name}.safetensors (nor {name}.pt): get bge-m3's heads with "
+                              f"`hf download BAAI/bge-m3 colbert_linear.pt sparse_linear.pt --local-dir {folder}`, "
+                              f"then run `minienc convert-heads {folder}`")
+    tensors = read_safetensors(path)
+    weight, bias = tensors.get("weight"), tensors.get("bias")
+    if set(tensors) != {"weight", "bias"} or weight.dim() != 2 or weight.shape[1] != hidden_size \
+            or bias.shape != weight.shape[:1] or (name == "sparse_linear" and weight.shape[0] != 1):
+        shapes = {key: tuple(t.shape) for key, t in tensors.items()}
+        raise CheckpointError(f"{path}: expected weight (out, {hidden_size}) and bias (out,)"
+                              f"{', out = 1' if name == 'sparse_linear' else ''}; found {shapes}")
+    layer = Linear(weight.shape[1], weight.shape[0], dtype=dtype)
+    layer.load_state_dict({"weight": weight.to(dtype), "bias": bias.to(dtype)})
+    return layer
+
+
+def unused_token_ids(folder: Path, vocab: Tokenizer) -> frozenset[int]:
+    """The ids of the cls, eos, pad and unk tokens (FlagEmbedding reads them from transformers' special_tokens_map)."""
+    names = dict(UNUSED_TOKENS)
+    for file in ("tokenizer_config.json", "special_tokens_map.json"):
+        found = read_json(folder / file) if (folder / file).is_file() else {}
+        for key in names:
+            value = found.get(key)
+            value = value.get("content") if isinstance(value, dict) else value
+            names[key] = value if isinstance(value, str) else names[key]
+    ids = (vocab.token_to_id(token) for token in names.values())
+    return frozenset(i for i in ids if i is not None)
+
+
+@dataclass
+class TextOutput:
+    """One text's three outputs as tensors."""
+
+    ids: np.ndarray            # (n,) token ids
+    dense: torch.Tensor        # (H,)
+    weights: torch.Tensor      # (n,) relu(sparse_linear(h)), one weight per token
+    colbert: torch.Tensor      # (n - 1, D)
+
+
+# reproduces FlagEmbedding v1.4.2 M3Embedder.encode_single_device._process_token_weights
+def lexical_weights(weights: np.ndarray, ids: np.ndarray, unused: frozenset[int]) -> defaultdict:
+    """{str(token id): its largest weight in the text}, for weights > 0, special tokens left out. A defaultdict(int)
+    with NumPy scalar values, as FlagEmbedding returns it."""
+    result: defaultdict = defaultdict(int)
+    for w, idx in zip(weights, ids.tolist()):
+        if idx not in unused and w > 0:
+            key = str(idx)
+            if w > result[key]:
+                result[key] = w
+    return result
+
+
+# reproduces FlagEmbedding v1.4.2 M3Embedder.compute_lexical_matching_score
+def compute_lexical_matching_score(lexical_weights_1: dict | list[dict], lexical_weights_2: dict | list[dict]):
+    """Sum of w1 * w2 over the token ids two texts share: one score for two dicts, an (n, m) array for two lists."""
+    def single(lw1: dict, lw2: dict):
+        scores = 0
+        for token, weight in lw1.items():
+            if token in lw2:
+                scores += weight * lw2[token]
+        return scores
+
+    if isinstance(lexical_weights_1, dict) and isinstance(lexical_weights_2, dict):
+        return single(lexical_weights_1, lexical_weights_2)
+    if isinstance(lexical_weights_1, list) and isinstance(lexical_weights_2, list):
+        return np.array([[single(lw1, lw2) for lw2 in lexical_weights_2] for lw1 in lexical_weights_1])
+    raise ValueError("The input format of lexical_weights is not correct: give two dicts or two lists of dicts")
+
+
+def best_matches(q_reps: torch.Tensor, p_reps: torch.Tensor) -> torch.Tensor:
+    """(n_q,): each query vector's largest dot product with a passage vector (ColBERT's MaxSim)."""
+    token_scores = torch.einsum("in,jn->ij", q_reps, p_reps)  # (n_q, n_p)
+    return token_scores.max(-1).values
+
+
+def as_tensor(x: np.ndarray | torch.Tensor) -> torch.Tensor:
+    return torch.from_numpy(x) if isinstance(x, np.ndarray) else x
+
+
+# reproduces FlagEmbedding v1.4.2 M3Embedder.colbert_score
+def colbert_score(q_reps: np.ndarray | torch.Tensor, p_reps: np.ndarray | torch.Tensor) -> torch.Tensor:
+    """The mean over query vectors (n_q, D) of each one's best match among the passage's (n_p, D): a 0-d tensor."""
+    q_reps, p_reps = as_tensor(q_reps), as_tensor(p_reps)
+    return torch.sum(best_matches(q_reps, p_reps)) / q_reps.size(0)
+
+
+class M3Encoder(nn.Module):
+    """FlagEmbedding's M3Embedder: `encode(texts, return_dense=..., return_sparse=..., return_colbert_vecs=...)`."""
+
+    def __init__(self, sentence: SentenceEncoder, colbert_linear: Linear, sparse_linear: Linear,
+                 unused_ids: frozenset[int], batch_size: int = 256, query_max_length: int = MAX_LENGTH,
+                 passage_max_length: int = MAX_LENGTH, return_dense: bool = True, return_sparse: bool = False,
+                 return_colbert_vecs: bool = False):
+        super().__init__()
+        if sentence.pooling != ("cls",) or len(sentence.dense):
+            raise ValueError("M3Encoder's dense vector is the CLS hidden state: give it a SentenceEncoder with "
+                             "pooling='cls' and no Dense module")
+        self.sentence = sentence
+        self.colbert_linear = colbert_linear.to(sentence.device)
+        self.sparse_linear = sparse_linear.to(sentence.device)
+        for head in (self.colbert_linear, self.sparse_linear):
+            head.matmul = sentence.encoder.kernel  # the encoder's kernel, in its row blocks if packed
+        self.unused_ids = unused_ids
+        self.batch_size = batch_size
+        self.query_max_length, self.passage_max_length = query_max_length, passage_max_length
+        self.return_dense, self.return_sparse = return_dense, return_sparse
+        self.return_colbert_vecs = return_colbert_vecs
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        name_or_path: str | Path,
+        *,
+        normalize_embeddings: bool = True,
+        attention: str = "sdpa",
+        execution: str = "packed",
+        matmul: str | None = None,
+        row_block: int | None = ROW_BLOCK,
+        device: str | torch.device | None = None,
+        dtype: torch.dtype | str | None = None,
+        batch_size: int = 256,
+        query_max_length: int = MAX_LENGTH,
+        passage_max_length: int = MAX_LENGTH,
+        return_dense: bool = True,
+        return_sparse: bool = False,
+        return_colbert_vecs: bool = False,
+    ) -> M3Encoder:
+        """A bge-m3 folder: XLM-R weights (model.safetensors), tokenizer.json, and the heads as .safetensors (see
+        convert_heads). normalize_embeddings L2-normalizes the dense and ColBERT vectors, as FlagEmbedding does by
+        default. batch_size, query_max_length, passage_max_length (capped at the model's positions) and the return_*
+        flags are what encode() and compute_score() use when given None, FlagEmbedding's defaults. attention,
+        execution, matmul, row_block, device, dtype: as SentenceEncoder.from_pretrained."""
+        folder = resolve_model_dir(name_or_path)
+        sentence = SentenceEncoder.from_pretrained(folder, pooling="cls", normalize=normalize_embeddings,
+                                                   attention=attention, execution=execution, matmul=matmul,
+                                                   row_block=row_block, device=device, dtype=dtype)
+        hidden, dtype = sentence.encoder.config.hidden_size, next(sentence.encoder.parameters()).dtype
+        colbert_linear, sparse_linear = (read_head(folder, name, hidden, dtype) for name in HEADS)
+        limit = sentence.encoder.config.max_tokens
+        return cls(sentence, colbert_linear, sparse_linear, unused_token_ids(folder, sentence.tokenizer.tokenizer),
+                   batch_size, min(query_max_length, limit), min(passage_max_length, limit), return_dense,
+                   return_sparse, return_colbert_vecs)
+
+    def tokenize(self, texts: list[str], max_length: int) -> list[Tokens]:
+        """Each text's tokens, <s> and </s> included, cut to max_length as FlagEmbedding's tokenizer call cuts them."""
+        limit = self.sentence.encoder.config.max_tokens
+        if not 2 <= max_length <= limit:
+            raise ValueError(f"max_length must be from 2 (<s> and </s>) to the model's {limit} positions, got "
+                             f"{max_length}")
+        tokenizer = self.sentence.tokenizer
+        kept, tokenizer.max_length = tokenizer.max_length, max_length
+        try:
+            tokenized = tokenizer.tokenize(texts)
+        finally:
+            tokenizer.max_length = kept
+        cut = sum(t.truncated for t in tokenized)
+        if cut:
+            logger.warning("%d of %d texts were longer than max_length (%d tokens) and were truncated",
+                           cut, len(tokenized), max_length)
+        return tokenized
+
+    def groups(self, lengths: list[int], batch_size: int, token_budget: int, by_length: bool) -> list[list[int]]:
+        """Which texts (by token count) run together. Packed: batches filled up to token_budget tokens. Padded, as
+        FlagEmbedding, for its bits: batch_size texts at a time, longest first in np.argsort's order (encode), or
+        in input order (compute_score)."""
+        if self.sentence.execution == "packed":
+            return batches(lengths, True, batch_size, token_budget)
+        order = np.argsort([-n for n in lengths]).tolist() if by_length else list(range(len(lengths)))
+        return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+
+    @torch.inference_mode()
+    def outputs(self, texts: list[str], max_length: int, batch_size: int, token_budget: int,
+                by_length: bool = True) -> list[TextOutput]:
+        """Every text through the encoder and both heads; returned in input order."""
+        if batch_size < 1 or token_budget < 1:
+            raise ValueError(f"batch_size and token_budget must be at least 1, got {batch_size} and {token_budget}")
+        tokenized = self.tokenize(texts, max_length)
+        found: list[Any] = [None] * len(texts)
+        for indices in self.groups([len(t.ids) for t in tokenized], batch_size, token_budget, by_length):
+            hidden, dense = self.sentence.embed([tokenized[i] for i in indices])  # [(n, H)], (B, H) normalized CLS
+            # The heads run on the batch padded to its longest text, as FlagEmbedding runs them: padded execution
+            # thus gives its bits; packed execution's row blocks make each row's result independent of the others.
+            states = pad_sequence(hidden, batch_first=True)  # (B, T, H)
+            # reproduces FlagEmbedding v1.4.2 EncoderOnlyEmbedderM3Model._sparse_embedding (return_embedding=False)
+            weights = torch.relu(self.sparse_linear(states)).squeeze(-1)  # (B, T): one weight per token
+            # reproduces EncoderOnlyEmbedderM3Model._colbert_embedding, then forward()'s F.normalize; the attention
+            # mask it multiplies by is 1 on the real tokens, the only ones kept below
+            colbert = self.colbert_linear(states[:, 1:])  # (B, T - 1, D): every token but <s>
+            colbert = F.normalize(colbert, dim=-1) if self.sentence.normalize else colbert
+            for row, (i, h) in enumerate(zip(indices, hidden)):
+                n = len(h)
+                found[i] = TextOutput(tokenized[i].ids, dense[row].clone(), weights[row, :n].clone(),
+                                      colbert[row, : n - 1].clone())
+        return found
+
+    def encode(
+        self,
+        sentences: str | list[str],
+        batch_size: int | None = None,
+        max_length: int | None = None,
+        return_dense: bool | None = None,
+        return_sparse: bool | None = None,
+        return_colbert_vecs: bool | None = None,
+        *,
+        token_budget: int = 2048,
+    ) -> dict[str, Any]:
+        """FlagEmbedding's M3Embedder.encode: {"dense_vecs": (n, H) float array, "lexical_weights": [{"token id":
+        weight}], "colbert_vecs": [(n_tokens - 1, D) arrays]}, None for an output not asked for; for one str, one
+        text's items. None arguments take the model's defaults (max_length: passage_max_length). Batches: padded,
+        batch_size texts; packed, up to token_budget tokens."""
+        texts, single = check_texts(sentences)
+        want_dense = self.return_dense if return_dense is None else return_dense
+        want_sparse = self.return_sparse if return_sparse is None else return_sparse
+        want_colbert = self.return_colbert_vecs if return_colbert_vecs is None else return_colbert_vecs
+        if not (want_dense or want_sparse or want_colbert):
+            raise ValueError("Must choose one or more from `return_colbert_vecs`, `return_sparse`, `return_dense`")
+        found = self.outputs(texts, max_length or self.passage_max_length, batch_size or self.batch_size, token_budget)
+        hidden_size = self.sentence.encoder.config.hidden_size
+        dense = to_numpy(torch.stack([o.dense for o in found])) if found else np.zeros((0, hidden_size), np.float32)
+        result = {
+            "dense_vecs": dense if want_dense else None,
+            "lexical_weights": [self.lexical_weights(o) for o in found] if want_sparse else None,
+            "colbert_vecs": [to_numpy(o.colbert) for o in found] if want_colbert else None,
+        }
+        if single:
+            return {key: None if value is None else value[0] for key, value in result.items()}
+        return result
+
+    def encode_queries(self, queries: str | list[str], batch_size: int | None = None, max_length: int | None = None,
+                       return_dense: bool | None = None, return_sparse: bool | None = None,
+                       return_colbert_vecs: bool | None = None, *, token_budget: int = 2048) -> dict[str, Any]:
+        """encode() with query_max_length (FlagEmbedding's query instruction, None for bge-m3, is not supported)."""
+        return self.encode(queries, batch_size, max_length or self.query_max_length, return_dense, return_sparse,
+                           return_colbert_vecs, token_budget=token_budget)
+
+    encode_corpus = encode  # passage_max_length, as encode()
+
+    def lexical_weights(self, output: TextOutput) -> defaultdict:
+        return lexical_weights(to_numpy(output.weights), output.ids, self.unused_ids)
+
+    compute_lexical_matching_score = staticmethod(compute_lexical_matching_score)
+    colbert_score = staticmethod(colbert_score)
+
+    @torch.inference_mode()
+    def compute_score(
+        self,
+        sentence_pairs: list[tuple[str, str]] | tuple[str, str],
+        batch_size: int | None = None,
+        max_query_length: int | None = None,
+        max_passage_length: int | None = None,
+        weights_for_different_modes: list[float] | None = None,
+        *,
+        token_budget: int = 2048,
+    ) -> dict[str, list[float] | float] | list:
+        """FlagEmbedding's M3Embedder.compute_score: for each (query, passage) pair its dense, sparse and ColBERT
+        scores and two weighted means, {mode: [score per pair]} (for one pair, {mode: score}). Weights are for
+        [dense, sparse, colbert], default [1, 1, 1]. batch_size groups the pairs as FlagEmbedding batches them,
+        which changes ColBERT scores (see below); token_budget: packed execution's batches."""
+        # reproduces FlagEmbedding v1.4.2 M3Embedder.compute_score_single_device
+        if isinstance(sentence_pairs, list) and len(sentence_pairs) == 0:
+            return []
+        one_pair = isinstance(sentence_pairs[0], str)
+        pairs = [sentence_pairs] if one_pair else list(sentence_pairs)
+        if weights_for_different_modes is None:
+            weights, weight_sum = [1.0, 1.0, 1.0], 3
+        elif len(weights_for_different_modes) != 3:
+            raise ValueError(f"weights_for_different_modes is [dense, sparse, colbert], 3 numbers; got "
+                             f"{weights_for_different_modes}")
+        else:
+            weights, weight_sum = list(weights_for_different_modes), sum(weights_for_different_modes)
+        batch_size = batch_size or self.batch_size
+        scores: dict[str, list[float]] = {mode: [] for mode in SCORE_MODES}
+        for start in range(0, len(pairs), batch_size):
+            batch = pairs[start : start + batch_size]  # each side one batch, in input order, as FlagEmbedding
+            queries = self.outputs([q for q, _ in batch], max_query_length or self.query_max_length, len(batch),
+                                   token_budget, by_length=False)
+            passages = self.outputs([p for _, p in batch], max_passage_length or self.passage_max_length, len(batch),
+                                    token_budget, by_length=False)
+            # compute_dense_score: every query against every passage, (B, B); each pair's score on the diagonal
+            dense = (torch.stack([q.dense for q in queries]) @ torch.stack([p.dense for p in passages]).T).diagonal()
+            # compute_sparse_score: the product of two vocabulary-sized vectors, nonzero where lexical weights are
+            sparse = [compute_lexical_matching_score(self.lexical_weights(q), self.lexical_weights(p))
+                      for q, p in zip(queries, passages)]
+            sparse = torch.tensor([float(score) for score in sparse], dtype=torch.float32, device=dense.device)
+            # compute_colbert_score
+            longest = max(len(p.ids) for p in passages)
+            colbert = []
+            for q, p in zip(queries, passages):
+                best = best_matches(q.colbert, p.colbert)  # (n_q - 1,)
+                if len(p.ids) < longest:
+                    # FlagEmbedding pads the batch's passages to the longest, and the padding's ColBERT vectors (zeros,
+                    # after the mask) join the max: in a shorter passage no query token's best match is below 0
+                    best = best.clamp(min=0)
+                colbert.append(best.sum() / best.shape[0])
+            dense, colbert = dense.float(), torch.stack(colbert).float()
+            scores["colbert"] += colbert.tolist()
+            scores["sparse"] += sparse.tolist()
+            scores["dense"] += dense.tolist()
+            scores["sparse+dense"] += ((sparse * weights[1] + dense * weights[0]) / (weights[1] + weights[0])).tolist()
+            scores["colbert+sparse+dense"] += ((colbert * weights[2] + sparse * weights[1] + dense * weights[0])
+                                               / weight_sum).tolist()
+        return {mode: values[0] for mode, values in scores.items()} if one_pair else scores
