@@ -20,7 +20,8 @@ from sentence_transformers.sentence_transformer.modules import Pooling
 from sentence_transformers.util import similarity as st_similarity
 from torch import nn
 
-from minienc.multivector import MultiVectorEncoder, maxsim, maxsim_pairwise, mean_maxsim
+from minienc.maxsim import maxsim, maxsim_pairwise, mean_maxsim
+from minienc.multivector import MultiVectorEncoder
 
 WEIGHTS = Path(__file__).resolve().parent.parent / "weights"
 TEXTS = [
