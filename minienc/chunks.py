@@ -40,15 +40,17 @@ def encode_chunks(
     if not 3 <= size <= model.encoder.config.max_tokens:
         raise ValueError(f"chunk_size must be from 3 to the model's {model.encoder.config.max_tokens} positions, "
                          f"got {size}")
-    if not 0 <= overlap <= size // 2:
-        raise ValueError(f"overlap must be from 0 to half the chunk_size ({size // 2}), got {overlap}")
+    room = size - model.tokenizer.tokenizer.num_special_tokens_to_add(False)  # text tokens a window holds
+    if not 0 <= overlap <= room // 2:
+        raise ValueError(f"overlap must be from 0 to half of a window's {room} text tokens ({room // 2}), got {overlap}")
     windows = model.tokenizer.windows(texts, size, overlap)  # per text: its windows
     flat = [w for text_windows in windows for w in text_windows]
     vectors, _ = model.embed_all(flat, model.get_sentence_embedding_dimension(), False, False, batch_size,
                                  token_budget)  # (total windows, dim)
     per_text = torch.split(vectors.float().cpu(), [len(w) for w in windows])
     if aggregate == "mean":
-        result = np.stack([l2_normalize(v).mean(dim=0).numpy() for v in per_text]) if texts else np.empty((0, 0))
+        dim = model.get_sentence_embedding_dimension()
+        result = np.stack([l2_normalize(v).mean(dim=0).numpy() for v in per_text]) if texts else np.empty((0, dim))
     else:
         result = [v.numpy() for v in per_text]
     return result[0] if single else result

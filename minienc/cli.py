@@ -1,4 +1,4 @@
-"""The command line: `minienc encode | similarity | trace | parity` (also `python -m minienc ...`)."""
+"""The command line: `minienc encode | similarity | trace | parity | convert-heads` (also `python -m minienc ...`)."""
 
 from __future__ import annotations
 
@@ -121,9 +121,12 @@ def encode_corpus(args: argparse.Namespace) -> None:
         raise FileNotFoundError(f"--input {path}: no such file")
     if args.shard_size < 1:
         raise ValueError(f"--shard-size must be at least 1, got {args.shard_size}")
-    settings = {"input": str(path.resolve()), "model": str(args.model), "text_field": args.text_field,
-                "id_field": args.id_field, "shard_size": args.shard_size, "prompt_name": args.prompt_name,
-                "normalize": args.normalize, "execution": args.execution, "matmul": args.matmul}
+    stat = path.stat()  # a changed input cannot be resumed: its texts would no longer line up with the shards
+    settings = {"input": str(path.resolve()), "input_bytes": stat.st_size, "input_mtime_ns": stat.st_mtime_ns,
+                "model": str(args.model), "text_field": args.text_field, "id_field": args.id_field,
+                "shard_size": args.shard_size, "prompt_name": args.prompt_name, "normalize": args.normalize,
+                "execution": args.execution, "matmul": args.matmul, "attention": args.attention, "device": args.device,
+                "batch_size": args.batch_size, "token_budget": args.token_budget}
     folder = Path(args.output)
     done = corpus.prepare_output(folder, settings, args.resume, args.overwrite)
     model = load_model(args)
@@ -151,10 +154,17 @@ def encode_on_ray(args: argparse.Namespace) -> None:
     if args.input in (None, "-") or args.output is None or args.output.endswith((".npy", ".jsonl")):
         raise ValueError("--ray reads --input FILE or FOLDER (.txt, .jsonl, .parquet) and writes parquet into "
                          "--output FOLDER")
-    if Path(args.output).exists() and any(Path(args.output).iterdir()) and not args.overwrite:
-        raise ValueError(f"--output {args.output} already holds output: pass --overwrite to replace it")
-    embed_dataset(args.input, args.output, args.model, None if args.ray == "local" else args.ray, args.text_field,
-                  args.batch_size, args.concurrency, args.device)
+    folder = Path(args.output)
+    if folder.exists() and any(folder.iterdir()):
+        if not args.overwrite:
+            raise ValueError(f"--output {args.output} already holds output: pass --overwrite to replace it")
+        for old in folder.glob("*.parquet"):  # Ray adds files to a folder: remove the last run's
+            old.unlink()
+    options = {"model": str(args.model), "text_column": args.text_field, "device": args.device,
+               "normalize_embeddings": args.normalize, "prompt_name": args.prompt_name, "execution": args.execution,
+               "attention": args.attention, "matmul": args.matmul}
+    embed_dataset(args.input, args.output, None if args.ray == "local" else args.ray, args.batch_size,
+                  args.concurrency, options)
     print(f"wrote parquet to {args.output}", file=sys.stderr)
 
 

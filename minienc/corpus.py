@@ -44,7 +44,7 @@ def read_records(path: Path, text_field: str = "text", id_field: str | None = No
         row = 0
         for batch in pq.ParquetFile(path).iter_batches(columns=columns):
             data = batch.to_pydict()
-            ids = data[id_field] if id_field else range(row, row + batch.num_rows)
+            ids = data[id_field] if id_field else range(row + 1, row + batch.num_rows + 1)
             for i, (id_, text) in enumerate(zip(ids, data[text_field])):
                 yield check_id(id_, path, row + i + 1), check_text(text, path, row + i + 1, text_field)
             row += batch.num_rows
@@ -52,11 +52,13 @@ def read_records(path: Path, text_field: str = "text", id_field: str | None = No
     with open(path, "rb") as f:
         for number, raw in enumerate(f, start=1):
             try:
-                line = raw.decode("utf-8").rstrip("\r\n")
+                line = raw.decode("utf-8-sig" if number == 1 else "utf-8").rstrip("\r\n")
             except UnicodeDecodeError:
                 raise ValueError(f"--input {path}: line {number} is not UTF-8") from None
             if kind == "text":
                 yield number, line
+                continue
+            if not line.strip():  # a blank line in JSON lines holds no record
                 continue
             try:
                 record = json.loads(line)
@@ -77,9 +79,8 @@ def check_text(text: object, path: Path, number: int, field: str) -> str:
 
 
 def check_id(id_: object, path: Path, number: int) -> int | str:
-    if isinstance(id_, bool) or not isinstance(id_, (int, str)):
-        raise ValueError(f"--input {path}: record {number}: the id {id_!r} is {type(id_).__name__}; ids are integers "
-                         f"or strings")
+    if isinstance(id_, bool) or not isinstance(id_, (int, str)) or (isinstance(id_, int) and not -2**63 <= id_ < 2**63):
+        raise ValueError(f"--input {path}: record {number}: the id {id_!r} is not a string or a 64-bit integer")
     return id_
 
 
@@ -130,6 +131,8 @@ def prepare_output(folder: Path, settings: dict, resume: bool, overwrite: bool) 
 
 def write_shard(folder: Path, index: int, ids: list, vectors: np.ndarray) -> None:
     """Write whole or not at all: a temporary file, renamed once complete."""
+    if len({type(i) for i in ids}) > 1:
+        raise ValueError(f"the ids of shard {index} mix integers and strings; give ids of one kind")
     temporary = folder / f"shard-{index:05d}.tmp.npz"
     with open(temporary, "wb") as f:
         np.savez(f, ids=np.array(ids), vectors=vectors)

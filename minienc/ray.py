@@ -23,10 +23,12 @@ from .sentence import DEFAULT_MODEL, SentenceEncoder
 
 class Embed:
     def __init__(self, model: str = DEFAULT_MODEL, text_column: str = "text", embedding_column: str = "embedding",
-                 device: str | None = None, normalize_embeddings: bool = False):
-        self.model = SentenceEncoder.from_pretrained(model, device=device)
+                 device: str | None = None, normalize_embeddings: bool = False, prompt_name: str | None = None,
+                 execution: str = "packed", attention: str = "sdpa", matmul: str | None = None):
+        self.model = SentenceEncoder.from_pretrained(model, device=device, execution=execution, attention=attention,
+                                                     matmul=matmul)
         self.text_column, self.embedding_column = text_column, embedding_column
-        self.normalize = normalize_embeddings
+        self.normalize, self.prompt_name = normalize_embeddings, prompt_name
 
     def __call__(self, batch: Any) -> Any:
         """A batch as Ray gives it: a dict of NumPy arrays (the default batch_format) or a pandas DataFrame."""
@@ -34,14 +36,15 @@ class Embed:
             raise KeyError(f"minienc.ray.Embed: the batch has no column {self.text_column!r} (columns: "
                            f"{list(batch.keys())}); pass text_column in fn_constructor_kwargs")
         texts = [str(t) for t in list(batch[self.text_column])]
-        vectors = self.model.encode(texts, normalize_embeddings=self.normalize)  # (rows, dim) float32
+        vectors = self.model.encode(texts, prompt_name=self.prompt_name,
+                                    normalize_embeddings=self.normalize)  # (rows, dim) float32
         if isinstance(batch, dict):
             return {**batch, self.embedding_column: vectors}
         return batch.assign(**{self.embedding_column: list(vectors)})
 
 
-def embed_dataset(input_path: str, output: str, model: str, address: str | None, text_column: str,
-                  batch_size: int, concurrency: int, device: str | None) -> None:
+def embed_dataset(input_path: str, output: str, address: str | None, batch_size: int, concurrency: int,
+                  embed_options: dict) -> None:
     """`minienc encode --ray [ADDRESS]`: read --input with Ray Data (.txt one text a line, .jsonl, .parquet),
     embed on the cluster at ADDRESS (or a local one), write parquet shards to the --output folder, in input order."""
     try:
@@ -52,22 +55,23 @@ def embed_dataset(input_path: str, output: str, model: str, address: str | None,
         ray.init(address=address, log_to_driver=False)
     ray.data.DataContext.get_current().execution_options.preserve_order = True
     readers = {".jsonl": ray.data.read_json, ".parquet": ray.data.read_parquet}
-    read = readers.get(_suffix(input_path), ray.data.read_text)
+    read = readers.get(_suffix(input_path), lambda path: ray.data.read_text(path, drop_empty_lines=False))
     ds = read(input_path)
-    ds = ds.map_batches(Embed, fn_constructor_kwargs={"model": model, "text_column": text_column, "device": device},
-                        batch_size=batch_size, concurrency=concurrency,
+    device = embed_options.get("device")
+    ds = ds.map_batches(Embed, fn_constructor_kwargs=embed_options, batch_size=batch_size, concurrency=concurrency,
                         num_gpus=1 if device and device.startswith("cuda") else None)
     ds.write_parquet(output)
 
 
 def read_parquet_vectors(folder: str, embedding_column: str = "embedding", id_column: str | None = None
                          ) -> tuple[list, np.ndarray]:
-    """(ids, vectors) of a parquet folder Ray wrote, in file order (ids: id_column, else row numbers)."""
+    """(ids, vectors) of a parquet folder Ray wrote, in file order (ids: id_column, else row numbers from 1, as the
+    line numbers of a text input)."""
     import pyarrow.dataset
 
     table = pyarrow.dataset.dataset(folder, format="parquet").to_table()
     vectors = np.array(table.column(embedding_column).to_pylist(), dtype=np.float32)
-    ids = table.column(id_column).to_pylist() if id_column else list(range(len(vectors)))
+    ids = table.column(id_column).to_pylist() if id_column else list(range(1, len(vectors) + 1))
     return ids, vectors
 
 

@@ -3,8 +3,6 @@ embed those tokens, and the aggregates."""
 
 from __future__ import annotations
 
-import logging
-
 import numpy as np
 import pytest
 import torch
@@ -56,13 +54,11 @@ def test_each_window_is_embedded_as_sentence_transformers_would(minilm):
     assert np.abs(got - expected).max() <= 1e-6  # packed execution: within 1e-6 of sentence-transformers
 
 
-def test_aggregates_and_short_texts(minilm, caplog):
+def test_aggregates_and_short_texts(minilm):
     model, _ = minilm
     texts = [LONG, "a short text", LONG[: len(LONG) // 3]]
-    with caplog.at_level(logging.WARNING, logger="minienc"):
-        per_text = model.encode_chunks(texts, aggregate=None)
-        mean = model.encode_chunks(texts)
-    assert not caplog.records  # nothing truncated, nothing to report
+    per_text = model.encode_chunks(texts, aggregate=None)
+    mean = model.encode_chunks(texts)
     assert [len(v) for v in per_text][1] == 1 and len(per_text[0]) > len(per_text[2]) > 1
     assert np.array_equal(per_text[1][0], model.encode("a short text"))  # one window: the text as encode() sees it
     for windows, vector in zip(per_text, mean):
@@ -73,9 +69,16 @@ def test_aggregates_and_short_texts(minilm, caplog):
 
 @pytest.mark.parametrize("kwargs, message", [
     (dict(chunk_size=600), "chunk_size must be from 3 to the model's 512 positions"),
-    (dict(chunk_size=64, overlap=40), "overlap must be from 0 to half the chunk_size"),
+    (dict(chunk_size=64, overlap=40), "overlap must be from 0 to half of a window's 62 text tokens"),
+    (dict(chunk_size=4, overlap=2), "overlap must be from 0 to half of a window's 2 text tokens"),
     (dict(aggregate="max"), "aggregate must be one of"),
 ])
 def test_bad_arguments(minilm, kwargs, message):
     with pytest.raises(ValueError, match=message):
         minilm[0].encode_chunks("text", **kwargs)
+
+
+def test_smallest_windows_and_no_text(minilm):
+    model = minilm[0]
+    assert model.encode_chunks("a b c d e", chunk_size=4, overlap=1, aggregate=None).shape[1] == 384
+    assert model.encode_chunks([]).shape == (0, 384)

@@ -53,7 +53,9 @@ def test_jsonl_and_parquet_fields_and_ids(tmp_path, expected):
     import pyarrow.parquet as pq
 
     records = [{"doc": f"d{i}", "body": t, "other": i} for i, t in enumerate(TEXTS)]
-    (tmp_path / "c.jsonl").write_text("\n".join(json.dumps(r) for r in records), encoding="utf-8")
+    lines = [json.dumps(r) for r in records]
+    lines.insert(5, "   ")  # a blank line holds no record
+    (tmp_path / "c.jsonl").write_text("\ufeff" + "\n".join(lines), encoding="utf-8")  # with a byte order mark
     pq.write_table(pa.Table.from_pylist(records), tmp_path / "c.parquet", row_group_size=64)
     for name in ("c.jsonl", "c.parquet"):
         out = tmp_path / f"out-{name.replace('.', '-')}"
@@ -68,7 +70,7 @@ def test_bad_records_are_named(tmp_path, capsys):
     assert "line 2 has no field 'text' (--text-field)" in capsys.readouterr().err
     (tmp_path / "d.jsonl").write_text('{"text": "fine", "id": [1]}\n', encoding="utf-8")
     assert run("--input", str(tmp_path / "d.jsonl"), "--output", str(tmp_path / "out2"), "--id-field", "id") == 1
-    assert "record 1: the id [1] is list" in capsys.readouterr().err
+    assert "record 1: the id [1] is not a string or a 64-bit integer" in capsys.readouterr().err
 
 
 def test_never_overwrites_without_being_told(text_file, tmp_path, capsys):
@@ -81,6 +83,11 @@ def test_never_overwrites_without_being_told(text_file, tmp_path, capsys):
     assert main(["encode", *MODEL, "--input", str(text_file), "--output", str(out), "--shard-size", "60",
                  "--overwrite"]) == 0
     assert len(list(out.glob("shard-*.npz"))) == 4
+    with open(text_file, "a", encoding="utf-8") as f:  # the input changed: its texts no longer line up
+        f.write("one more line\n")
+    assert main(["encode", *MODEL, "--input", str(text_file), "--output", str(out), "--shard-size", "60",
+                 "--resume"]) == 1
+    assert "other settings" in capsys.readouterr().err
     (tmp_path / "v.npy").write_bytes(b"")
     assert run("a", "--output", str(tmp_path / "v.npy")) == 1
     assert "exists: pass --overwrite" in capsys.readouterr().err

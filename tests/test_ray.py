@@ -17,6 +17,7 @@ from .test_packed import corpus
 ray = pytest.importorskip("ray")
 MODEL = str(Path(__file__).resolve().parent.parent / "weights" / "tiny-bert")
 TEXTS = corpus(300, seed=11)
+TEXTS[7] = ""  # a blank line of a text file is a text too
 
 
 @pytest.fixture(scope="module")
@@ -63,4 +64,8 @@ def test_command_line(cluster, expected, tmp_path):
     assert main(["encode", "--model", MODEL, "--ray", "--input", str(source), "--output", str(out),
                  "--batch-size", "64"]) == 0
     ids, vectors = minienc.ray.read_parquet_vectors(str(out))
-    assert ids == list(range(300)) and np.array_equal(vectors, expected)
+    assert ids == list(range(1, 301)) and np.array_equal(vectors, expected)
+    assert main(["encode", "--model", MODEL, "--ray", "--input", str(source), "--output", str(out),
+                 "--normalize", "--overwrite"]) == 0
+    ids, vectors = minienc.ray.read_parquet_vectors(str(out))
+    assert len(ids) == 300 and np.array_equal(vectors, minienc.l2_normalize(torch.from_numpy(expected)).numpy())

@@ -16,7 +16,7 @@ from sentence_transformers.sentence_transformer.modules import Dense, Normalize,
 import minienc
 
 from .test_packed import corpus
-from .test_sentence import TEXTS, st_folder
+from .test_sentence import TEXTS
 
 WEIGHTS = Path(__file__).resolve().parent.parent / "weights"
 
