@@ -6,7 +6,7 @@ so that no sentence is only ever seen cut in two; every window goes through the 
 (tokenize -> encoder -> pool -> Dense -> normalize), and the windows' vectors are returned per text, or aggregated:
 
     "mean"  the mean of the L2-normalized window vectors: one vector per text, every part of it counted
-    None    the (n_windows, dim) matrix: a multi-vector document, scored by its best window (maxsim below)
+    None    the (n_windows, dim) matrix: a multi-vector document, scored by its best window (best_window below)
 """
 
 from __future__ import annotations
@@ -56,7 +56,7 @@ def encode_chunks(
     return result[0] if single else result
 
 
-def maxsim(query: np.ndarray, windows: np.ndarray) -> float:
+def best_window(query: np.ndarray, windows: np.ndarray) -> float:
     """A query vector's score against a multi-vector document: its best cosine with any window."""
     q = l2_normalize(torch.from_numpy(query).float()[None])
     return float((l2_normalize(torch.from_numpy(windows).float()) @ q.T).max())

@@ -14,6 +14,7 @@ at all, and since packed execution is batch-invariant, a retried batch gives the
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -55,7 +56,7 @@ def embed_dataset(input_path: str, output: str, address: str | None, batch_size:
         ray.init(address=address, log_to_driver=False)
     ray.data.DataContext.get_current().execution_options.preserve_order = True
     readers = {".jsonl": ray.data.read_json, ".parquet": ray.data.read_parquet}
-    read = readers.get(_suffix(input_path), lambda path: ray.data.read_text(path, drop_empty_lines=False))
+    read = readers.get(Path(input_path).suffix, lambda path: ray.data.read_text(path, drop_empty_lines=False))
     ds = read(input_path)
     device = embed_options.get("device")
     ds = ds.map_batches(Embed, fn_constructor_kwargs=embed_options, batch_size=batch_size, concurrency=concurrency,
@@ -73,9 +74,3 @@ def read_parquet_vectors(folder: str, embedding_column: str = "embedding", id_co
     vectors = np.array(table.column(embedding_column).to_pylist(), dtype=np.float32)
     ids = table.column(id_column).to_pylist() if id_column else list(range(1, len(vectors) + 1))
     return ids, vectors
-
-
-def _suffix(path: str) -> str:
-    from pathlib import Path
-
-    return Path(path).suffix

@@ -9,7 +9,7 @@ import torch
 from sentence_transformers import SentenceTransformer
 
 import minienc
-from minienc.chunks import maxsim
+from minienc.chunks import best_window
 
 from .test_packed import corpus
 
@@ -64,7 +64,7 @@ def test_aggregates_and_short_texts(minilm):
     for windows, vector in zip(per_text, mean):
         normalized = windows / np.linalg.norm(windows, axis=1, keepdims=True)
         np.testing.assert_allclose(vector, normalized.mean(axis=0), rtol=0, atol=1e-6)
-    assert maxsim(model.encode("a short text"), per_text[1]) == pytest.approx(1.0, abs=1e-6)
+    assert best_window(model.encode("a short text"), per_text[1]) == pytest.approx(1.0, abs=1e-6)
 
 
 @pytest.mark.parametrize("kwargs, message", [
