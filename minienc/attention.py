@@ -14,18 +14,27 @@ Every implementation has one signature:
 Add your own with `@register_attention("name")` and select it with `Encoder.from_pretrained(..., attention="name")`.
 A variant that reproduces one of transformers' implementations says so with `matches=`; `minienc parity` then holds
 it to bit-exactness against that implementation by default, and the tests compare it with `eager`.
+
+Packed input (minienc/packed.py) lays the texts of a batch end to end in one row, and each text must attend to itself
+alone. By default that is one call of the variant per text (`per_text`); a variant may register a faster way with
+`@register_packed("name")`: same inputs with (1, heads, N, head_dim) and the texts' spans instead of a mask, and
+the same result for each text as it gets alone.
 """
 
-from collections.abc import Callable
+import inspect
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
 
 AttentionFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None, float], torch.Tensor]
+Spans = Sequence[tuple[int, int]]  # text i is tokens spans[i][0]:spans[i][1] of the packed row
+PackedAttentionFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, Spans, float], torch.Tensor]
 
 ATTENTION: dict[str, AttentionFn] = {}
 # name -> the transformers attn_implementation it reproduces bit for bit; absent for variants that change the math
 MATCHES: dict[str, str] = {}
+PACKED: dict[str, PackedAttentionFn] = {}  # name -> its packed form, where faster than one call per text
 
 
 def register_attention(name: str, *, matches: str | None = None) -> Callable[[AttentionFn], AttentionFn]:
@@ -44,11 +53,35 @@ def register_attention(name: str, *, matches: str | None = None) -> Callable[[At
     return add
 
 
+def register_packed(name: str) -> Callable[[PackedAttentionFn], PackedAttentionFn]:
+    """Decorator: `fn(q, k, v, spans, scale)` computes attention `name` on packed input, each text alone."""
+
+    def add(fn: PackedAttentionFn) -> PackedAttentionFn:
+        PACKED[name] = fn
+        return fn
+
+    return add
+
+
 def get_attention(name: str) -> AttentionFn:
     try:
         return ATTENTION[name]
     except KeyError:
         raise ValueError(f"unknown attention {name!r}; choose one of {sorted(ATTENTION)}") from None
+
+
+def get_packed_attention(name: str) -> PackedAttentionFn:
+    """Attention `name` for packed input: its registered packed form, else one call per text."""
+    return PACKED.get(name) or per_text(get_attention(name))
+
+
+def per_text(attend: AttentionFn) -> PackedAttentionFn:
+    """Packed attention as one call of `attend` per text, each call seeing nothing but that text."""
+
+    def packed(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, spans: Spans, scale: float) -> torch.Tensor:
+        return torch.cat([attend(q[:, :, a:b], k[:, :, a:b], v[:, :, a:b], None, scale) for a, b in spans], dim=2)
+
+    return packed
 
 
 # reproduces transformers v5.x models/bert/modeling_bert.py eager_attention_forward + masking_utils.eager_mask
@@ -68,6 +101,44 @@ def eager(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor 
 def sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None, scale: float) -> torch.Tensor:
     """PyTorch's fused kernel (flash / memory-efficient / math, chosen by PyTorch)."""
     return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale)  # (B, nh, T, hs)
+
+
+@register_packed("sdpa")
+def sdpa_packed(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, spans: Spans, scale: float) -> torch.Tensor:
+    """sdpa on packed (1, nh, N, hs) input: on CUDA in float16 / bfloat16, one variable-length flash-attention call
+    for the whole row; elsewhere one call per text. (Stacking texts of one length into one CPU call is not the same:
+    a stacked text's bits can depend on its place in the stack, seen with head_dim 8 and odd lengths.)"""
+    if q.device.type == "cuda" and q.dtype in (torch.float16, torch.bfloat16) and VARLEN is not None:
+        return varlen(q, k, v, spans, scale)
+    return per_text(sdpa)(q, k, v, spans, scale)
+
+
+def _varlen_attn():
+    """PyTorch's variable-length flash attention (torch.nn.attention.varlen, CUDA), or None where it is missing."""
+    try:
+        from torch.nn.attention.varlen import varlen_attn
+    except ImportError:
+        return None
+    return varlen_attn
+
+
+VARLEN = _varlen_attn()
+VARLEN_OPTIONS = set(inspect.signature(VARLEN).parameters) if VARLEN is not None else set()  # they vary by version
+
+
+def varlen(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, spans: Spans, scale: float) -> torch.Tensor:
+    """One flash-attention call over every text of the packed row, each text attending to itself (cu_seq marks
+    where texts start). One split of the keys per text (num_splits=1, where this PyTorch has the option), so that a
+    text's result does not depend on what else the call holds."""
+    ends = [0, *(b for _, b in spans)]
+    cu_seq = torch.tensor(ends, dtype=torch.int32, device=q.device)
+    longest = max(b - a for a, b in spans)
+    options = {name: value for name, value in (("scale", scale), ("num_splits", 1)) if name in VARLEN_OPTIONS}
+    if "scale" not in options and scale != q.shape[-1] ** -0.5:
+        raise ValueError(f"this PyTorch's varlen_attn takes no scale, and {scale} is not its 1/sqrt(head_dim)")
+    rows = lambda t: t[0].transpose(0, 1)  # noqa: E731  (1, nh, N, hs) -> (N, nh, hs)
+    y = VARLEN(rows(q), rows(k), rows(v), cu_seq, cu_seq, longest, longest, **options)  # (N, nh, hs)
+    return y.transpose(0, 1)[None]  # (1, nh, N, hs)
 
 
 # --- research variants: they change the computation on purpose -----------------------------------------------------

@@ -13,8 +13,7 @@ import numpy as np
 
 from . import __version__
 from .attention import ATTENTION
-from .devices import check_device
-from .model import DTYPES
+from .devices import DTYPES, check_device, check_dtype
 from .matmul import MATMUL
 from .sentence import DEFAULT_MODEL, EXECUTIONS, SentenceEncoder, default_matmul
 
@@ -81,9 +80,14 @@ def write_vectors(texts: list[str], vectors: np.ndarray, output: str | None) -> 
         print(f"wrote {len(texts)} vectors of {vectors.shape[1]} dims to {output}", file=sys.stderr)
 
 
+def resolved_dtype(args: argparse.Namespace) -> str:
+    """--dtype with "auto" resolved on this machine: a resumed corpus must not switch formats between machines."""
+    return str(check_dtype(args.dtype, check_device(args.device))).removeprefix("torch.")
+
+
 def load_model(args: argparse.Namespace) -> SentenceEncoder:
     return SentenceEncoder.from_pretrained(args.model, attention=args.attention, device=args.device,
-                                           execution=args.execution, matmul=args.matmul)
+                                           execution=args.execution, matmul=args.matmul, dtype=args.dtype)
 
 
 def cmd_encode(args: argparse.Namespace) -> None:
@@ -126,7 +130,7 @@ def encode_corpus(args: argparse.Namespace) -> None:
                 "model": str(args.model), "text_field": args.text_field, "id_field": args.id_field,
                 "shard_size": args.shard_size, "prompt_name": args.prompt_name, "normalize": args.normalize,
                 "execution": args.execution, "matmul": args.matmul, "attention": args.attention, "device": args.device,
-                "batch_size": args.batch_size, "token_budget": args.token_budget}
+                "dtype": resolved_dtype(args), "batch_size": args.batch_size, "token_budget": args.token_budget}
     folder = Path(args.output)
     done = corpus.prepare_output(folder, settings, args.resume, args.overwrite)
     model = load_model(args)
@@ -162,7 +166,7 @@ def encode_on_ray(args: argparse.Namespace) -> None:
             old.unlink()
     options = {"model": str(args.model), "text_column": args.text_field, "device": args.device,
                "normalize_embeddings": args.normalize, "prompt_name": args.prompt_name, "execution": args.execution,
-               "attention": args.attention, "matmul": args.matmul}
+               "attention": args.attention, "matmul": args.matmul, "dtype": args.dtype}
     embed_dataset(args.input, args.output, None if args.ray == "local" else args.ray, args.batch_size,
                   args.concurrency, options)
     print(f"wrote parquet to {args.output}", file=sys.stderr)
@@ -232,6 +236,12 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
                              f"execution on x86 CPUs, else torch)")
 
 
+def add_dtype_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--dtype", default="float32", choices=[*sorted(DTYPES), "auto"],
+                        help="number format: float32 (default); bfloat16, or auto (bfloat16 where the CPU or GPU has "
+                             "it natively), is the fast path, within 0.1 STS-B Spearman of float32")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="minienc", description="A minimal Transformer encoder: text in, vectors out.")
     parser.add_argument("--version", action="version", version=f"minienc {__version__}")
@@ -261,6 +271,7 @@ def build_parser() -> argparse.ArgumentParser:
     encode.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                         help="progress bar (default: on a terminal, when there is more than one batch)")
     add_model_options(encode)
+    add_dtype_option(encode)
     encode.set_defaults(run=cmd_encode)
 
     similarity = commands.add_parser(
@@ -272,13 +283,14 @@ def build_parser() -> argparse.ArgumentParser:
     similarity.add_argument("--to", nargs="+", help="the second list")
     similarity.add_argument("--to-input", help="the second list from a file, one text a line")
     add_model_options(similarity)
+    add_dtype_option(similarity)
     similarity.set_defaults(run=cmd_similarity, execution="packed")
 
     trace = commands.add_parser("trace", help="walk one text through the pipeline, stage by stage")
     trace.add_argument("text")
     trace.add_argument("--json", action="store_true", help="print the same as JSON")
     add_model_options(trace)
-    trace.set_defaults(run=cmd_trace, execution="padded")  # stages are read from the padded forward pass
+    trace.set_defaults(run=cmd_trace, execution="padded", dtype=None)  # stages are read from the padded forward pass
 
     parity = commands.add_parser("parity", help="compare every stage with transformers on the same inputs")
     parity.add_argument("texts", nargs="*", help="texts (default: a built-in varied set)")

@@ -1,4 +1,5 @@
-"""Checking a device name before anything is loaded onto it: one error that names the device and what exists."""
+"""Checking a device name before anything is loaded onto it (one error that names the device and what exists), and
+choosing the number format for it."""
 
 from __future__ import annotations
 
@@ -35,3 +36,35 @@ def check_device(device: str | torch.device | None) -> torch.device:
         return parsed
     build = "" if torch.version.cuda or parsed.type != "cuda" else f" (this PyTorch, {torch.__version__}, has no CUDA)"
     raise ValueError(f"device {str(device)!r} is not available{build}; this machine has {', '.join(available)}")
+
+
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+def native_bfloat16(device: torch.device) -> bool:
+    """Whether the device multiplies bfloat16 in hardware: a CUDA GPU that supports it, or a CPU with AVX512-BF16
+    or AMX. Elsewhere bfloat16 is emulated, and slower than float32."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device.type != "cpu" or not hasattr(torch.cpu, "get_capabilities"):  # PyTorch < 2.7 cannot tell
+        return False
+    flags = torch.cpu.get_capabilities()
+    return bool(flags.get("avx512_bf16") or flags.get("amx_bf16"))
+
+
+def check_dtype(dtype: torch.dtype | str | None, device: torch.device) -> torch.dtype:
+    """A torch.dtype, a name from DTYPES, or "auto": bfloat16 where the device has it natively (the fast path),
+    float16 on a GPU without it, else float32. None: float32."""
+    if dtype is None:
+        return torch.float32
+    if dtype == "auto":
+        if native_bfloat16(device):
+            return torch.bfloat16
+        return torch.float16 if device.type == "cuda" else torch.float32
+    if isinstance(dtype, str):
+        if dtype not in DTYPES:
+            raise ValueError(f"unknown dtype {dtype!r}; choose one of {sorted(DTYPES) + ['auto']}")
+        return DTYPES[dtype]
+    if dtype not in DTYPES.values():
+        raise ValueError(f"dtype {dtype} is not supported; choose one of {sorted(DTYPES) + ['auto']}")
+    return dtype

@@ -14,8 +14,9 @@ decides the last bits of every result, since kernels sum the products in differe
 
 - "torch":  F.linear, then the activation: what transformers and sentence-transformers run (MKL on x86 CPUs).
 - "onednn": oneDNN's inner product, which ships inside PyTorch, with GELU (erf form) fused into it. Its sums are
-            float32 sums in another order. Only float32 on the CPU, for inference: other dtypes, other devices and
-            calls that autograd must differentiate go to the "torch" kernel (oneDNN's op has no backward).
+            float32 sums in another order. float32 and bfloat16 on the CPU, for inference: other dtypes, other devices
+            and calls that autograd must differentiate go to the "torch" kernel (oneDNN's op has no backward). In
+            bfloat16 the fused GELU reads the float32 sum before it is rounded to bfloat16: one rounding, not two.
 
 `Encoder.from_pretrained(..., matmul=name)` or `Encoder.set_matmul(name)` selects one; the default "torch" keeps
 transformers' bits. SentenceEncoder's packed execution on the CPU takes fastest_on_cpu(), in row blocks.
@@ -58,9 +59,9 @@ def torch_linear(
 def onednn(
     x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, activation: str | None = None
 ) -> torch.Tensor:
-    """The same by oneDNN, for float32 CPU inference; torch_linear for everything else."""
+    """The same by oneDNN, for float32 and bfloat16 CPU inference; torch_linear for everything else."""
     needs_grad = torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad)
-    if x.device.type != "cpu" or x.dtype != torch.float32 or needs_grad:
+    if x.device.type != "cpu" or x.dtype not in (torch.float32, torch.bfloat16) or needs_grad:
         return torch_linear(x, weight, bias, activation)
     if activation in ONEDNN_POST_OPS:
         attr, algorithm = ONEDNN_POST_OPS[activation]

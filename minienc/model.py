@@ -17,10 +17,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .attention import AttentionFn, get_attention
+from .attention import AttentionFn, PackedAttentionFn, get_attention, get_packed_attention
 from .checkpoint import load_weights, resolve_model_dir
 from .config import EncoderConfig
-from .devices import check_device
+from .devices import check_device, check_dtype
 from .matmul import MatmulFn, RowBlocks, get_matmul, torch_linear
 
 Spans = Sequence[tuple[int, int]]  # packed input: text i is tokens spans[i][0]:spans[i][1] of the one row
@@ -82,7 +82,7 @@ class Embeddings(nn.Module):
 
 # reproduces transformers v5.x BertSelfAttention + the dense layer of BertSelfOutput
 class SelfAttention(nn.Module):
-    def __init__(self, config: EncoderConfig, attend: AttentionFn):
+    def __init__(self, config: EncoderConfig, attend: AttentionFn, attend_packed: PackedAttentionFn):
         super().__init__()
         self.head_dim = config.head_dim
         self.scale = self.head_dim**-0.5
@@ -90,7 +90,7 @@ class SelfAttention(nn.Module):
         self.key = Linear(config.hidden_size, config.hidden_size)
         self.value = Linear(config.hidden_size, config.hidden_size)
         self.out = Linear(config.hidden_size, config.hidden_size)
-        self.attend = attend
+        self.attend, self.attend_packed = attend, attend_packed
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None, spans: Spans | None = None) -> torch.Tensor:
         B, T, _ = x.shape
@@ -100,9 +100,8 @@ class SelfAttention(nn.Module):
         v = self.value(x).view(heads).transpose(1, 2)
         if spans is None:
             y = self.attend(q, k, v, mask, self.scale)  # (B, nh, T, hs)
-        else:  # packed: each text attends to itself alone, in a call that sees nothing of the batch
-            y = torch.cat([self.attend(q[:, :, a:b], k[:, :, a:b], v[:, :, a:b], None, self.scale)
-                           for a, b in spans], dim=2)  # (1, nh, N, hs)
+        else:  # packed: each text attends to itself alone (minienc/attention.py)
+            y = self.attend_packed(q, k, v, spans, self.scale)  # (1, nh, N, hs)
         y = y.transpose(1, 2).contiguous().reshape(B, T, -1)  # (B, T, H): heads side by side again
         return self.out(y)
 
@@ -121,9 +120,9 @@ class FeedForward(nn.Module):
 
 # reproduces transformers v5.x BertLayer: post-norm, LayerNorm(sublayer(x) + x) twice
 class EncoderLayer(nn.Module):
-    def __init__(self, config: EncoderConfig, attend: AttentionFn):
+    def __init__(self, config: EncoderConfig, attend: AttentionFn, attend_packed: PackedAttentionFn):
         super().__init__()
-        self.attention = SelfAttention(config, attend)
+        self.attention = SelfAttention(config, attend, attend_packed)
         self.attn_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.ffn = FeedForward(config)
         self.ffn_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
@@ -131,9 +130,6 @@ class EncoderLayer(nn.Module):
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None, spans: Spans | None = None) -> torch.Tensor:
         x = self.attn_norm(self.attention(x, mask, spans) + x)
         return self.ffn_norm(self.ffn(x) + x)  # (B, T, H)
-
-
-DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
 def key_padding_mask(attention_mask: torch.Tensor | None) -> torch.Tensor | None:
@@ -168,15 +164,16 @@ class Encoder(nn.Module):
         super().__init__()
         self.config = config
         self.embeddings = Embeddings(config)
-        self.layers = nn.ModuleList(EncoderLayer(config, get_attention(attention)) for _ in range(config.num_layers))
+        self.layers = nn.ModuleList(EncoderLayer(config, get_attention(attention), get_packed_attention(attention))
+                                    for _ in range(config.num_layers))
         self.set_attention(attention)
         self.set_matmul(matmul)
 
     def set_attention(self, name: str) -> None:
         """Switch every layer to the attention implementation registered as `name`."""
-        attend = get_attention(name)
+        attend, attend_packed = get_attention(name), get_packed_attention(name)
         for layer in self.layers:
-            layer.attention.attend = attend
+            layer.attention.attend, layer.attention.attend_packed = attend, attend_packed
         self.attention_name = name
 
     def set_matmul(self, name: str, row_block: int | None = None) -> None:
@@ -236,15 +233,12 @@ class Encoder(nn.Module):
     ) -> Encoder:
         """Load a BERT / MiniLM / RoBERTa / XLM-R checkpoint from a local folder or a Hub repo id, in eval mode.
 
-        dtype (a torch.dtype or "float32", "float16", "bfloat16") defaults to float32 whatever the file stores;
-        device defaults to the CPU. matmul "torch" (the default) keeps transformers' bits; "onednn" is faster on
-        x86 CPUs with AVX2 or AVX-512 (minienc/matmul.py).
+        dtype (a torch.dtype, "float32", "float16", "bfloat16", or "auto": bfloat16 where the device computes it
+        natively) defaults to float32 whatever the file stores; device defaults to the CPU. matmul "torch" (the
+        default) keeps transformers' bits; "onednn" is faster on x86 CPUs with AVX2 or AVX-512 (minienc/matmul.py).
         """
-        if isinstance(dtype, str):
-            if dtype not in DTYPES:
-                raise ValueError(f"unknown dtype {dtype!r}; choose one of {sorted(DTYPES)}")
-            dtype = DTYPES[dtype]
         device = check_device(device)
+        dtype = check_dtype(dtype, device)
         folder = resolve_model_dir(name_or_path, revision=revision)
         if not (folder / "config.json").is_file():
             raise FileNotFoundError(f"{folder} has no config.json")

@@ -25,9 +25,10 @@ from .sentence import DEFAULT_MODEL, SentenceEncoder
 class Embed:
     def __init__(self, model: str = DEFAULT_MODEL, text_column: str = "text", embedding_column: str = "embedding",
                  device: str | None = None, normalize_embeddings: bool = False, prompt_name: str | None = None,
-                 execution: str = "packed", attention: str = "sdpa", matmul: str | None = None):
+                 execution: str = "packed", attention: str = "sdpa", matmul: str | None = None,
+                 dtype: str | None = None):
         self.model = SentenceEncoder.from_pretrained(model, device=device, execution=execution, attention=attention,
-                                                     matmul=matmul)
+                                                     matmul=matmul, dtype=dtype)
         self.text_column, self.embedding_column = text_column, embedding_column
         self.normalize, self.prompt_name = normalize_embeddings, prompt_name
 

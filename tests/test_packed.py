@@ -61,12 +61,14 @@ def test_bundled_models_within_1e6(name):
     assert np.abs(ours.encode(TEXTS) - st.encode(TEXTS)).max() <= 1e-6
 
 
-@pytest.mark.parametrize("matmul", ["default", "torch"])
-def test_batch_invariance(minilm_packed, minilm_dir, matmul):
+@pytest.mark.parametrize("matmul, dtype", [("default", "float32"), ("torch", "float32"), ("default", "bfloat16")])
+def test_batch_invariance(minilm_packed, minilm_dir, matmul, dtype):
     """Alone, in a batch of 64, in a shuffled batch of 17, cut into many small batches: the same bits, with the
-    packed default kernel (oneDNN where available) and with transformers' own."""
-    if matmul != "default":
-        minilm_packed = minienc.SentenceEncoder.from_pretrained(minilm_dir, matmul=matmul)
+    packed default kernel (oneDNN where available) and with transformers' own, and in the bfloat16 fast path
+    (where texts of one length share an attention call)."""
+    if (matmul, dtype) != ("default", "float32"):
+        minilm_packed = minienc.SentenceEncoder.from_pretrained(
+            minilm_dir, matmul=None if matmul == "default" else matmul, dtype=dtype)
     if not minilm_packed.batch_invariant:
         pytest.skip(f"matmul {minilm_packed.encoder.matmul_name!r} failed the row-block probe on this machine; "
                     f"minienc reports it (test_probe_failure_is_reported)")
