@@ -1,13 +1,16 @@
-"""Throughput of minienc against sentence-transformers and plain transformers + mean pooling, on one model.
+"""Throughput of minienc against what users run instead: sentence-transformers on PyTorch, and its ONNX Runtime and
+OpenVINO backends, on one model, in one run.
 
-    python scripts/bench.py [--model DIR] [--threads N] [--repeats 5] [--batch-size 32]
+    python scripts/bench.py [--model DIR] [--threads N] [--repeats 5] [--batch-size 32] [--no-peers]
 
 Same model, thread count and batch size for everyone (minienc's packed execution fills batches by token budget
-instead; its padded execution uses the batch size). Where packed minienc's default matmul kernel is oneDNN, it also
-runs with transformers' own ("torch"), so the gain of packing and the gain of the kernel show apart, and once with
-row_block=None (one kernel call per matrix, not batch-invariant), so the cost of batch invariance shows too. Runs are alternated in one process and each system's median is reported, with its ratio to
-sentence-transformers, tokens per second, and the share of this machine's fp32 matrix-multiply throughput (the
-faster of the kernels, measured here on the model's feed-forward shape) that the model's FLOPs reach.
+instead; its padded execution uses the batch size). minienc runs in float32 and in its bfloat16 fast path, each also
+with row_block=None (one kernel call per matrix, not batch-invariant), so the cost of batch invariance shows. The
+ONNX / OpenVINO peers run in their own venvs (scripts/peers.sh builds them; scripts/peer.py drives them), each in its
+own process, and are left out where those venvs are missing. Runs are alternated and each system's median is
+reported, with its ratio to sentence-transformers (PyTorch, float32) and to OpenVINO, tokens per second, and the
+share of this machine's matrix-multiply throughput for the system's number format (the faster kernel, measured here
+on the model's feed-forward shape) that the model's FLOPs reach.
 
 Corpora are built offline from the docstrings of a fixed list of standard-library modules, so they are the same on
 every machine with the same Python version:
@@ -67,9 +70,11 @@ def corpora(seed: int = 0) -> dict[str, list[str]]:
     return {"short": sentences[:1024], "mixed": paragraphs[:512], "long": documents * 2}
 
 
-def matmul_gflops(matmul, hidden: int, intermediate: int, rows: int = 2048, repeats: int = 20) -> float:
-    """fp32 GFLOP/s of one matmul kernel on this machine, on the model's feed-forward shape (the bulk of its FLOPs)."""
-    a, w, b = torch.randn(rows, hidden), torch.randn(intermediate, hidden), torch.randn(intermediate)
+def matmul_gflops(matmul, hidden: int, intermediate: int, dtype: torch.dtype = torch.float32, rows: int = 2048,
+                  repeats: int = 20) -> float:
+    """GFLOP/s of one matmul kernel on this machine in `dtype`, on the model's feed-forward shape (the bulk of its
+    FLOPs)."""
+    a, w, b = (torch.randn(*shape).to(dtype) for shape in ((rows, hidden), (intermediate, hidden), (intermediate,)))
     times = []
     with torch.inference_mode():
         for _ in range(repeats + 2):
@@ -98,44 +103,49 @@ def cpu_name() -> str:
     return names[0] if names else platform.processor() or "?"
 
 
-def systems(folder: Path, batch_size: int):
-    """name -> encode(texts); each returns an (n, dim) float32 array of unit vectors."""
-    import transformers
+def cpu_description() -> str:
+    """The CPU's name and the instruction sets that decide bfloat16 speed."""
+    flags = torch.cpu.get_capabilities() if hasattr(torch.cpu, "get_capabilities") else {}
+    found = [name for name in ("avx2", "avx512_f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8") if flags.get(name)]
+    return f"{cpu_name()} ({', '.join(found) or 'flags unknown'})"
+
+
+# system name -> the number format its matrix multiplies run in (None: int8, no peak measured)
+FORMATS: dict[str, torch.dtype | None] = {}
+
+
+def systems(folder: Path, batch_size: int, threads: int, peers: bool):
+    """name -> encode(texts) returning an (n, dim) float32 array of unit vectors; and the open peer processes."""
     from sentence_transformers import SentenceTransformer
 
     import minienc
 
-    packed = minienc.SentenceEncoder.from_pretrained(folder)
+    runners = {}
+    for dtype in (torch.float32, torch.bfloat16):
+        name = str(dtype).removeprefix("torch.")
+        for row_block in ("default", None):
+            options = {} if row_block == "default" else {"row_block": None}
+            model = minienc.SentenceEncoder.from_pretrained(folder, dtype=dtype, **options)
+            label = f"minienc packed {name}" + ("" if row_block == "default" else ", row_block=None")
+            runners[label], FORMATS[label] = (lambda texts, model=model: model.encode(texts)), dtype
     padded = minienc.SentenceEncoder.from_pretrained(folder, execution="padded")
     st = SentenceTransformer(str(folder), device="cpu")
-    tokenizer = transformers.AutoTokenizer.from_pretrained(folder)
-    model = transformers.AutoModel.from_pretrained(folder).eval()
-    max_length = st.max_seq_length
+    runners["minienc padded float32"] = lambda texts: padded.encode(texts, batch_size=batch_size)
+    runners["sentence-transformers"] = lambda texts: st.encode(texts, batch_size=batch_size)
+    FORMATS["minienc padded float32"] = FORMATS["sentence-transformers"] = torch.float32
+    opened = []
+    if peers:
+        from peer import LABELS, Peer, available
 
-    def plain_transformers(texts: list[str]) -> np.ndarray:
-        out = []
-        with torch.inference_mode():
-            for i in range(0, len(texts), batch_size):
-                batch = tokenizer(texts[i : i + batch_size], padding=True, truncation=True, max_length=max_length,
-                                  return_tensors="pt")
-                hidden = model(**batch).last_hidden_state
-                mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
-                pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
-                out.append(torch.nn.functional.normalize(pooled, dim=-1))
-        return torch.cat(out).numpy()
-
-    runners = {f"minienc (packed, {packed.encoder.matmul_name})": lambda texts: packed.encode(texts)}
-    if packed.encoder.matmul_name != "torch":  # also packed with transformers' kernel, to show the two gains apart
-        packed_torch = minienc.SentenceEncoder.from_pretrained(folder, matmul="torch")
-        runners["minienc (packed, torch)"] = lambda texts: packed_torch.encode(texts)
-    unblocked = minienc.SentenceEncoder.from_pretrained(folder, row_block=None)  # what batch invariance costs
-    runners[f"minienc (packed, {unblocked.encoder.matmul_name}, row_block=None)"] = lambda texts: unblocked.encode(texts)
-    return {
-        **runners,
-        "minienc (padded)": lambda texts: padded.encode(texts, batch_size=batch_size),
-        "sentence-transformers": lambda texts: st.encode(texts, batch_size=batch_size),
-        "transformers + mean": plain_transformers,
-    }, packed
+        for backend in [b for b in available() if b != "openvino-f32"]:
+            peer = Peer(backend, folder, threads, batch_size)
+            opened.append(peer)
+            label = LABELS[backend] if backend != "openvino" else f"ST OpenVINO ({peer.info['precision'].split()[0]})"
+            runners[label] = lambda texts, peer=peer: peer.encode(texts)[1]
+            precision = peer.info["precision"]
+            FORMATS[label] = (torch.bfloat16 if "bf16" in precision else None if "int8" in precision
+                              else torch.float32)
+    return runners, opened
 
 
 def main() -> None:
@@ -145,26 +155,29 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--corpora", nargs="*", default=["short", "mixed", "long"])
+    parser.add_argument("--no-peers", dest="peers", action="store_false", help="leave out ONNX Runtime / OpenVINO")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     args.model = args.model or default_model()
 
+    import minienc
     from minienc.matmul import MATMUL
 
-    runners, reference = systems(args.model, args.batch_size)
-    config = reference.encoder.config
-    kernels = {name: matmul_gflops(MATMUL[name], config.hidden_size, config.intermediate_size)
-               for name in ("torch", reference.encoder.matmul_name)}
-    peak = max(kernels.values())
-    print(f"# {args.model}: {cpu_name()}; {args.threads} threads; torch {torch.__version__}; Python "
+    runners, peers = systems(args.model, args.batch_size, args.threads, args.peers)
+    config = minienc.EncoderConfig.from_json(args.model / "config.json")
+    tokenizer = minienc.SentenceEncoder.from_pretrained(args.model).tokenizer
+    peaks = {dtype: max(matmul_gflops(MATMUL[name], config.hidden_size, config.intermediate_size, dtype)
+                        for name in ("torch", "onednn")) for dtype in (torch.float32, torch.bfloat16)}
+    print(f"# {args.model.name}: {cpu_description()}; {args.threads} threads; torch {torch.__version__}; Python "
           f"{platform.python_version()}; batch size {args.batch_size}; median of {args.repeats} alternated runs; "
-          f"measured fp32 matmul GFLOP/s: " + ", ".join(f"{name} {v:.0f}" for name, v in kernels.items()) + "\n")
-    print("| corpus | texts | tokens | system | median s | tokens/s | vs sentence-transformers | matmul share | max diff vs ST |")
-    print("|---|---|---|---|---|---|---|---|---|")
+          f"measured matmul GFLOP/s: float32 {peaks[torch.float32]:.0f}, bfloat16 {peaks[torch.bfloat16]:.0f}\n")
+    print("| corpus | texts | tokens | system | median s | tokens/s | vs sentence-transformers | vs OpenVINO "
+          "| matmul share | max diff vs ST |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     texts_of = corpora()
     for name in args.corpora:
         texts = texts_of[name]
-        lengths = [len(e.ids) for e in reference.tokenizer.tokenize(texts)]
+        lengths = [len(e.ids) for e in tokenizer.tokenize(texts)]
         gflop = model_gflop(lengths, config.hidden_size, config.intermediate_size, config.num_layers)
         outputs = {system: run(texts) for system, run in runners.items()}  # warm-up, and the vectors to compare
         times: dict[str, list[float]] = {system: [] for system in runners}
@@ -175,12 +188,17 @@ def main() -> None:
                 runners[system](texts)
                 times[system].append(time.perf_counter() - start)
         st_median = statistics.median(times["sentence-transformers"])
+        openvino = [statistics.median(t) for system, t in times.items() if system.startswith("ST OpenVINO")]
         for system, observed in times.items():
             median = statistics.median(observed)
             diff = np.abs(outputs[system] - outputs["sentence-transformers"]).max()
+            share = f"{gflop / median / peaks[FORMATS[system]]:.0%}" if FORMATS[system] is not None else "-"
+            versus_openvino = f"{openvino[0] / median:.2f}x" if openvino else "-"
             print(f"| {name} | {len(texts)} | {sum(lengths)} | {system} | {median:.3f} | {sum(lengths) / median:,.0f} "
-                  f"| {st_median / median:.2f}x | {gflop / median / peak:.0%} | {diff:.1e} |")
+                  f"| {st_median / median:.2f}x | {versus_openvino} | {share} | {diff:.1e} |")
         sys.stdout.flush()
+    for peer in peers:
+        peer.close()
 
 
 if __name__ == "__main__":

@@ -1,0 +1,63 @@
+"""The benchmark's side of scripts/peer_worker.py: a sentence-transformers backend (ONNX Runtime, OpenVINO) running
+in its own virtual environment (built by scripts/peers.sh), driven over a pipe.
+
+    with Peer("openvino", model_folder, threads=2) as peer:
+        seconds, vectors = peer.encode(texts)
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path.home() / ".cache" / "minienc-peers"  # scripts/peers.sh's default
+VENVS = {"onnx": "onnx", "onnx-qint8": "onnx", "openvino": "openvino", "openvino-f32": "openvino"}  # backend -> venv
+LABELS = {"onnx": "ST ONNX fp32", "onnx-qint8": "ST ONNX qint8", "openvino": "ST OpenVINO (its default precision)",
+          "openvino-f32": "ST OpenVINO f32"}
+
+
+def available(root: Path = ROOT) -> list[str]:
+    """The backends whose venv scripts/peers.sh has built under root."""
+    return [backend for backend, venv in VENVS.items() if (root / venv / "bin" / "python").exists()]
+
+
+class Peer:
+    def __init__(self, backend: str, model: Path, threads: int, batch_size: int = 32, root: Path = ROOT):
+        self.backend, self.scratch = backend, Path(tempfile.mkdtemp(prefix="minienc-peer-"))
+        python = root / VENVS[backend] / "bin" / "python"
+        worker = Path(__file__).with_name("peer_worker.py")
+        self.process = subprocess.Popen(
+            [str(python), str(worker), "--model", str(model), "--backend", backend, "--threads", str(threads),
+             "--batch-size", str(batch_size), "--cache", str(root / "models")],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        self.info = self.reply()  # {"ready": true, "versions": ..., "precision": ...}
+
+    def reply(self) -> dict:
+        line = self.process.stdout.readline()
+        if not line:
+            raise RuntimeError(f"peer {self.backend} exited with status {self.process.wait()}; run scripts/"
+                               f"peer_worker.py by hand with its venv's python to see why")
+        return json.loads(line)
+
+    def encode(self, texts: list[str]) -> tuple[float, np.ndarray]:
+        """(seconds of the backend's encode alone, (n, dim) float32 vectors)."""
+        texts_file, vectors = self.scratch / "texts.json", self.scratch / "vectors.npy"
+        texts_file.write_text(json.dumps(texts), encoding="utf-8")
+        self.process.stdin.write(json.dumps({"texts_file": str(texts_file), "vectors_out": str(vectors)}) + "\n")
+        self.process.stdin.flush()
+        seconds = self.reply()["seconds"]
+        return seconds, np.load(vectors)
+
+    def close(self) -> None:
+        self.process.stdin.close()
+        self.process.wait()
+
+    def __enter__(self) -> Peer:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
