@@ -14,9 +14,10 @@ decides the last bits of every result, since kernels sum the products in differe
 
 - "torch":  F.linear, then the activation: what transformers and sentence-transformers run (MKL on x86 CPUs).
 - "onednn": oneDNN's inner product, which ships inside PyTorch, with GELU (erf form) fused into it. Its sums are
-            float32 sums in another order. float32 and bfloat16 on the CPU, for inference: other dtypes, other devices
-            and calls that autograd must differentiate go to the "torch" kernel (oneDNN's op has no backward). In
-            bfloat16 the fused GELU reads the float32 sum before it is rounded to bfloat16: one rounding, not two.
+            float32 sums in another order. float32, and bfloat16 where oneDNN has it (AVX-512 and up), on the CPU,
+            for inference: other dtypes, other devices and calls that autograd must differentiate go to the "torch"
+            kernel (oneDNN's op has no backward). In bfloat16 the fused GELU reads the float32 sum before it is
+            rounded to bfloat16: one rounding, not two.
 
 `Encoder.from_pretrained(..., matmul=name)` or `Encoder.set_matmul(name)` selects one; the default "torch" keeps
 transformers' bits. SentenceEncoder's packed execution on the CPU takes fastest_on_cpu(), in row blocks.
@@ -32,6 +33,7 @@ runs a probe (`rows_independent`); a kernel that fails it is reported with a war
 
 from __future__ import annotations
 
+import functools
 import warnings
 from collections.abc import Callable
 
@@ -61,7 +63,8 @@ def onednn(
 ) -> torch.Tensor:
     """The same by oneDNN, for float32 and bfloat16 CPU inference; torch_linear for everything else."""
     needs_grad = torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad)
-    if x.device.type != "cpu" or x.dtype not in (torch.float32, torch.bfloat16) or needs_grad:
+    supported = x.dtype == torch.float32 or (x.dtype == torch.bfloat16 and onednn_bfloat16())
+    if x.device.type != "cpu" or not supported or needs_grad:
         return torch_linear(x, weight, bias, activation)
     if activation in ONEDNN_POST_OPS:
         attr, algorithm = ONEDNN_POST_OPS[activation]
@@ -75,6 +78,13 @@ MATMUL: dict[str, MatmulFn] = {"torch": torch_linear, "onednn": onednn}
 def onednn_available() -> bool:
     """Whether this PyTorch build has oneDNN and its fused linear op (x86 and Arm builds from PyPI do)."""
     return torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
+
+
+@functools.cache
+def onednn_bfloat16() -> bool:
+    """Whether oneDNN multiplies bfloat16 on this CPU: it needs AVX-512 at least (held to AVX2 by ONEDNN_MAX_CPU_ISA,
+    or on an AVX2-only CPU, it has no bfloat16 inner product)."""
+    return onednn_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
 
 
 def fastest_on_cpu() -> str:
