@@ -108,9 +108,16 @@ def sdpa_packed(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, spans: Spans,
     """sdpa on packed (1, nh, N, hs) input: on CUDA in float16 / bfloat16, one variable-length flash-attention call
     for the whole row; elsewhere one call per text. (Stacking texts of one length into one CPU call is not the same:
     a stacked text's bits can depend on its place in the stack, seen with head_dim 8 and odd lengths.)"""
-    if q.device.type == "cuda" and q.dtype in (torch.float16, torch.bfloat16) and VARLEN is not None:
+    if varlen_fits(q):
         return varlen(q, k, v, spans, scale)
     return per_text(sdpa)(q, k, v, spans, scale)
+
+
+def varlen_fits(q: torch.Tensor) -> bool:
+    """Whether PyTorch's variable-length flash attention takes q: CUDA, compute capability 8.0 or later, float16 or
+    bfloat16, a head size that is a multiple of 8 and at most 256."""
+    return (VARLEN is not None and q.device.type == "cuda" and q.dtype in (torch.float16, torch.bfloat16)
+            and q.shape[-1] % 8 == 0 and q.shape[-1] <= 256 and torch.cuda.get_device_capability(q.device) >= (8, 0))
 
 
 def _varlen_attn():
@@ -128,17 +135,18 @@ VARLEN_OPTIONS = set(inspect.signature(VARLEN).parameters) if VARLEN is not None
 
 def varlen(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, spans: Spans, scale: float) -> torch.Tensor:
     """One flash-attention call over every text of the packed row, each text attending to itself (cu_seq marks
-    where texts start). One split of the keys per text (num_splits=1, where this PyTorch has the option), so that a
-    text's result does not depend on what else the call holds."""
-    ends = [0, *(b for _, b in spans)]
-    cu_seq = torch.tensor(ends, dtype=torch.int32, device=q.device)
+    where texts start). One split of the keys per text (num_splits=1, where this PyTorch has the option; the GPU
+    tests check batch invariance either way), so that a text's result does not depend on what else the call holds."""
+    cu_seq = torch.tensor([0, *(b for _, b in spans)], dtype=torch.int32, device=q.device)
     longest = max(b - a for a, b in spans)
-    options = {name: value for name, value in (("scale", scale), ("num_splits", 1)) if name in VARLEN_OPTIONS}
-    if "scale" not in options and scale != q.shape[-1] ** -0.5:
-        raise ValueError(f"this PyTorch's varlen_attn takes no scale, and {scale} is not its 1/sqrt(head_dim)")
-    rows = lambda t: t[0].transpose(0, 1)  # noqa: E731  (1, nh, N, hs) -> (N, nh, hs)
-    y = VARLEN(rows(q), rows(k), rows(v), cu_seq, cu_seq, longest, longest, **options)  # (N, nh, hs)
+    options = {"scale": scale, **({"num_splits": 1} if "num_splits" in VARLEN_OPTIONS else {})}
+    y = VARLEN(by_token(q), by_token(k), by_token(v), cu_seq, cu_seq, longest, longest, **options)  # (N, nh, hs)
     return y.transpose(0, 1)[None]  # (1, nh, N, hs)
+
+
+def by_token(t: torch.Tensor) -> torch.Tensor:
+    """(1, nh, N, hs) -> (N, nh, hs), the layout varlen_attn reads (a view: no copy)."""
+    return t[0].transpose(0, 1)
 
 
 # --- research variants: they change the computation on purpose -----------------------------------------------------

@@ -106,6 +106,9 @@ def done_shards(folder: Path) -> int:
     return count
 
 
+ADDED_SETTINGS = {"dtype": "float32"}  # settings later versions record, with the value earlier ones ran with
+
+
 def prepare_output(folder: Path, settings: dict, resume: bool, overwrite: bool) -> int:
     """Check or create the output folder; the number of shards already done (0 unless resuming)."""
     if folder.exists() and not folder.is_dir():
@@ -113,6 +116,8 @@ def prepare_output(folder: Path, settings: dict, resume: bool, overwrite: bool) 
     has_output = folder.is_dir() and any(folder.iterdir())
     if has_output and resume:
         found = json.loads((folder / MANIFEST).read_text(encoding="utf-8")) if (folder / MANIFEST).is_file() else None
+        if found is not None:
+            found = {**ADDED_SETTINGS, **found}  # a manifest from before a setting existed had its default
         if found != settings:
             raise ValueError(f"--resume: {folder} was written with other settings ({found}); these are {settings}")
         for leftover in folder.glob("*.tmp.npz"):  # a shard cut short when the run stopped

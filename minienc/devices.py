@@ -42,10 +42,10 @@ DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.
 
 
 def native_bfloat16(device: torch.device) -> bool:
-    """Whether the device multiplies bfloat16 in hardware: a CUDA GPU that supports it, or a CPU with AVX512-BF16
-    or AMX. Elsewhere bfloat16 is emulated, and slower than float32."""
+    """Whether the device multiplies bfloat16 in hardware: a CUDA GPU of compute capability 8.0 or later (Ampere
+    on), or a CPU with AVX512-BF16 or AMX. Elsewhere bfloat16 is emulated, and slower than float32."""
     if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
+        return torch.cuda.get_device_capability(device) >= (8, 0)
     if device.type != "cpu" or not hasattr(torch.cpu, "get_capabilities"):  # PyTorch < 2.7 cannot tell
         return False
     flags = torch.cpu.get_capabilities()
@@ -53,8 +53,8 @@ def native_bfloat16(device: torch.device) -> bool:
 
 
 def check_dtype(dtype: torch.dtype | str | None, device: torch.device) -> torch.dtype:
-    """A torch.dtype, a name from DTYPES, or "auto": bfloat16 where the device has it natively (the fast path),
-    float16 on a GPU without it, else float32. None: float32."""
+    """A floating-point torch.dtype, a name from DTYPES, or "auto": bfloat16 where the device has it natively (the
+    fast path), float16 on a CUDA GPU without it, else float32. None: float32."""
     if dtype is None:
         return torch.float32
     if dtype == "auto":
@@ -65,6 +65,6 @@ def check_dtype(dtype: torch.dtype | str | None, device: torch.device) -> torch.
         if dtype not in DTYPES:
             raise ValueError(f"unknown dtype {dtype!r}; choose one of {sorted(DTYPES) + ['auto']}")
         return DTYPES[dtype]
-    if dtype not in DTYPES.values():
-        raise ValueError(f"dtype {dtype} is not supported; choose one of {sorted(DTYPES) + ['auto']}")
+    if not dtype.is_floating_point:
+        raise ValueError(f"dtype {dtype} is not a floating-point type; choose one of {sorted(DTYPES) + ['auto']}")
     return dtype

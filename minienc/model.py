@@ -11,19 +11,17 @@ Two inputs, one forward pass:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from .attention import AttentionFn, PackedAttentionFn, get_attention, get_packed_attention
+from .attention import AttentionFn, PackedAttentionFn, Spans, get_attention, get_packed_attention
 from .checkpoint import load_weights, resolve_model_dir
 from .config import EncoderConfig
 from .devices import check_device, check_dtype
 from .matmul import MatmulFn, RowBlocks, get_matmul, torch_linear
 
-Spans = Sequence[tuple[int, int]]  # packed input: text i is tokens spans[i][0]:spans[i][1] of the one row
 
 
 class Linear(nn.Linear):

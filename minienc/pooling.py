@@ -3,6 +3,10 @@
 Pure functions: nothing here changes its inputs. Each reproduces sentence-transformers v6.x Pooling op for op
 (the same masks, sums, dtypes and constants, e.g. the 1e-9 clamp on token counts), so results match bit for bit.
 Right and left padding both work: every pooler reads the mask, never assumes where padding sits.
+
+Packed input (texts end to end, no padding) has `pool_packed`: the same poolers text by text, except mean and cls,
+which take one call for the whole batch (mean sums each text in another order: within float32 rounding, not the
+same bits as sentence-transformers).
 """
 
 from collections.abc import Callable, Sequence
@@ -89,9 +93,12 @@ def pool(hidden: torch.Tensor, mask: torch.Tensor, modes: tuple[str, ...]) -> to
 # --- packed input: the texts' token vectors end to end, (N, H), and each text's (start, end) ---------------------
 
 
-def _kept(spans: Sequence[tuple[int, int]], skip: int) -> list[int]:
-    """Tokens pooled per text: all but the first `skip` (a prompt left out of pooling)."""
-    return [max(b - a - skip, 0) for a, b in spans]
+def _pooled_positions(spans: Sequence[tuple[int, int]], skip: int, device: torch.device) -> torch.Tensor:
+    """(N,) True for the tokens pooled: all but each text's first `skip` (a prompt left out of pooling)."""
+    lengths = torch.tensor([b - a for a, b in spans], device=device)
+    starts = torch.tensor([a for a, _ in spans], device=device)
+    position = torch.arange(int(lengths.sum()), device=device) - torch.repeat_interleave(starts, lengths)
+    return position >= skip
 
 
 def _mean_packed(hidden: torch.Tensor, spans: Sequence[tuple[int, int]], skip: int) -> torch.Tensor:
@@ -99,11 +106,12 @@ def _mean_packed(hidden: torch.Tensor, spans: Sequence[tuple[int, int]], skip: i
     precision as mean() does."""
     lengths = torch.tensor([b - a for a, b in spans], device=hidden.device)
     values = hidden.to(_accumulation_dtype(hidden))
+    count = lengths.to(values.dtype)
     if skip:
-        values = values * (torch.cat([torch.arange(b - a) for a, b in spans]) >= skip).to(values)[:, None]
+        values = values * _pooled_positions(spans, skip, hidden.device).to(values.dtype)[:, None]
+        count = (lengths - skip).clamp(min=0).to(values.dtype)
     total = torch.segment_reduce(values, "sum", lengths=lengths, axis=0)  # (B, H)
-    count = torch.tensor(_kept(spans, skip), device=hidden.device, dtype=values.dtype).clamp(min=1e-9)[:, None]
-    return (total / count).to(hidden.dtype)
+    return (total / count.clamp(min=1e-9)[:, None]).to(hidden.dtype)
 
 
 def _cls_packed(hidden: torch.Tensor, spans: Sequence[tuple[int, int]], skip: int) -> torch.Tensor:
@@ -119,6 +127,9 @@ def pool_packed(hidden: torch.Tensor, spans: Sequence[tuple[int, int]], modes: t
                 skip: int = 0) -> torch.Tensor:
     """pool() for packed input: hidden (N, H) holds text i at rows spans[i]; -> (B, H * len(modes)). Every reduction
     covers one text's rows alone, so a text's vector does not depend on the texts around it."""
+    if not spans or any(b <= a for a, b in spans) or spans[-1][1] > hidden.shape[0]:
+        raise ValueError(f"spans must be non-empty (start, end) rows of the {hidden.shape[0]} given; got "
+                         f"{list(spans)[:8]}")
     pooled = []
     for mode in modes:
         if mode in PACKED_POOLERS:

@@ -161,7 +161,8 @@ class SentenceEncoder(nn.Module):
         plain transformers folder defaults to mean pooling, no normalization, and the model's own position limit. matmul (the linear layers'
         kernel, minienc/matmul.py) defaults to "onednn" for packed execution on x86 CPUs, else "torch": padded
         execution keeps sentence-transformers' bits. row_block: packed execution's rows per matrix-multiply call;
-        None calls the kernel once per matrix, faster on small batches but no longer batch-invariant.
+        None calls the kernel once per matrix, faster on small batches but no longer batch-invariant. dtype: float32
+        by default; "bfloat16", or "auto" (bfloat16 where the device has it natively), is the fast path (README).
         """
         if execution not in EXECUTIONS:
             raise ValueError(f"unknown execution {execution!r}; choose one of {list(EXECUTIONS)}")

@@ -126,8 +126,8 @@ def systems(folder: Path, batch_size: int, threads: int, peers: bool):
         for row_block in ("default", None):
             options = {} if row_block == "default" else {"row_block": None}
             model = minienc.SentenceEncoder.from_pretrained(folder, dtype=dtype, **options)
-            label = f"minienc packed {name}" + ("" if row_block == "default" else ", row_block=None")
-            runners[label], FORMATS[label] = (lambda texts, model=model: model.encode(texts)), dtype
+            system = f"minienc packed {name}" + ("" if row_block == "default" else ", row_block=None")
+            runners[system], FORMATS[system] = (lambda texts, model=model: model.encode(texts)), dtype
     padded = minienc.SentenceEncoder.from_pretrained(folder, execution="padded")
     st = SentenceTransformer(str(folder), device="cpu")
     runners["minienc padded float32"] = lambda texts: padded.encode(texts, batch_size=batch_size)
@@ -135,15 +135,15 @@ def systems(folder: Path, batch_size: int, threads: int, peers: bool):
     FORMATS["minienc padded float32"] = FORMATS["sentence-transformers"] = torch.float32
     opened = []
     if peers:
-        from peer import LABELS, Peer, available
+        from peer import Peer, available, label
 
         for backend in [b for b in available() if b != "openvino-f32"]:
             peer = Peer(backend, folder, threads, batch_size)
             opened.append(peer)
-            label = LABELS[backend] if backend != "openvino" else f"ST OpenVINO ({peer.info['precision'].split()[0]})"
-            runners[label] = lambda texts, peer=peer: peer.encode(texts)[1]
+            name = label(backend, peer.info)
+            runners[name] = lambda texts, peer=peer: peer.encode(texts)[1]
             precision = peer.info["precision"]
-            FORMATS[label] = (torch.bfloat16 if "bf16" in precision else None if "int8" in precision
+            FORMATS[name] = (torch.bfloat16 if "bf16" in precision else None if "int8" in precision
                               else torch.float32)
     return runners, opened
 

@@ -8,6 +8,7 @@ in its own virtual environment (built by scripts/peers.sh), driven over a pipe.
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import tempfile
 from pathlib import Path
@@ -16,8 +17,12 @@ import numpy as np
 
 ROOT = Path.home() / ".cache" / "minienc-peers"  # scripts/peers.sh's default
 VENVS = {"onnx": "onnx", "onnx-qint8": "onnx", "openvino": "openvino", "openvino-f32": "openvino"}  # backend -> venv
-LABELS = {"onnx": "ST ONNX fp32", "onnx-qint8": "ST ONNX qint8", "openvino": "ST OpenVINO (its default precision)",
-          "openvino-f32": "ST OpenVINO f32"}
+LABELS = {"onnx": "ST ONNX fp32", "onnx-qint8": "ST ONNX qint8", "openvino": "ST OpenVINO", "openvino-f32": "ST OpenVINO f32"}
+
+
+def label(backend: str, info: dict) -> str:
+    """The backend's name in tables; OpenVINO's with the precision it chose for this CPU."""
+    return f"{LABELS[backend]} ({info['precision'].split()[0]})" if backend == "openvino" else LABELS[backend]
 
 
 def available(root: Path = ROOT) -> list[str]:
@@ -55,6 +60,7 @@ class Peer:
     def close(self) -> None:
         self.process.stdin.close()
         self.process.wait()
+        shutil.rmtree(self.scratch, ignore_errors=True)
 
     def __enter__(self) -> Peer:
         return self

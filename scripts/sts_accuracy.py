@@ -64,21 +64,20 @@ def main() -> None:
     systems = {}
     for fmt in FORMATS:
         model = minienc.SentenceEncoder.from_pretrained(folder, dtype=fmt)
-        label = f"minienc packed {fmt}" + (f" (= {next(model.encoder.parameters()).dtype})" if fmt == "auto" else "")
-        systems[label] = lambda t, model=model: model.encode(t)
+        chosen = str(next(model.encoder.parameters()).dtype).removeprefix("torch.")
+        systems[f"minienc packed {fmt}" + (f" ({chosen} here)" if fmt == "auto" else "")] = (
+            lambda t, model=model: model.encode(t))
     padded = minienc.SentenceEncoder.from_pretrained(folder, execution="padded")
     systems["minienc padded float32"] = lambda t: padded.encode(t)
     for name, dtype in (("float32", torch.float32), ("bfloat16", torch.bfloat16)):
         st = SentenceTransformer(str(folder), device="cpu", model_kwargs={"dtype": dtype})
         systems[f"sentence-transformers {name}"] = lambda t, st=st: st.encode(t)
     if args.peers:
-        from peer import LABELS, Peer, available
+        from peer import Peer, available, label
 
-        for backend in available():
-            def run(t, backend=backend):
-                with Peer(backend, folder, args.threads) as peer:
-                    return peer.encode(t)[1]
-            systems[LABELS[backend]] = run
+        for backend in available():  # each process ends when this one does
+            peer = Peer(backend, folder, args.threads)
+            systems[label(backend, peer.info)] = lambda t, peer=peer: peer.encode(t)[1]
 
     print(f"# STS Benchmark test set, {len(gold)} pairs; {folder.name}; {cpu_name()}; {args.threads} threads; "
           f"torch {torch.__version__}\n")

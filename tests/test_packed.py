@@ -64,8 +64,7 @@ def test_bundled_models_within_1e6(name):
 @pytest.mark.parametrize("matmul, dtype", [("default", "float32"), ("torch", "float32"), ("default", "bfloat16")])
 def test_batch_invariance(minilm_packed, minilm_dir, matmul, dtype):
     """Alone, in a batch of 64, in a shuffled batch of 17, cut into many small batches: the same bits, with the
-    packed default kernel (oneDNN where available) and with transformers' own, and in the bfloat16 fast path
-    (where texts of one length share an attention call)."""
+    packed default kernel (oneDNN where available) and with transformers' own, and in the bfloat16 fast path."""
     if (matmul, dtype) != ("default", "float32"):
         minilm_packed = minienc.SentenceEncoder.from_pretrained(
             minilm_dir, matmul=None if matmul == "default" else matmul, dtype=dtype)

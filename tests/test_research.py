@@ -109,6 +109,32 @@ def test_user_variant_selected_by_name(user_variants, minilm_dir):
         assert not torch.equal(ours(ids), expected)
 
 
+def test_user_variant_on_packed_input(user_variants):
+    """A variant runs once per text on packed input; a registered packed form replaces that loop, and switching
+    the attention switches both."""
+    from minienc.attention import PACKED, register_packed
+
+    weights = Path(__file__).resolve().parent.parent / "weights" / "tiny-bert"
+    ids, spans = torch.tensor([[101, 7, 8, 102, 101, 9, 102]]), [(0, 4), (4, 7)]
+    ours = minienc.Encoder.from_pretrained(weights, attention="user_eager")
+    calls = []
+
+    @register_packed("user_eager")
+    def counted(q, k, v, spans, scale):
+        calls.append(len(spans))
+        return torch.cat([eager(q[:, :, a:b], k[:, :, a:b], v[:, :, a:b], None, scale) for a, b in spans], dim=2)
+
+    try:
+        with torch.inference_mode():
+            alone = ours(ids, spans=spans)  # set before the packed form existed: one eager call per text
+            ours.set_attention("user_eager")
+            assert torch.equal(ours(ids, spans=spans), alone) and calls == [2] * len(ours.layers)
+            ours.set_attention("user_temperature")
+            assert {layer.attention.attend_packed for layer in ours.layers} != {counted}
+    finally:
+        PACKED.pop("user_eager")
+
+
 @pytest.mark.parametrize("folder", ["tiny-bert", "tiny-xlm-roberta", "minilm"])
 @pytest.mark.parametrize("attention", ["eager", "sdpa"])
 def test_parity_bit_exact_at_every_stage(folder, attention, minilm_dir):
