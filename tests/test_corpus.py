@@ -142,3 +142,16 @@ def test_resume_after_sigkill_mid_write(text_file, tmp_path, expected):
     assert main([*argv, "--resume"]) == 0
     ids, vectors = minienc.read_vectors(out)
     assert ids == list(range(1, 231)) and np.array_equal(vectors, expected)
+
+
+def test_resume_checks_the_number_format(text_file, tmp_path, expected):
+    """The manifest records the format (auto resolved); a folder written before formats were recorded is float32."""
+    out = tmp_path / "out"
+    assert run("--input", str(text_file), "--output", str(out)) == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["dtype"] == "float32"
+    assert run("--input", str(text_file), "--output", str(out), "--resume", "--dtype", "bfloat16") == 1
+    del manifest["dtype"]  # as minienc wrote it before
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    assert run("--input", str(text_file), "--output", str(out), "--resume") == 0
+    assert np.array_equal(minienc.read_vectors(out)[1], expected)

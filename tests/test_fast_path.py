@@ -34,9 +34,10 @@ def test_auto_follows_the_cpu(monkeypatch, flags, expected):
 def test_dtype_errors_name_the_choices():
     with pytest.raises(ValueError, match=r"unknown dtype 'bf16'.*'auto'"):
         check_dtype("bf16", torch.device("cpu"))
-    with pytest.raises(ValueError, match="torch.int8 is not supported"):
+    with pytest.raises(ValueError, match="torch.int8 is not a floating-point type"):
         check_dtype(torch.int8, torch.device("cpu"))
     assert check_dtype(None, torch.device("cpu")) == torch.float32
+    assert check_dtype(torch.float64, torch.device("cpu")) == torch.float64  # research: any floating type
 
 
 def test_bfloat16_within_sentence_transformers_own_drift(minilm_dir):
