@@ -29,7 +29,7 @@ def encode_chunks(
     overlap: int = 32,
     aggregate: str | None = "mean",
     batch_size: int = 32,
-    token_budget: int = 2048,
+    token_budget: int | None = None,
 ) -> np.ndarray | list[np.ndarray]:
     """model: a SentenceEncoder. chunk_size defaults to its max_seq_length. "mean": (n, dim), or (dim,) for one str;
     None: one (n_windows, dim) array per text (a list, or one array for one str)."""
@@ -46,7 +46,7 @@ def encode_chunks(
     windows = model.tokenizer.windows(texts, size, overlap)  # per text: its windows
     flat = [w for text_windows in windows for w in text_windows]
     vectors, _ = model.embed_all(flat, model.get_sentence_embedding_dimension(), False, False, batch_size,
-                                 token_budget)  # (total windows, dim)
+                                 model.token_budget if token_budget is None else token_budget)  # (total windows, dim)
     per_text = torch.split(vectors.float().cpu(), [len(w) for w in windows])
     if aggregate == "mean":
         dim = model.get_sentence_embedding_dimension()

@@ -15,7 +15,7 @@ from . import __version__
 from .attention import ATTENTION
 from .devices import DTYPES, check_device, check_dtype
 from .matmul import MATMUL
-from .sentence import DEFAULT_MODEL, EXECUTIONS, SentenceEncoder, default_matmul
+from .sentence import DEFAULT_MODEL, EXECUTIONS, TOKEN_BUDGETS, SentenceEncoder, default_matmul
 
 
 def decode_lines(data: bytes, name: str) -> list[str]:
@@ -91,6 +91,8 @@ def load_model(args: argparse.Namespace) -> SentenceEncoder:
 
 
 def cmd_encode(args: argparse.Namespace) -> None:
+    if args.token_budget is None:  # resolved before a corpus manifest records it
+        args.token_budget = TOKEN_BUDGETS.get(check_device(args.device).type, TOKEN_BUDGETS["cpu"])
     if args.ray is not None:
         return encode_on_ray(args)
     if args.output is not None and not args.output.endswith((".npy", ".jsonl")):
@@ -266,7 +268,8 @@ def build_parser() -> argparse.ArgumentParser:
     encode.add_argument("--execution", default="packed", choices=EXECUTIONS,
                         help="packed: no padding, batch-invariant (default); padded: sentence-transformers' bits")
     encode.add_argument("--batch-size", type=int, default=32, help="texts a batch (padded execution)")
-    encode.add_argument("--token-budget", type=int, default=2048, help="tokens a batch (packed execution)")
+    encode.add_argument("--token-budget", type=int, default=None,
+                        help="tokens a batch (packed execution; default: 2048 on a CPU, 16384 on a GPU)")
     encode.add_argument("--prompt-name", default=None, help="one of the model's prompts, e.g. query")
     encode.add_argument("--normalize", action="store_true", help="L2-normalize (models with Normalize already do)")
     encode.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,

@@ -197,7 +197,7 @@ class M3Encoder(nn.Module):
         attention: str = "sdpa",
         execution: str = "packed",
         matmul: str | None = None,
-        row_block: int | None = ROW_BLOCK,
+        row_block: int | str | None = ROW_BLOCK,
         device: str | torch.device | None = None,
         dtype: torch.dtype | str | None = None,
         batch_size: int = 256,
@@ -251,9 +251,10 @@ class M3Encoder(nn.Module):
         return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
 
     @torch.inference_mode()
-    def outputs(self, texts: list[str], max_length: int, batch_size: int, token_budget: int,
+    def outputs(self, texts: list[str], max_length: int, batch_size: int, token_budget: int | None,
                 by_length: bool = True) -> list[TextOutput]:
         """Every text through the encoder and both heads; returned in input order."""
+        token_budget = self.sentence.token_budget if token_budget is None else token_budget
         if batch_size < 1 or token_budget < 1:
             raise ValueError(f"batch_size and token_budget must be at least 1, got {batch_size} and {token_budget}")
         tokenized = self.tokenize(texts, max_length)
@@ -284,7 +285,7 @@ class M3Encoder(nn.Module):
         return_sparse: bool | None = None,
         return_colbert_vecs: bool | None = None,
         *,
-        token_budget: int = 2048,
+        token_budget: int | None = None,
     ) -> dict[str, Any]:
         """FlagEmbedding's M3Embedder.encode: {"dense_vecs": (n, H) float array, "lexical_weights": [{"token id":
         weight}], "colbert_vecs": [(n_tokens - 1, D) arrays]}, None for an output not asked for; for one str, one
@@ -310,7 +311,7 @@ class M3Encoder(nn.Module):
 
     def encode_queries(self, queries: str | list[str], batch_size: int | None = None, max_length: int | None = None,
                        return_dense: bool | None = None, return_sparse: bool | None = None,
-                       return_colbert_vecs: bool | None = None, *, token_budget: int = 2048) -> dict[str, Any]:
+                       return_colbert_vecs: bool | None = None, *, token_budget: int | None = None) -> dict[str, Any]:
         """encode() with query_max_length (FlagEmbedding's query instruction, None for bge-m3, is not supported)."""
         return self.encode(queries, batch_size, max_length or self.query_max_length, return_dense, return_sparse,
                            return_colbert_vecs, token_budget=token_budget)
@@ -332,7 +333,7 @@ class M3Encoder(nn.Module):
         max_passage_length: int | None = None,
         weights_for_different_modes: list[float] | None = None,
         *,
-        token_budget: int = 2048,
+        token_budget: int | None = None,
     ) -> dict[str, list[float] | float] | list:
         """FlagEmbedding's M3Embedder.compute_score: for each (query, passage) pair its dense, sparse and ColBERT
         scores and two weighted means, {mode: [score per pair]} (for one pair, {mode: score}). Weights are for

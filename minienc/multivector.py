@@ -98,7 +98,7 @@ class MultiVectorEncoder(nn.Module):
         attention: str = "sdpa",
         execution: str = "packed",
         matmul: str | None = None,
-        row_block: int | None = ROW_BLOCK,
+        row_block: int | str | None = ROW_BLOCK,
         device: str | torch.device | None = None,
         dtype: torch.dtype | str | None = None,
         revision: str | None = None,
@@ -201,7 +201,7 @@ class MultiVectorEncoder(nn.Module):
         normalize_embeddings: bool = False,
         *,
         task: str | None = None,
-        token_budget: int = 2048,
+        token_budget: int | None = None,
     ) -> Any:
         """One (n_tokens, D) tensor per text (an array with convert_to_numpy), in input order; for one str, that
         tensor alone. task "query" / "document" picks the length, expansion and skiplist (encode_query /
@@ -209,6 +209,7 @@ class MultiVectorEncoder(nn.Module):
         if output_value != "token_embeddings":
             raise ValueError(f"output_value must be 'token_embeddings' (minienc returns no raw feature dicts), got "
                              f"{output_value!r}")
+        token_budget = self.sentence.token_budget if token_budget is None else token_budget
         texts, single = check_texts(sentences)
         check_options(output_value, batch_size, token_budget, "float32", device, self.device)
         prefix = self.prompt_text(prompt_name, prompt)

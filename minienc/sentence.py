@@ -31,7 +31,11 @@ DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"  # works offline with g
 #         invariance is built")
 # padded: sentence-transformers' way, batches of batch_size texts padded to the longest; bit-identical to it
 EXECUTIONS = ("packed", "padded")
-ROW_BLOCK = 128  # rows per matrix-multiply call in packed execution (matmul.RowBlocks); the README gives the choice
+# packed execution's sizes by device type: rows per matrix-multiply call (matmul.RowBlocks) and tokens per batch. At
+# the CPU's sizes a GPU waits on kernel launches; the README ("On a GPU") gives the measurements behind both.
+ROW_BLOCKS = {"cpu": 128, "cuda": 1024}
+TOKEN_BUDGETS = {"cpu": 2048, "cuda": 16384}
+ROW_BLOCK = "auto"  # the default row_block: ROW_BLOCKS for the model's device (the CPU's where a type is not listed)
 
 
 class Dense(nn.Module):
@@ -66,7 +70,7 @@ class SentenceEncoder(nn.Module):
         tokenizer: TextTokenizer,
         config: SentenceConfig = SentenceConfig(),
         execution: str = "packed",
-        row_block: int | None = ROW_BLOCK,
+        row_block: int | str | None = ROW_BLOCK,
     ):
         super().__init__()
         if execution not in EXECUTIONS:
@@ -77,6 +81,9 @@ class SentenceEncoder(nn.Module):
         self.pooling = check_pooling(tuple(config.pooling))
         dtype = next(encoder.parameters()).dtype
         self.dense = nn.ModuleList(Dense(spec, dtype) for spec in config.dense).to(self.device)
+        if row_block == "auto":
+            row_block = ROW_BLOCKS.get(self.device.type, ROW_BLOCKS["cpu"])
+        self.token_budget = TOKEN_BUDGETS.get(self.device.type, TOKEN_BUDGETS["cpu"])  # encode()'s default
         self.set_matmul(encoder.matmul_name, row_block if execution == "packed" else None)
         self.normalize = config.normalize
         self.prompts = dict(config.prompts)
@@ -150,7 +157,7 @@ class SentenceEncoder(nn.Module):
         attention: str = "sdpa",
         execution: str = "packed",
         matmul: str | None = None,
-        row_block: int | None = ROW_BLOCK,
+        row_block: int | str | None = ROW_BLOCK,
         device: str | torch.device | None = None,
         dtype: torch.dtype | str | None = None,
         revision: str | None = None,
@@ -160,8 +167,9 @@ class SentenceEncoder(nn.Module):
         pooling / normalize / max_seq_length / truncate_dim / similarity_fn_name override what the folder says; a
         plain transformers folder defaults to mean pooling, no normalization, and the model's own position limit. matmul (the linear layers'
         kernel, minienc/matmul.py) defaults to "onednn" for packed execution on x86 CPUs, else "torch": padded
-        execution keeps sentence-transformers' bits. row_block: packed execution's rows per matrix-multiply call;
-        None calls the kernel once per matrix, faster on small batches but no longer batch-invariant. dtype: float32
+        execution keeps sentence-transformers' bits. row_block: packed execution's rows per matrix-multiply call
+        ("auto": 128 on a CPU, 1024 on a GPU); None calls the kernel once per matrix, faster on small batches but no
+        longer batch-invariant. dtype: float32
         by default; "bfloat16", or "auto" (bfloat16 where the device has it natively), is the fast path (README).
         """
         if execution not in EXECUTIONS:
@@ -221,10 +229,12 @@ class SentenceEncoder(nn.Module):
         normalize_embeddings: bool = False,
         truncate_dim: int | None = None,
         *,
-        token_budget: int = 2048,
+        token_budget: int | None = None,
     ) -> Any:
         """One text -> 1-D vector, a list -> one row per text, in input order; sentence-transformers' arguments in its
-        order. Batches: packed, up to token_budget tokens (batch_size unused); padded, batch_size texts by length."""
+        order. Batches: packed, up to token_budget tokens (default: 2048 on a CPU, 16384 on a GPU; batch_size
+        unused); padded, batch_size texts by length."""
+        token_budget = self.token_budget if token_budget is None else token_budget
         texts, single = check_texts(sentences)
         check_options(output_value, batch_size, token_budget, precision, device, self.device)
         prefix = self.prompt_text(prompt_name, prompt)
@@ -257,7 +267,7 @@ class SentenceEncoder(nn.Module):
         return vectors, tokens
 
     def encode_chunks(self, sentences: str | list[str], chunk_size: int | None = None, overlap: int = 32,
-                      aggregate: str | None = "mean", batch_size: int = 32, token_budget: int = 2048):
+                      aggregate: str | None = "mean", batch_size: int = 32, token_budget: int | None = None):
         """Long texts embedded whole in overlapping windows instead of truncated (minienc/chunks.py)."""
         return encode_chunks(self, sentences, chunk_size, overlap, aggregate, batch_size, token_budget)
 

@@ -282,7 +282,7 @@ class SparseEncoder(nn.Module):
         attention: str = "sdpa",
         execution: str = "packed",
         matmul: str | None = None,
-        row_block: int | None = ROW_BLOCK,
+        row_block: int | str | None = ROW_BLOCK,
         device: str | torch.device | None = None,
         dtype: torch.dtype | str | None = None,
         revision: str | None = None,
@@ -335,12 +335,13 @@ class SparseEncoder(nn.Module):
         device: str | torch.device | None = None,
         max_active_dims: int | None = None,
         *,
-        token_budget: int = 2048,
+        token_budget: int | None = None,
     ) -> torch.Tensor | list[torch.Tensor]:
         """sentence-transformers' SparseEncoder.encode, its arguments in its order: a list of texts -> a (n, V)
         sparse COO tensor (dense with convert_to_sparse_tensor=False; a list of rows with convert_to_tensor=False);
         one text -> a (V,) vector. max_active_dims (default: the model's) keeps each vector's largest values only.
         Batches: packed, up to token_budget tokens (batch_size unused); padded, batch_size texts by length."""
+        token_budget = self.sentence.token_budget if token_budget is None else token_budget
         texts, single = check_texts(sentences)
         check_options("sentence_embedding", batch_size, token_budget, "float32", device, self.device)
         limit = check_max_active_dims(max_active_dims if max_active_dims is not None else self.max_active_dims)

@@ -12,6 +12,7 @@ import torch
 
 import minienc
 from minienc.attention import VARLEN, per_text, sdpa, sdpa_packed
+from minienc.sentence import ROW_BLOCKS, TOKEN_BUDGETS
 
 from .test_packed import corpus
 
@@ -60,6 +61,12 @@ def test_packed_half_batch_invariance(minilm_dir, dtype):
     alone = np.stack([model.encode(t) for t in texts[:12]])
     assert np.array_equal(alone, in_64[:12])
     assert np.array_equal(model.encode(texts, token_budget=300), in_64)
+
+
+def test_gpu_sizes(minilm_dir):
+    """A GPU gets packed execution's GPU sizes: 1024-row blocks, 16384 tokens a batch."""
+    model = minienc.SentenceEncoder.from_pretrained(minilm_dir, device="cuda", dtype="float16")
+    assert model.encoder.row_block == ROW_BLOCKS["cuda"] and model.token_budget == TOKEN_BUDGETS["cuda"]
 
 
 def test_auto_dtype_on_cuda(minilm_dir):

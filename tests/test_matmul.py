@@ -16,7 +16,7 @@ import minienc.matmul
 from minienc.activations import ACTIVATIONS
 from minienc.matmul import (MATMUL, ONEDNN_POST_OPS, RowBlocks, activate, fastest_on_cpu, get_matmul, onednn,
                             onednn_available, onednn_bfloat16, torch_linear)
-from minienc.sentence import ROW_BLOCK, default_matmul
+from minienc.sentence import ROW_BLOCKS, default_matmul
 
 from .test_sentence import TEXTS
 
@@ -130,10 +130,11 @@ def test_defaults():
     assert default_matmul("padded") == "torch" and default_matmul("packed", "cuda") == "torch"
     assert default_matmul("packed") == fastest_on_cpu()
     model = minienc.SentenceEncoder.from_pretrained(WEIGHTS / "tiny-bert")
-    assert model.encoder.matmul_name == default_matmul("packed") and model.encoder.row_block == ROW_BLOCK
+    assert model.encoder.matmul_name == default_matmul("packed") and model.encoder.row_block == ROW_BLOCKS["cpu"]
     kernels = {layer.matmul for layer in model.encoder.modules() if isinstance(layer, minienc.model.Linear)}
     assert len(kernels) == 1 and isinstance(kernels.pop(), RowBlocks)
-    assert model.encoder.kernel.kernel is MATMUL[default_matmul("packed")] and model.encoder.kernel.rows == ROW_BLOCK
+    assert model.encoder.kernel.kernel is MATMUL[default_matmul("packed")]
+    assert model.encoder.kernel.rows == ROW_BLOCKS["cpu"] and model.token_budget == 2048
     padded = minienc.SentenceEncoder.from_pretrained(WEIGHTS / "tiny-bert", execution="padded")
     assert padded.encoder.row_block is None and padded.encoder.kernel is MATMUL["torch"]
 

@@ -19,7 +19,7 @@ import minienc
 import minienc.batching
 from minienc.matmul import RowBlocks, rows_independent, torch_linear
 from minienc.packed import pack
-from minienc.sentence import ROW_BLOCK
+from minienc.sentence import ROW_BLOCKS
 
 from .test_sentence import TEXTS, st_folder
 
@@ -138,7 +138,7 @@ def test_probe_failure_is_reported(minilm_dir, monkeypatch):
     assert not rows_independent(place_dependent, torch.randn(8, 16), torch.randn(8), None, rows=16)
     monkeypatch.setitem(minienc.matmul.MATMUL, "place_dependent", place_dependent)
     model = minienc.SentenceEncoder.from_pretrained(WEIGHTS / "tiny-bert", matmul="place_dependent")
-    with pytest.warns(RuntimeWarning, match=f"rounds a row by its place in a {ROW_BLOCK}-row block"):
+    with pytest.warns(RuntimeWarning, match=f"rounds a row by its place in a {ROW_BLOCKS['cpu']}-row block"):
         model.encode(["hello", "world"])
     assert not model.batch_invariant
     assert minienc.SentenceEncoder.from_pretrained(WEIGHTS / "tiny-bert", execution="padded").batch_invariant is False
