@@ -127,9 +127,10 @@ def pool_packed(hidden: torch.Tensor, spans: Sequence[tuple[int, int]], modes: t
                 skip: int = 0) -> torch.Tensor:
     """pool() for packed input: hidden (N, H) holds text i at rows spans[i]; -> (B, H * len(modes)). Every reduction
     covers one text's rows alone, so a text's vector does not depend on the texts around it."""
-    if not spans or any(b <= a for a, b in spans) or spans[-1][1] > hidden.shape[0]:
-        raise ValueError(f"spans must be non-empty (start, end) rows of the {hidden.shape[0]} given; got "
-                         f"{list(spans)[:8]}")
+    starts, ends = [a for a, _ in spans], [b for _, b in spans]  # segment_reduce reads rows 0..N in order
+    if not spans or any(b <= a for a, b in spans) or starts != [0, *ends[:-1]] or ends[-1] != hidden.shape[0]:
+        raise ValueError(f"spans must cut the {hidden.shape[0]} rows into non-empty texts in order, each starting "
+                         f"where the last ended, from 0; got {list(spans)[:8]}")
     pooled = []
     for mode in modes:
         if mode in PACKED_POOLERS:

@@ -110,29 +110,26 @@ def cpu_description() -> str:
     return f"{cpu_name()} ({', '.join(found) or 'flags unknown'})"
 
 
-# system name -> the number format its matrix multiplies run in (None: int8, no peak measured)
-FORMATS: dict[str, torch.dtype | None] = {}
-
-
 def systems(folder: Path, batch_size: int, threads: int, peers: bool):
-    """name -> encode(texts) returning an (n, dim) float32 array of unit vectors; and the open peer processes."""
+    """(name -> encode(texts) returning an (n, dim) float32 array of unit vectors, name -> the number format its
+    matrix multiplies run in (None: int8, no peak measured), the open peer processes, minienc's padded model)."""
     from sentence_transformers import SentenceTransformer
 
     import minienc
 
-    runners = {}
+    runners, formats = {}, {}
     for dtype in (torch.float32, torch.bfloat16):
         name = str(dtype).removeprefix("torch.")
         for row_block in ("default", None):
             options = {} if row_block == "default" else {"row_block": None}
             model = minienc.SentenceEncoder.from_pretrained(folder, dtype=dtype, **options)
             system = f"minienc packed {name}" + ("" if row_block == "default" else ", row_block=None")
-            runners[system], FORMATS[system] = (lambda texts, model=model: model.encode(texts)), dtype
+            runners[system], formats[system] = (lambda texts, model=model: model.encode(texts)), dtype
     padded = minienc.SentenceEncoder.from_pretrained(folder, execution="padded")
     st = SentenceTransformer(str(folder), device="cpu")
     runners["minienc padded float32"] = lambda texts: padded.encode(texts, batch_size=batch_size)
     runners["sentence-transformers"] = lambda texts: st.encode(texts, batch_size=batch_size)
-    FORMATS["minienc padded float32"] = FORMATS["sentence-transformers"] = torch.float32
+    formats["minienc padded float32"] = formats["sentence-transformers"] = torch.float32
     opened = []
     if peers:
         from peer import Peer, available, label
@@ -143,9 +140,9 @@ def systems(folder: Path, batch_size: int, threads: int, peers: bool):
             name = label(backend, peer.info)
             runners[name] = lambda texts, peer=peer: peer.encode(texts)[1]
             precision = peer.info["precision"]
-            FORMATS[name] = (torch.bfloat16 if "bf16" in precision else None if "int8" in precision
+            formats[name] = (torch.bfloat16 if "bf16" in precision else None if "int8" in precision
                               else torch.float32)
-    return runners, opened
+    return runners, formats, opened, padded
 
 
 def main() -> None:
@@ -160,12 +157,10 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     args.model = args.model or default_model()
 
-    import minienc
     from minienc.matmul import MATMUL
 
-    runners, peers = systems(args.model, args.batch_size, args.threads, args.peers)
-    config = minienc.EncoderConfig.from_json(args.model / "config.json")
-    tokenizer = minienc.SentenceEncoder.from_pretrained(args.model).tokenizer
+    runners, formats, peers, reference = systems(args.model, args.batch_size, args.threads, args.peers)
+    config, tokenizer = reference.encoder.config, reference.tokenizer
     peaks = {dtype: max(matmul_gflops(MATMUL[name], config.hidden_size, config.intermediate_size, dtype)
                         for name in ("torch", "onednn")) for dtype in (torch.float32, torch.bfloat16)}
     print(f"# {args.model.name}: {cpu_description()}; {args.threads} threads; torch {torch.__version__}; Python "
@@ -192,7 +187,7 @@ def main() -> None:
         for system, observed in times.items():
             median = statistics.median(observed)
             diff = np.abs(outputs[system] - outputs["sentence-transformers"]).max()
-            share = f"{gflop / median / peaks[FORMATS[system]]:.0%}" if FORMATS[system] is not None else "-"
+            share = f"{gflop / median / peaks[formats[system]]:.0%}" if formats[system] is not None else "-"
             versus_openvino = f"{openvino[0] / median:.2f}x" if openvino else "-"
             print(f"| {name} | {len(texts)} | {sum(lengths)} | {system} | {median:.3f} | {sum(lengths) / median:,.0f} "
                   f"| {st_median / median:.2f}x | {versus_openvino} | {share} | {diff:.1e} |")

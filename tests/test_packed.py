@@ -218,3 +218,13 @@ def test_packed_pooling_is_per_text_pooling(dtype, skip):
                 torch.testing.assert_close(row, alone, rtol=0, atol=float(bound))
             else:
                 assert torch.equal(row, alone), (mode, a, b)
+
+
+def test_packed_pooling_needs_spans_that_cut_the_rows():
+    """Each text is reduced as one run of rows from the top: a gap, an overlap or an empty text is an error."""
+    from minienc.pooling import pool_packed
+
+    hidden = torch.randn(10, 4)
+    for spans in ([], [(0, 4), (5, 10)], [(0, 6), (4, 10)], [(0, 4), (4, 4), (4, 10)], [(1, 10)], [(0, 9)]):
+        with pytest.raises(ValueError, match="spans must cut the 10 rows"):
+            pool_packed(hidden, spans, ("mean",))
