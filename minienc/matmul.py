@@ -23,12 +23,17 @@ decides the last bits of every result, since kernels sum the products in differe
 transformers' bits. SentenceEncoder's packed execution on the CPU takes fastest_on_cpu(), in row blocks.
 
 Row blocks (`RowBlocks`): a kernel chooses its blocking, threading and order of summation from the matrix shape, so
-the same row can round differently in a matrix of 9 rows and in one of 900. Cut every matrix into blocks of exactly
-`rows` rows (the last one topped up with zeros) and each kernel call has one shape, hence one plan; a matrix multiply
-has no data flow between rows, so a row's result can then depend only on its own values and its place in the block.
-That last dependence is checked, not assumed: the first call for each weight shape, dtype, device and thread count
-runs a probe (`rows_independent`); a kernel that fails it is reported with a warning, and `check` returns False
-(`SentenceEncoder.batch_invariant` reads it).
+the same row can round differently in a matrix of 9 rows and in one of 900. Cut every matrix into whole blocks of
+`rows` rows (the last one topped up with zeros) and each kernel call has one of a few fixed shapes; a matrix
+multiply has no data flow between rows, so a row's result can then depend only on its own values, its place in the
+call and the call's shape. Those last two are checked, not assumed, on the machine itself:
+- the first call for each weight shape, dtype, device and thread count runs a probe (`rows_independent`): in a call
+  of one block, does a row get the same bits wherever it sits and whatever the other rows hold? A kernel that fails
+  is reported with a warning, and `check` returns False (`SentenceEncoder.batch_invariant` reads it);
+- calls of one block each are slow (a small matrix runs below the kernel's best rate, and every output is copied
+  once more), so a matrix is multiplied in calls of up to BLOCKS_PER_CALL blocks: full calls of that many, then one
+  for the rest. A call of k blocks is made only after a probe (`same_as_blocks`, once per k) showed that it gives
+  every row the bits that calls of one block give it; where it does not, those rows go one block per call.
 """
 
 from __future__ import annotations
@@ -103,44 +108,67 @@ def get_matmul(name: str) -> MatmulFn:
     return MATMUL[name]
 
 
+def random_rows(n: int, weight: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """(n, in) random inputs for `weight`, in its dtype and on its device."""
+    return torch.randn(n, weight.shape[1], generator=gen).to(weight.device, weight.dtype)
+
+
 def rows_independent(kernel: MatmulFn, weight: torch.Tensor, bias: torch.Tensor | None, activation: str | None,
                      rows: int) -> bool:
     """Whether kernel, on blocks of `rows` rows with this weight, gives each row the same bits wherever it sits in the
     block, whatever the other rows hold, and wherever the block lies in memory: a random block against its rolled
     copies, a copy whose other rows are new random values or zeros, and a view into a larger buffer."""
     gen = torch.Generator().manual_seed(0)
-    random = lambda n: torch.randn(n, weight.shape[1], generator=gen).to(weight.device, weight.dtype)  # noqa: E731
-    x = random(rows)
+    x = random_rows(rows, weight, gen)
     y = kernel(x, weight, bias, activation).detach()
     same = lambda block, keep: torch.equal(kernel(block, weight, bias, activation).detach()[keep], y[keep])  # noqa: E731
     for shift in sorted({1, rows // 2 + 1, rows - 1} - {0, rows}):
         if not torch.equal(kernel(x.roll(shift, 0), weight, bias, activation).detach(), y.roll(shift, 0)):
             return False
     middle = slice(rows // 4, rows // 4 + max(1, rows // 2))  # kept rows; those around them change
-    others = random(rows)
+    others = random_rows(rows, weight, gen)
     others[middle] = x[middle]
     zeros = torch.zeros_like(x)
     zeros[middle] = x[middle]
-    in_buffer = torch.cat([random(rows + 1), x])[rows + 1 :]  # the same values at another address
+    in_buffer = torch.cat([random_rows(rows + 1, weight, gen), x])[rows + 1 :]  # the same values at another address
     return same(others, middle) and same(zeros, middle) and same(in_buffer, slice(None))
 
 
+def same_as_blocks(kernel: MatmulFn, weight: torch.Tensor, bias: torch.Tensor | None, activation: str | None,
+                   rows: int, size: int) -> bool:
+    """Whether one call of `size` rows gives every row the bits it gets in calls of `rows` rows."""
+    x = random_rows(size, weight, torch.Generator().manual_seed(size))
+    blocks = torch.cat([kernel(block, weight, bias, activation).detach() for block in x.split(rows)])
+    return torch.equal(kernel(x, weight, bias, activation).detach(), blocks)
+
+
+BLOCKS_PER_CALL = 16  # RowBlocks' largest call, in blocks
+
+
 class RowBlocks:
-    """A kernel run on blocks of exactly `rows` rows (see the module docstring): the same signature as a kernel.
+    """A kernel run on whole blocks of `rows` rows (see the module docstring): the same signature as a kernel.
 
-    Each new weight shape, activation, dtype, device or thread count is probed on its first call (`check`); a
-    kernel that fails is reported with a warning, once."""
+    A matrix goes in calls of `blocks_per_call` blocks, then one call for the rest, topped up with zero rows to whole
+    blocks. Each new weight shape, activation, dtype, device or thread count is probed on its first call (`check`):
+    a kernel that fails is reported with a warning, once. A call of several blocks is probed before its first use
+    (`merges`) and, where it would round a row otherwise than one block does, is made one block at a time."""
 
-    def __init__(self, kernel: MatmulFn, rows: int, name: str = "kernel"):
-        if rows < 1:
-            raise ValueError(f"row blocks need at least 1 row, got {rows}")
-        self.kernel, self.rows, self.name = kernel, rows, name
-        self.probed: dict[tuple, bool] = {}
+    def __init__(self, kernel: MatmulFn, rows: int, name: str = "kernel", blocks_per_call: int = BLOCKS_PER_CALL):
+        if rows < 1 or blocks_per_call < 1:
+            raise ValueError(f"row blocks need at least 1 row and 1 block per call, got {rows} and {blocks_per_call}")
+        self.kernel, self.rows, self.name, self.blocks_per_call = kernel, rows, name, blocks_per_call
+        self.probed: dict[tuple, bool] = {}  # key -> rows independent in one block
+        self.merged: dict[tuple, bool] = {}  # (key, blocks) -> a call of that many blocks rounds as one block does
+
+    @staticmethod
+    def key(weight: torch.Tensor, bias: torch.Tensor | None, activation: str | None) -> tuple:
+        """What a kernel may choose its code by, besides the number of rows."""
+        return (tuple(weight.shape), bias is not None, activation, weight.dtype, weight.device, torch.get_num_threads(),
+                torch.is_grad_enabled())
 
     def check(self, weight: torch.Tensor, bias: torch.Tensor | None, activation: str | None) -> bool:
         """Whether a row's result is independent of its block for this weight's shape (probed once, then cached)."""
-        key = (tuple(weight.shape), bias is not None, activation, weight.dtype, weight.device, torch.get_num_threads(),
-               torch.is_grad_enabled())
+        key = self.key(weight, bias, activation)
         if key in self.probed:
             return self.probed[key]
         self.probed[key] = ok = rows_independent(self.kernel, weight, bias, activation, self.rows)
@@ -150,15 +178,32 @@ class RowBlocks:
                           f"threads): a text's vector may depend on its batch here", RuntimeWarning, stacklevel=3)
         return ok
 
+    def merges(self, blocks: int, weight: torch.Tensor, bias: torch.Tensor | None, activation: str | None) -> bool:
+        """Whether a call of `blocks` blocks gives every row the bits a call of one block gives it (probed once)."""
+        key = (self.key(weight, bias, activation), blocks)
+        if key not in self.merged:
+            self.merged[key] = blocks == 1 or same_as_blocks(self.kernel, weight, bias, activation, self.rows,
+                                                             blocks * self.rows)
+        return self.merged[key]
+
     def __call__(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
                  activation: str | None = None) -> torch.Tensor:
         self.check(weight, bias, activation)
         flat = x.reshape(-1, x.shape[-1])  # (n, in)
         if flat.shape[0] == 0:
             return self.kernel(x, weight, bias, activation)
-        n, tail = flat.shape[0], flat.shape[0] % self.rows
-        blocks = list(flat[: n - tail].split(self.rows))
-        if tail:
-            blocks.append(torch.cat([flat[n - tail :], flat.new_zeros(self.rows - tail, flat.shape[1])]))
-        out = torch.cat([self.kernel(block, weight, bias, activation) for block in blocks])[:n]  # (n, out)
-        return out.reshape(*x.shape[:-1], out.shape[-1])
+        out = [self.call(part, weight, bias, activation) for part in flat.split(self.rows * self.blocks_per_call)]
+        y = out[0] if len(out) == 1 else torch.cat(out)  # (n, out)
+        return y.reshape(*x.shape[:-1], y.shape[-1])
+
+    def call(self, part: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
+             activation: str | None) -> torch.Tensor:
+        """(m, in) rows, m at most a call's worth -> (m, out): one call of whole blocks, or one call per block where
+        the probe said the merged call rounds otherwise."""
+        m = part.shape[0]
+        blocks = -(-m // self.rows)
+        if blocks * self.rows > m:
+            part = torch.cat([part, part.new_zeros(blocks * self.rows - m, part.shape[1])])
+        if self.merges(blocks, weight, bias, activation):
+            return self.kernel(part, weight, bias, activation)[:m]
+        return torch.cat([self.kernel(block, weight, bias, activation) for block in part.split(self.rows)])[:m]

@@ -106,6 +106,27 @@ def test_row_blocks_make_a_shape_dependent_kernel_batch_invariant():
     assert torch.equal(whole, F.linear(x, weight, bias) + 1e-3 * 16)
 
 
+def test_row_blocks_merge_calls_only_where_the_probe_allows():
+    """Whole blocks go in one call where a probe showed that call rounds each row as a call of one block does, and
+    one block per call elsewhere: a kernel that is row-independent at any size gets merged calls, one that rounds
+    otherwise above 2 blocks gets them up to 2 blocks, one that depends on every size never. Each gives every row
+    the bits of one-block calls."""
+    gen = torch.Generator().manual_seed(0)
+    weight, bias, x = torch.randn(8, 16, generator=gen), torch.randn(8, generator=gen), torch.randn(100, 16, generator=gen)
+    above_two = lambda x, w, b, a=None: torch_linear(x, w, b, a) + 1e-3 * (x.shape[0] > 32)  # noqa: E731
+    # kernel -> calls for 100 rows (4 + 3 blocks: 64 rows, then 36 topped up to 48) and for 20 rows (2 blocks)
+    for kernel, calls in ((torch_linear, (2, 1)), (above_two, (7, 1)), (shape_dependent, (7, 2))):
+        sizes = []
+        counted = lambda x, w, b, a=None, kernel=kernel: sizes.append(x.shape[0]) or kernel(x, w, b, a)  # noqa: E731
+        blocked = RowBlocks(counted, rows=16, blocks_per_call=4)
+        one_at_a_time = torch.cat([kernel(block, weight, bias) for block in F.pad(x, (0, 0, 0, 12)).split(16)])[:100]
+        for n, expected in zip((100, 20), calls):
+            blocked(x[:n], weight, bias)  # the first time, probes the merged sizes it needs
+            sizes.clear()
+            assert torch.equal(blocked(x[:n], weight, bias), one_at_a_time[:n])
+            assert len(sizes) == expected and all(size in (16, 32, 48, 64) for size in sizes), (kernel, n, sizes)
+
+
 def row_by_row(x, weight, bias, activation=None):
     """A kernel that computes each row in a call of its own: independent of the other rows by construction."""
     return torch.cat([torch_linear(row[None], weight, bias, activation) for row in x])
