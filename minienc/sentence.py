@@ -33,7 +33,7 @@ DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"  # works offline with g
 EXECUTIONS = ("packed", "padded")
 # packed execution's sizes by device type: rows per matrix-multiply call (matmul.RowBlocks) and tokens per batch. At
 # the CPU's sizes a GPU waits on kernel launches; the README ("On a GPU") gives the measurements behind both.
-ROW_BLOCKS = {"cpu": 128, "cuda": 1024}
+ROW_BLOCKS = {"cpu": 32, "cuda": 1024}
 TOKEN_BUDGETS = {"cpu": 2048, "cuda": 16384}
 ROW_BLOCK = "auto"  # the default row_block: ROW_BLOCKS for the model's device (the CPU's where a type is not listed)
 
@@ -165,12 +165,12 @@ class SentenceEncoder(nn.Module):
         """Load a sentence-transformers folder (modules.json) or a plain transformers one.
 
         pooling / normalize / max_seq_length / truncate_dim / similarity_fn_name override what the folder says; a
-        plain transformers folder defaults to mean pooling, no normalization, and the model's own position limit. matmul (the linear layers'
-        kernel, minienc/matmul.py) defaults to "onednn" for packed execution on x86 CPUs, else "torch": padded
-        execution keeps sentence-transformers' bits. row_block: packed execution's rows per matrix-multiply call
-        ("auto": 128 on a CPU, 1024 on a GPU); None calls the kernel once per matrix, faster on small batches but no
-        longer batch-invariant. dtype: float32
-        by default; "bfloat16", or "auto" (bfloat16 where the device has it natively), is the fast path (README).
+        plain transformers folder defaults to mean pooling, no normalization, and the model's own position limit.
+        matmul (the linear layers' kernel, minienc/matmul.py) defaults to "onednn" for packed execution on x86 CPUs,
+        else "torch": padded execution keeps sentence-transformers' bits. row_block: packed execution's rows per
+        block of a matrix multiply ("auto": 32 on a CPU, 1024 on a GPU; whole blocks go in calls of up to 16); None
+        calls the kernel once per matrix, no longer batch-invariant. dtype: float32 by default; "bfloat16", or
+        "auto" (bfloat16 where the device has it natively), is the fast path (README).
         """
         if execution not in EXECUTIONS:
             raise ValueError(f"unknown execution {execution!r}; choose one of {list(EXECUTIONS)}")

@@ -1,7 +1,9 @@
 """What packed execution's row blocks cost: seconds per corpus and for one short query, for several row_block values
 (None: one kernel call per matrix, not batch-invariant), on one model, alternated in one process.
 
-    python scripts/row_block.py [--model DIR] [--repeats 3] [--blocks 0 32 64 128 256]   (0 means None)
+    python scripts/row_block.py [--model DIR] [--dtype float32] [--repeats 3] [--blocks 0 32 64 128 256]
+
+(0 means None)
 """
 
 from __future__ import annotations
@@ -22,11 +24,13 @@ def main() -> None:
     parser.add_argument("--model", type=Path, default=None)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--blocks", type=int, nargs="*", default=[0, 32, 64, 128, 256])
+    parser.add_argument("--dtype", default="float32", help="float32, bfloat16, ... (as from_pretrained takes it)")
     args = parser.parse_args()
     blocks = [b or None for b in args.blocks]
-    models = {b: minienc.SentenceEncoder.from_pretrained(args.model or default_model(), row_block=b) for b in blocks}
+    models = {b: minienc.SentenceEncoder.from_pretrained(args.model or default_model(), row_block=b, dtype=args.dtype)
+              for b in blocks}
     print(f"# {cpu_name()}; {torch.get_num_threads()} threads; "
-          f"matmul {models[blocks[0]].encoder.matmul_name}; median of {args.repeats}")
+          f"matmul {models[blocks[0]].encoder.matmul_name}; {args.dtype}; median of {args.repeats}")
     print("| row_block | " + " | ".join(f"{name} s" for name in ("short", "mixed", "long")) + " | one query ms |")
     print("|---" * 5 + "|")
     rows = {b: [] for b in blocks}
