@@ -21,11 +21,14 @@ alone. By default that is one call of the variant per text (`per_text`); a varia
 the same result for each text as it gets alone.
 """
 
+import functools
 import inspect
 from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
+
+from .matmul import onednn_bfloat16
 
 AttentionFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None, float], torch.Tensor]
 Spans = Sequence[tuple[int, int]]  # text i is tokens spans[i][0]:spans[i][1] of the packed row
@@ -106,11 +109,40 @@ def sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor |
 @register_packed("sdpa")
 def sdpa_packed(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, spans: Spans, scale: float) -> torch.Tensor:
     """sdpa on packed (1, nh, N, hs) input: on CUDA in float16 / bfloat16, one variable-length flash-attention call
-    for the whole row; elsewhere one call per text. (Stacking texts of one length into one CPU call is not the same:
-    a stacked text's bits can depend on its place in the stack, seen with head_dim 8 and odd lengths.)"""
+    for the whole row; elsewhere one call per text, in bfloat16 on a CPU without AMX the long texts as two matrix
+    multiplies (`bfloat16_math`). (Stacking texts of one length into one CPU call is not the same: a stacked text's
+    bits can depend on its place in the stack, seen with head_dim 8 and odd lengths.)"""
     if varlen_fits(q):
         return varlen(q, k, v, spans, scale)
-    return per_text(sdpa)(q, k, v, spans, scale)
+    if not bfloat16_math_fits(q):
+        return per_text(sdpa)(q, k, v, spans, scale)
+    return torch.cat([(bfloat16_math if b - a >= BFLOAT16_MATH_FROM else sdpa)(
+        q[:, :, a:b], k[:, :, a:b], v[:, :, a:b], None, scale) for a, b in spans], dim=2)
+
+
+BFLOAT16_MATH_FROM = 128  # tokens: below this, PyTorch's flash kernel was the faster of the two (README, "bfloat16")
+
+
+def bfloat16_math_fits(q: torch.Tensor) -> bool:
+    """Whether long texts take `bfloat16_math`: bfloat16 on a CPU that multiplies it natively without AMX."""
+    return q.device.type == "cpu" and q.dtype == torch.bfloat16 and bfloat16_without_amx()
+
+
+@functools.cache
+def bfloat16_without_amx() -> bool:
+    """Whether oneDNN multiplies bfloat16 on this CPU (AVX512-BF16) but there is no AMX: there PyTorch's CPU flash
+    kernel computes bfloat16 in float32, while with AMX it uses AMX tiles (and keeps the texts)."""
+    amx = hasattr(torch.cpu, "get_capabilities") and torch.cpu.get_capabilities().get("amx_bf16")
+    return onednn_bfloat16() and not amx
+
+
+def bfloat16_math(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None,
+                  scale: float) -> torch.Tensor:
+    """softmax(q k^T * scale) v for one unpadded text (mask None) as two bfloat16 matrix multiplies, which use the
+    CPU's bfloat16 dot products; scores and weights are rounded to bfloat16 between them, as in transformers' eager
+    attention in bfloat16 (softmax itself computes in float32)."""
+    scores = torch.matmul(q * scale, k.transpose(2, 3))  # (1, nh, T, T)
+    return torch.matmul(torch.softmax(scores, dim=-1), v)  # (1, nh, T, hs)
 
 
 def varlen_fits(q: torch.Tensor) -> bool:

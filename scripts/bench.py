@@ -112,12 +112,13 @@ def cpu_description() -> str:
 
 def systems(folder: Path, batch_size: int, threads: int, peers: bool):
     """(name -> encode(texts) returning an (n, dim) float32 array of unit vectors, name -> the number format its
-    matrix multiplies run in (None: int8, no peak measured), the open peer processes, minienc's padded model)."""
+    matrix multiplies run in (None: int8, no peak measured), the open peer processes, minienc's padded model, and
+    minienc's batch-invariant packed models by name)."""
     from sentence_transformers import SentenceTransformer
 
     import minienc
 
-    runners, formats = {}, {}
+    runners, formats, invariant = {}, {}, {}
     for dtype in (torch.float32, torch.bfloat16):
         name = str(dtype).removeprefix("torch.")
         for row_block in ("default", None):
@@ -125,6 +126,8 @@ def systems(folder: Path, batch_size: int, threads: int, peers: bool):
             model = minienc.SentenceEncoder.from_pretrained(folder, dtype=dtype, **options)
             system = f"minienc packed {name}" + ("" if row_block == "default" else ", row_block=None")
             runners[system], formats[system] = (lambda texts, model=model: model.encode(texts)), dtype
+            if row_block == "default":
+                invariant[system] = model
     padded = minienc.SentenceEncoder.from_pretrained(folder, execution="padded")
     st = SentenceTransformer(str(folder), device="cpu")
     runners["minienc padded float32"] = lambda texts: padded.encode(texts, batch_size=batch_size)
@@ -142,7 +145,7 @@ def systems(folder: Path, batch_size: int, threads: int, peers: bool):
             precision = peer.info["precision"]
             formats[name] = (torch.bfloat16 if "bf16" in precision else None if "int8" in precision
                               else torch.float32)
-    return runners, formats, opened, padded
+    return runners, formats, opened, padded, invariant
 
 
 def main() -> None:
@@ -159,7 +162,7 @@ def main() -> None:
 
     from minienc.matmul import MATMUL
 
-    runners, formats, peers, reference = systems(args.model, args.batch_size, args.threads, args.peers)
+    runners, formats, peers, reference, invariant = systems(args.model, args.batch_size, args.threads, args.peers)
     config, tokenizer = reference.encoder.config, reference.tokenizer
     peaks = {dtype: max(matmul_gflops(MATMUL[name], config.hidden_size, config.intermediate_size, dtype)
                         for name in ("torch", "onednn")) for dtype in (torch.float32, torch.bfloat16)}
@@ -192,6 +195,10 @@ def main() -> None:
             print(f"| {name} | {len(texts)} | {sum(lengths)} | {system} | {median:.3f} | {sum(lengths) / median:,.0f} "
                   f"| {st_median / median:.2f}x | {versus_openvino} | {share} | {diff:.1e} |")
         sys.stdout.flush()
+    for system, model in invariant.items():  # which calls of several row blocks the probes refused on this machine
+        refused = sorted({blocks for (_, blocks), merges in model.encoder.kernel.merged.items() if not merges})
+        print(f"# {system}: batch_invariant {model.batch_invariant}, row blocks of {model.encoder.row_block}; merged "
+              f"calls refused by the probe: {refused or 'none'}")
     for peer in peers:
         peer.close()
 

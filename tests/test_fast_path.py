@@ -9,9 +9,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from sentence_transformers import SentenceTransformer
 
 import minienc
+import minienc.attention
+from minienc.attention import BFLOAT16_MATH_FROM, bfloat16_math, eager, sdpa
 from minienc.cli import main
 from minienc.devices import check_dtype
 
@@ -59,3 +62,36 @@ def test_cli_dtype(tmp_path):
     expected = minienc.SentenceEncoder.from_pretrained(WEIGHTS / "tiny-bert", dtype="bfloat16").encode(
         ["first text", "a second, longer text"])
     assert np.array_equal(np.load(out), expected)
+
+
+@pytest.mark.parametrize("length", [130, 512])
+def test_bfloat16_math_as_accurate_as_transformers_eager(length):
+    """The long-text path of bfloat16 attention on a CPU without AMX rounds scores and weights to bfloat16, as
+    transformers' eager attention does in bfloat16 (minienc's `eager` reproduces it); in another order, so its
+    error against float32 is held to 1.5x eager's (measured 0.7-1.2x over seeds and lengths)."""
+    gen = torch.Generator().manual_seed(length)
+    q, k, v = (torch.randn(1, 12, length, 32, generator=gen) for _ in range(3))
+    q = 2 * q  # peakier weights than random inputs give: rounding the scores matters more
+    exact = F.scaled_dot_product_attention(q, k, v)
+    half = [t.bfloat16() for t in (q, k, v)]
+    ours = (bfloat16_math(*half, None, 32**-0.5).float() - exact).abs().max()
+    transformers_eager = (eager(*half, None, 32**-0.5).float() - exact).abs().max()
+    assert ours <= 1.5 * transformers_eager, f"{ours:.2e} vs eager's {transformers_eager:.2e}"
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_bfloat16_long_texts_take_the_math_path(monkeypatch, native):
+    """Packed sdpa in bfloat16: where the CPU multiplies bfloat16 without AMX, texts of BFLOAT16_MATH_FROM tokens
+    and more take `bfloat16_math`, shorter ones PyTorch's kernel; elsewhere every text the kernel. Either way each
+    text's result is what its own path gives it alone (so batch invariance holds by construction)."""
+    monkeypatch.setattr(minienc.attention, "bfloat16_without_amx", lambda: native)
+    gen = torch.Generator().manual_seed(0)
+    long, short = BFLOAT16_MATH_FROM, 5
+    q, k, v = (torch.randn(1, 4, short + long, 16, generator=gen).bfloat16() for _ in range(3))
+    spans = [(0, short), (short, short + long)]
+    packed = minienc.attention.PACKED["sdpa"](q, k, v, spans, 0.25)
+    for (a, b), path in zip(spans, (sdpa, bfloat16_math if native else sdpa)):
+        alone = path(q[:, :, a:b], k[:, :, a:b], v[:, :, a:b], None, 0.25)
+        assert torch.equal(packed[:, :, a:b], alone), (b - a, path.__name__)
+    assert native or not torch.equal(packed[:, :, short:], bfloat16_math(q[:, :, short:], k[:, :, short:],
+                                                                          v[:, :, short:], None, 0.25))
