@@ -142,7 +142,7 @@ def same_as_blocks(kernel: MatmulFn, weight: torch.Tensor, bias: torch.Tensor | 
     return torch.equal(kernel(x, weight, bias, activation).detach(), blocks)
 
 
-BLOCKS_PER_CALL = 16  # RowBlocks' largest call, in blocks
+BLOCKS_PER_CALL = 64  # RowBlocks' largest call, in blocks
 
 
 class RowBlocks:

@@ -36,7 +36,7 @@ from .maxsim import MULTIVECTOR_SIMILARITIES, check_multivector_similarity
 from .model import Encoder
 from .multivector_folder import (MultiVectorConfig, QueryExpansion, read_multivector_folder, register_prefix_tokens,
                                  resolve_expansion)
-from .packed import pack
+from .packed import run_packed
 from .pooling import l2_normalize
 from .sentence import ROW_BLOCK, Dense, SentenceEncoder, default_matmul
 from .sentence_folder import SentenceConfig
@@ -177,8 +177,8 @@ class MultiVectorEncoder(nn.Module):
         tokens are what attention sees; the rest (query expansion, attend=False) only look."""
         encoder = self.sentence.encoder
         if self.sentence.execution == "packed" and not (task == "query" and self.queries_padded):
-            batch, spans = pack(texts, device=self.device)
-            vectors = self.project(encoder(**batch, spans=spans))[0]  # (N, D): the texts end to end
+            hidden, spans = run_packed(encoder, texts, self.device)  # (N, H): the texts end to end
+            vectors = self.project(hidden)  # (N, D)
             rows = [vectors[a:b] for a, b in spans]
         else:
             batch = self.sentence.tokenizer.pad(texts, device=self.device)

@@ -5,7 +5,12 @@ LayerNorm on the N real tokens only, restarts positions at each text, and runs a
 
 It also makes a text's vector independent of its batch, by construction: LayerNorm, activations and residuals
 work token by token, attention sees only the text itself, and the linear layers run on fixed blocks of rows
-(matmul.RowBlocks), so every kernel call has the same shape whatever the batch holds.
+(matmul.RowBlocks), so every kernel call has one of a few fixed shapes whatever the batch holds.
+
+`run_packed` tops the row up to whole row blocks with filler: texts of padding tokens, run like any other text and
+dropped after. Without it every linear layer would copy its input to top its last block up with zeros (measured:
+10% of the time on short sentences in float32); the filler costs the same arithmetic and a little attention, and
+changes no bit of the real texts' results.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from itertools import accumulate
 import numpy as np
 import torch
 
+from .model import Encoder
 from .tokenizer import Tokens
 
 
@@ -29,3 +35,22 @@ def pack(texts: Sequence[Tokens], device: torch.device | str | None = None
         "token_type_ids": torch.from_numpy(np.concatenate([t.type_ids for t in texts])).long()[None].to(device),
     }
     return batch, spans
+
+
+def run_packed(encoder: Encoder, texts: Sequence[Tokens], device: torch.device | str | None = None
+               ) -> tuple[torch.Tensor, list[tuple[int, int]]]:
+    """Tokenized texts through the encoder in one packed row -> their tokens' hidden states end to end, (N, H), and
+    each text's (start, end); the row runs topped up with filler to whole row blocks (see the module docstring)."""
+    n = sum(len(t.ids) for t in texts)
+    batch, spans = pack([*texts, *filler(n, encoder)], device=device)
+    hidden = encoder(**batch, spans=spans)[0]  # (N + filler, H)
+    return hidden[:n], spans[: len(texts)]
+
+
+def filler(n: int, encoder: Encoder) -> list[Tokens]:
+    """Texts of padding tokens, none longer than the model's positions, that top n tokens up to a whole number of
+    the encoder's row blocks (none where it has no row blocks)."""
+    missing = -n % (encoder.row_block or 1)
+    longest, pad = encoder.config.max_tokens, encoder.config.pad_token_id
+    sizes = [longest] * (missing // longest) + ([missing % longest] if missing % longest else [])
+    return [Tokens(np.full(size, pad, dtype=np.int32), np.zeros(size, dtype=np.int32), False) for size in sizes]

@@ -20,7 +20,7 @@ from .chunks import encode_chunks
 from .devices import check_device
 from .matmul import RowBlocks, fastest_on_cpu
 from .model import Encoder, Linear
-from .packed import pack
+from .packed import run_packed
 from .pooling import l2_normalize, pool, pool_packed
 from .sentence_folder import DenseSpec, SentenceConfig, check_pooling, read_sentence_folder
 from .similarity import SIMILARITIES, Embeddings, check_similarity
@@ -168,7 +168,7 @@ class SentenceEncoder(nn.Module):
         plain transformers folder defaults to mean pooling, no normalization, and the model's own position limit.
         matmul (the linear layers' kernel, minienc/matmul.py) defaults to "onednn" for packed execution on x86 CPUs,
         else "torch": padded execution keeps sentence-transformers' bits. row_block: packed execution's rows per
-        block of a matrix multiply ("auto": 32 on a CPU, 1024 on a GPU; whole blocks go in calls of up to 16); None
+        block of a matrix multiply ("auto": 32 on a CPU, 1024 on a GPU; whole blocks go in calls of up to 64); None
         calls the kernel once per matrix, no longer batch-invariant. dtype: float32 by default; "bfloat16", or
         "auto" (bfloat16 where the device has it natively), is the fast path (README).
         """
@@ -197,8 +197,7 @@ class SentenceEncoder(nn.Module):
         """One batch of tokenized texts through the pipeline: each text's token vectors (n_tokens, H), without
         padding, and the sentence vectors (B, D). Pooling leaves out each text's first `skip` tokens."""
         if self.execution == "packed":
-            batch, spans = pack(texts, device=self.device)
-            hidden = self.encoder(**batch, spans=spans)[0]  # (N, H): the texts end to end
+            hidden, spans = run_packed(self.encoder, texts, self.device)  # (N, H): the texts end to end
             tokens = [hidden[a:b] for a, b in spans]
             vectors = pool_packed(hidden, spans, self.pooling, skip)  # (B, H * modes)
         else:

@@ -28,7 +28,7 @@ from .checkpoint import LEGACY_SUFFIXES, CheckpointError, read_json, read_safete
 from .config import EncoderConfig
 from .devices import check_device
 from .model import Encoder, Linear
-from .packed import pack
+from .packed import run_packed
 from .sentence import EXECUTIONS, ROW_BLOCK, SentenceEncoder, default_matmul
 from .sentence_folder import SentenceConfig
 from .similarity import SIMILARITIES, check_similarity
@@ -314,8 +314,8 @@ class SparseEncoder(nn.Module):
         """One batch of tokenized texts -> their SPLADE vectors (B, V), dense."""
         activation, reduce = SPLADE_ACTIVATIONS[self.activation], SPLADE_POOLERS[self.pooling]
         if self.sentence.execution == "packed":
-            batch, spans = pack(texts, device=self.device)
-            scores = self.head(self.encoder(**batch, spans=spans)[0])  # (N, V): the texts end to end
+            hidden, spans = run_packed(self.encoder, texts, self.device)  # (N, H): the texts end to end
+            scores = self.head(hidden)  # (N, V)
             return torch.stack([reduce(activation(scores[a:b]), 0) for a, b in spans])  # (B, V)
         batch = self.tokenizer.pad(texts, device=self.device)
         scores = self.head(self.encoder(**batch))  # (B, T, V)

@@ -18,7 +18,7 @@ from sentence_transformers.sentence_transformer.modules import Dense, Normalize,
 import minienc
 import minienc.batching
 from minienc.matmul import RowBlocks, rows_independent, torch_linear
-from minienc.packed import pack
+from minienc.packed import filler, pack, run_packed
 from minienc.sentence import ROW_BLOCKS
 
 from .test_sentence import TEXTS, st_folder
@@ -194,6 +194,26 @@ def test_pack_layout():
     assert batch["input_ids"][0].tolist() == [*encodings[0].ids, *encodings[1].ids]
     positions = model.encoder.embeddings.position_ids(batch["input_ids"], spans)[0].tolist()
     assert positions == list(range(2, 2 + first)) + list(range(2, 2 + n - first))  # XLM-R: pad_token_id + 1 on
+
+
+@pytest.mark.parametrize("row_block", [32, 300])
+def test_filler_tops_the_row_up_and_changes_no_bit(row_block):
+    """run_packed tops the row up to whole row blocks with texts of padding tokens (none longer than the model's
+    128 positions: a 300-row block takes several) and returns the real texts' rows, the same bits as the row run
+    without filler (where the probes pass: the kernel's own top-up, zero rows, then stands in for it)."""
+    model = minienc.SentenceEncoder.from_pretrained(WEIGHTS / "tiny-xlm-roberta", row_block=row_block)
+    texts = model.tokenizer.tokenize(corpus(7, seed=4))
+    n = sum(len(t.ids) for t in texts)
+    fill = filler(n, model.encoder)
+    assert (n + sum(len(t.ids) for t in fill)) % row_block == 0 and all(0 < len(t.ids) <= 128 for t in fill)
+    assert all((t.ids == model.encoder.config.pad_token_id).all() for t in fill)
+    assert len(fill) == (1 if row_block == 32 else 3)  # 304 tokens: 16 more; or 296 more, as 128 + 128 + 40
+    hidden, spans = run_packed(model.encoder, texts)
+    batch, unfilled_spans = pack(texts)
+    assert spans == unfilled_spans and hidden.shape == (n, 32)
+    if model.batch_invariant:
+        assert torch.equal(hidden, model.encoder(**batch, spans=spans)[0])
+    assert filler(n, minienc.SentenceEncoder.from_pretrained(WEIGHTS / "tiny-xlm-roberta", row_block=None).encoder) == []
 
 
 def test_unknown_execution():
