@@ -138,9 +138,12 @@ def bfloat16_without_amx() -> bool:
 
 def bfloat16_math(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None,
                   scale: float) -> torch.Tensor:
-    """softmax(q k^T * scale) v for one unpadded text (mask None) as two bfloat16 matrix multiplies, which use the
-    CPU's bfloat16 dot products; scores and weights are rounded to bfloat16 between them, as in transformers' eager
-    attention in bfloat16 (softmax itself computes in float32)."""
+    """softmax(q k^T * scale) v for one unpadded text as two bfloat16 matrix multiplies, which use the CPU's bfloat16
+    dot products. Roundings: q * scale, the scores and the weights are each rounded to bfloat16 (softmax itself
+    computes in float32); transformers' eager attention in bfloat16 rounds the scores before and after scaling
+    instead of q, and the tests hold this to its accuracy. Packed execution's texts have no padding: mask is None."""
+    if mask is not None:
+        raise ValueError("bfloat16_math computes one unpadded text: mask must be None")
     scores = torch.matmul(q * scale, k.transpose(2, 3))  # (1, nh, T, T)
     return torch.matmul(torch.softmax(scores, dim=-1), v)  # (1, nh, T, hs)
 

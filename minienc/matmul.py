@@ -24,7 +24,7 @@ transformers' bits. SentenceEncoder's packed execution on the CPU takes fastest_
 
 Row blocks (`RowBlocks`): a kernel chooses its blocking, threading and order of summation from the matrix shape, so
 the same row can round differently in a matrix of 9 rows and in one of 900. Cut every matrix into whole blocks of
-`rows` rows (the last one topped up with zeros) and each kernel call has one of a few fixed shapes; a matrix
+`rows` rows (the last one topped up with zeros) and each kernel call is a whole number of blocks; a matrix
 multiply has no data flow between rows, so a row's result can then depend only on its own values, its place in the
 call and the call's shape. Those last two are checked, not assumed, on the machine itself:
 - the first call for each weight shape, dtype, device and thread count runs a probe (`rows_independent`): in a call

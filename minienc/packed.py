@@ -5,7 +5,7 @@ LayerNorm on the N real tokens only, restarts positions at each text, and runs a
 
 It also makes a text's vector independent of its batch, by construction: LayerNorm, activations and residuals
 work token by token, attention sees only the text itself, and the linear layers run on fixed blocks of rows
-(matmul.RowBlocks), so every kernel call has one of a few fixed shapes whatever the batch holds.
+(matmul.RowBlocks), so every kernel call is a whole number of blocks whatever the batch holds.
 
 `run_packed` tops the row up to whole row blocks with filler: texts of padding tokens, run like any other text and
 dropped after. Without it every linear layer would copy its input to top its last block up with zeros (measured:

@@ -31,7 +31,7 @@ DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"  # works offline with g
 #         invariance is built")
 # padded: sentence-transformers' way, batches of batch_size texts padded to the longest; bit-identical to it
 EXECUTIONS = ("packed", "padded")
-# packed execution's sizes by device type: rows per matrix-multiply call (matmul.RowBlocks) and tokens per batch. At
+# packed execution's sizes by device type: rows per row block (matmul.RowBlocks) and tokens per batch. At
 # the CPU's sizes a GPU waits on kernel launches; the README ("On a GPU") gives the measurements behind both.
 ROW_BLOCKS = {"cpu": 32, "cuda": 1024}
 TOKEN_BUDGETS = {"cpu": 2048, "cuda": 16384}

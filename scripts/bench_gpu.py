@@ -21,11 +21,12 @@ import numpy as np
 import torch
 
 from bench import corpora, default_model  # scripts/bench.py
+from minienc.sentence import ROW_BLOCKS, TOKEN_BUDGETS
 
-
-# minienc packed runs: (dtype, token budget, row block); row blocks keep a text's vector independent of its batch
-PACKED = [("float16", 2048, 128), ("float16", 16384, 1024), ("float16", 16384, None),
-          ("bfloat16", 2048, 128), ("bfloat16", 16384, 128), ("bfloat16", 16384, 1024), ("bfloat16", 16384, None)]
+# minienc packed runs: (dtype, token budget, row block); row blocks keep a text's vector independent of its batch.
+# The CPU's sizes, then the GPU's, then the GPU's batches without row blocks.
+CPU, GPU = (TOKEN_BUDGETS["cpu"], ROW_BLOCKS["cpu"]), (TOKEN_BUDGETS["cuda"], ROW_BLOCKS["cuda"])
+PACKED = [(dtype, *sizes) for dtype in ("float16", "bfloat16") for sizes in (CPU, GPU, (GPU[0], None))]
 
 
 def systems(folder: Path, batch_size: int) -> dict:

@@ -79,6 +79,7 @@ def test_batch_invariance(minilm_packed, minilm_dir, matmul, dtype):
     picked = rng.sample(range(64), 17)
     assert np.array_equal(minilm_packed.encode([texts[i] for i in picked]), in_64[picked])
     assert np.array_equal(minilm_packed.encode(texts, token_budget=50), in_64)  # every text its own small batch
+    assert np.array_equal(minilm_packed.encode(texts, token_budget=6000), in_64)  # batches of more than one call
     tokens_alone = minilm_packed.encode(texts[3], output_value="token_embeddings")
     assert torch.equal(tokens_alone, minilm_packed.encode(texts, output_value="token_embeddings")[3])
 
@@ -106,16 +107,23 @@ def test_row_blocks_make_a_shape_dependent_kernel_batch_invariant():
     assert torch.equal(whole, F.linear(x, weight, bias) + 1e-3 * 16)
 
 
+def row_by_row(x, weight, bias, activation=None):
+    """A kernel that computes each row in a call of its own: independent of the other rows by construction."""
+    return torch.cat([torch_linear(row[None], weight, bias, activation) for row in x])
+
+
 def test_row_blocks_merge_calls_only_where_the_probe_allows():
     """Whole blocks go in one call where a probe showed that call rounds each row as a call of one block does, and
     one block per call elsewhere: a kernel that is row-independent at any size gets merged calls, one that rounds
     otherwise above 2 blocks gets them up to 2 blocks, one that depends on every size never. Each gives every row
     the bits of one-block calls."""
     gen = torch.Generator().manual_seed(0)
-    weight, bias, x = torch.randn(8, 16, generator=gen), torch.randn(8, generator=gen), torch.randn(100, 16, generator=gen)
-    above_two = lambda x, w, b, a=None: torch_linear(x, w, b, a) + 1e-3 * (x.shape[0] > 32)  # noqa: E731
-    # kernel -> calls for 100 rows (4 + 3 blocks: 64 rows, then 36 topped up to 48) and for 20 rows (2 blocks)
-    for kernel, calls in ((torch_linear, (2, 1)), (above_two, (7, 1)), (shape_dependent, (7, 2))):
+    weight, bias = torch.randn(8, 16, generator=gen), torch.randn(8, generator=gen)
+    x = torch.randn(100, 16, generator=gen)
+    above_two = lambda x, w, b, a=None: row_by_row(x, w, b, a) + 1e-3 * (x.shape[0] > 32)  # noqa: E731
+    # kernel -> calls for 100 rows (4 + 3 blocks: 64 rows, then 36 topped up to 48) and for 20 rows (2 blocks);
+    # row_by_row computes each row alone: the same bits at any number of rows, by construction
+    for kernel, calls in ((row_by_row, (2, 1)), (above_two, (7, 1)), (shape_dependent, (7, 2))):
         sizes = []
         counted = lambda x, w, b, a=None, kernel=kernel: sizes.append(x.shape[0]) or kernel(x, w, b, a)  # noqa: E731
         blocked = RowBlocks(counted, rows=16, blocks_per_call=4)
@@ -125,11 +133,6 @@ def test_row_blocks_merge_calls_only_where_the_probe_allows():
             sizes.clear()
             assert torch.equal(blocked(x[:n], weight, bias), one_at_a_time[:n])
             assert len(sizes) == expected and all(size in (16, 32, 48, 64) for size in sizes), (kernel, n, sizes)
-
-
-def row_by_row(x, weight, bias, activation=None):
-    """A kernel that computes each row in a call of its own: independent of the other rows by construction."""
-    return torch.cat([torch_linear(row[None], weight, bias, activation) for row in x])
 
 
 def neighbour_dependent(x, weight, bias, activation=None):
@@ -213,7 +216,9 @@ def test_filler_tops_the_row_up_and_changes_no_bit(row_block):
     assert spans == unfilled_spans and hidden.shape == (n, 32)
     if model.batch_invariant:
         assert torch.equal(hidden, model.encoder(**batch, spans=spans)[0])
-    assert filler(n, minienc.SentenceEncoder.from_pretrained(WEIGHTS / "tiny-xlm-roberta", row_block=None).encoder) == []
+    assert filler(row_block * 3, model.encoder) == []  # already whole blocks
+    unblocked = minienc.SentenceEncoder.from_pretrained(WEIGHTS / "tiny-xlm-roberta", row_block=None)
+    assert filler(n, unblocked.encoder) == []
 
 
 def test_unknown_execution():
