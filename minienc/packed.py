@@ -1,4 +1,4 @@
-"""Packing: the texts of a batch laid end to end in one row of N tokens, with no padding anywhere.
+"""Packing: the texts of a batch laid end to end in one row of N tokens, with no padding inside or between them.
 
 `Encoder.forward(**batch, spans=spans)` then computes embeddings, projections, feed-forward and
 LayerNorm on the N real tokens only, restarts positions at each text, and runs attention text by text.
@@ -8,9 +8,9 @@ work token by token, attention sees only the text itself, and the linear layers 
 (matmul.RowBlocks), so every kernel call is a whole number of blocks whatever the batch holds.
 
 `run_packed` tops the row up to whole row blocks with filler: texts of padding tokens, run like any other text and
-dropped after. Without it every linear layer would copy its input to top its last block up with zeros (measured:
-10% of the time on short sentences in float32); the filler costs the same arithmetic and a little attention, and
-changes no bit of the real texts' results.
+dropped after. Without it every linear layer would copy its input to top its last block up with zeros (README,
+"How batch invariance is built", says what that cost); the filler costs the same arithmetic and a little attention,
+and changes no bit of the real texts' results.
 """
 
 from __future__ import annotations
