@@ -110,6 +110,15 @@ def cpu_description() -> str:
     return f"{cpu_name()} ({', '.join(found) or 'flags unknown'})"
 
 
+def bfloat16_attention() -> str:
+    """Which attention minienc's packed bfloat16 execution runs on this CPU (minienc/attention.py)."""
+    from minienc.attention import BFLOAT16_MATH_FROM, bfloat16_without_amx
+
+    if bfloat16_without_amx():
+        return f"PyTorch's flash kernel per text, two bfloat16 matrix multiplies from {BFLOAT16_MATH_FROM} tokens"
+    return "PyTorch's flash kernel per text"
+
+
 def systems(folder: Path, batch_size: int, threads: int, peers: bool):
     """(name -> encode(texts) returning an (n, dim) float32 array of unit vectors, name -> the number format its
     matrix multiplies run in (None: int8, no peak measured), the open peer processes, minienc's padded model, and
@@ -168,7 +177,8 @@ def main() -> None:
                         for name in ("torch", "onednn")) for dtype in (torch.float32, torch.bfloat16)}
     print(f"# {args.model.name}: {cpu_description()}; {args.threads} threads; torch {torch.__version__}; Python "
           f"{platform.python_version()}; batch size {args.batch_size}; median of {args.repeats} alternated runs; "
-          f"measured matmul GFLOP/s: float32 {peaks[torch.float32]:.0f}, bfloat16 {peaks[torch.bfloat16]:.0f}\n")
+          f"measured matmul GFLOP/s: float32 {peaks[torch.float32]:.0f}, bfloat16 {peaks[torch.bfloat16]:.0f}; "
+          f"bfloat16 attention: {bfloat16_attention()}\n")
     print("| corpus | texts | tokens | system | median s | tokens/s | vs sentence-transformers | vs OpenVINO "
           "| matmul share | max diff vs ST |")
     print("|---|---|---|---|---|---|---|---|---|---|")
