@@ -19,13 +19,20 @@ from .sentence import DEFAULT_MODEL, EXECUTIONS, TOKEN_BUDGETS, SentenceEncoder,
 
 
 def decode_lines(data: bytes, name: str) -> list[str]:
-    """UTF-8 bytes -> lines, or a ValueError naming the file and the line that is not UTF-8."""
-    try:
-        return data.decode("utf-8").splitlines()
-    except UnicodeDecodeError as err:
-        line = data[: err.start].count(b"\n") + 1
-        raise ValueError(f"{name}: line {line} is not UTF-8 (byte 0x{data[err.start]:02x}); minienc reads UTF-8 "
-                         f"text, one text a line") from None
+    """UTF-8 bytes -> one text a line, as a corpus folder reads a text file (minienc/corpus.py): a line ends at "\n"
+    alone ("\r" before it is dropped; a form feed or U+2028 stays inside its text) and a leading byte-order mark is
+    dropped. A ValueError names the file and the first line that is not UTF-8."""
+    lines = data.split(b"\n")
+    if lines[-1] == b"":  # the file's last newline ends its last line; it does not start another
+        lines.pop()
+    texts = []
+    for number, raw in enumerate(lines, start=1):
+        try:
+            texts.append(raw.decode("utf-8-sig" if number == 1 else "utf-8").rstrip("\r"))
+        except UnicodeDecodeError as err:
+            raise ValueError(f"{name}: line {number} is not UTF-8 (byte 0x{raw[err.start]:02x}); minienc reads UTF-8 "
+                             f"text, one text a line") from None
+    return texts
 
 
 def read_texts(texts: list[str], input_path: str | None, option: str = "--input") -> list[str]:

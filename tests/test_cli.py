@@ -13,7 +13,8 @@ import pytest
 
 import minienc
 import minienc.matmul
-from minienc.cli import main
+from minienc.cli import main, read_texts
+from minienc.corpus import read_records
 
 TEXTS = ["头痛", "How do I initialise DDR4 memory?", "", "emoji 🙂"]
 
@@ -44,6 +45,16 @@ def test_encode_file_to_jsonl(minilm_dir, expected, tmp_path):
     rows = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
     assert [r["text"] for r in rows] == TEXTS
     assert np.array_equal(np.array([r["embedding"] for r in rows], dtype=np.float32), expected)
+
+
+def test_input_lines_as_a_corpus_reads_them(tmp_path):
+    """One text a line, split where a corpus folder splits the same file: at "\n" alone ("\r\n" too), so a form feed
+    or U+2028 inside a text keeps it whole; a byte-order mark is dropped, an empty line is an empty text."""
+    source = tmp_path / "in.txt"
+    source.write_bytes("\ufefffirst\u2028still first\r\nform\x0cfeed\n\nlast\n".encode("utf-8"))
+    expected = ["first\u2028still first", "form\x0cfeed", "", "last"]
+    assert read_texts([], str(source)) == expected
+    assert [text for _, text in read_records(source)] == expected
 
 
 @pytest.mark.parametrize(
