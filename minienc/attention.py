@@ -120,7 +120,7 @@ def sdpa_packed(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, spans: Spans,
         q[:, :, a:b], k[:, :, a:b], v[:, :, a:b], None, scale) for a, b in spans], dim=2)
 
 
-BFLOAT16_MATH_FROM = 128  # tokens: below this, PyTorch's flash kernel was the faster of the two (README, "bfloat16")
+BFLOAT16_MATH_FROM = 128  # tokens: below it, PyTorch's flash kernel was the faster (README, "The fast path")
 
 
 def bfloat16_math_fits(q: torch.Tensor) -> bool:
@@ -130,8 +130,9 @@ def bfloat16_math_fits(q: torch.Tensor) -> bool:
 
 @functools.cache
 def bfloat16_without_amx() -> bool:
-    """Whether oneDNN multiplies bfloat16 on this CPU (AVX512-BF16) but there is no AMX: there PyTorch's CPU flash
-    kernel computes bfloat16 in float32, while with AMX it uses AMX tiles (and keeps the texts)."""
+    """Whether oneDNN multiplies bfloat16 on this CPU (AVX512-BF16) and there is no AMX: the CPUs `bfloat16_math` was
+    measured faster on, for long texts (README, "The fast path"). With AMX that was not measured: the texts keep
+    PyTorch's flash kernel there."""
     amx = hasattr(torch.cpu, "get_capabilities") and torch.cpu.get_capabilities().get("amx_bf16")
     return onednn_bfloat16() and not amx
 

@@ -23,7 +23,6 @@ from .devices import check_device, check_dtype
 from .matmul import MatmulFn, RowBlocks, get_matmul, torch_linear
 
 
-
 class Linear(nn.Linear):
     """nn.Linear whose multiply is a kernel from minienc/matmul.py ("torch", F.linear, by default), with an optional
     activation that the kernel may fuse into it: activation(x @ weight.T + bias)."""
