@@ -29,23 +29,26 @@ CPU, GPU = (TOKEN_BUDGETS["cpu"], ROW_BLOCKS["cpu"]), (TOKEN_BUDGETS["cuda"], RO
 PACKED = [(dtype, *sizes) for dtype in ("float16", "bfloat16") for sizes in (CPU, GPU, (GPU[0], None))]
 
 
-def systems(folder: Path, batch_size: int) -> dict:
-    """name -> encode(texts) returning (n, dim) float32 unit vectors, every model on the GPU."""
+def systems(folder: Path, batch_size: int) -> tuple[dict, dict]:
+    """(name -> encode(texts) returning (n, dim) float32 unit vectors, every model on the GPU; name -> minienc's
+    row-blocked packed models)."""
     from sentence_transformers import SentenceTransformer
 
     import minienc
 
-    runners = {}
+    runners, blocked = {}, {}
     for name, dtype in (("float32", torch.float32), ("float16", torch.float16), ("bfloat16", torch.bfloat16)):
         st = SentenceTransformer(str(folder), device="cuda", model_kwargs={"dtype": dtype})
         runners[f"sentence-transformers {name}"] = lambda texts, st=st: st.encode(texts, batch_size=batch_size)
     for dtype, budget, row_block in PACKED:
         model = minienc.SentenceEncoder.from_pretrained(folder, device="cuda", dtype=dtype, row_block=row_block)
-        runners[f"minienc packed {dtype}, {budget} tokens, row_block={row_block}"] = (
-            lambda texts, m=model, budget=budget: m.encode(texts, token_budget=budget))
+        system = f"minienc packed {dtype}, {budget} tokens, row_block={row_block}"
+        runners[system] = lambda texts, m=model, budget=budget: m.encode(texts, token_budget=budget)
+        if row_block is not None:
+            blocked[system] = model
     padded = minienc.SentenceEncoder.from_pretrained(folder, device="cuda", dtype="float16", execution="padded")
     runners["minienc padded float16"] = lambda texts: padded.encode(texts, batch_size=batch_size)
-    return runners
+    return runners, blocked
 
 
 def main() -> None:
@@ -57,7 +60,7 @@ def main() -> None:
     if not torch.cuda.is_available():
         raise SystemExit("bench_gpu.py needs a CUDA GPU")
     torch.backends.cuda.matmul.allow_tf32 = False  # float32 is float32
-    runners = systems(args.model or default_model(), args.batch_size)
+    runners, blocked = systems(args.model or default_model(), args.batch_size)
     print(f"# {torch.cuda.get_device_name()}; torch {torch.__version__}; batch size {args.batch_size}; "
           f"median of {args.repeats} alternated runs\n")
     print("| corpus | texts | system | median ms | vs ST float16 | max diff vs ST float32 |")
@@ -78,6 +81,10 @@ def main() -> None:
             diff = np.abs(outputs[system] - outputs["sentence-transformers float32"]).max()
             print(f"| {name} | {len(texts)} | {system} | {median * 1000:.1f} | {baseline / median:.2f}x | {diff:.1e} |")
         sys.stdout.flush()
+    for system, model in blocked.items():  # which calls of several row blocks the probes refused on this GPU
+        refused = sorted({blocks for (_, blocks), merges in model.encoder.kernel.merged.items() if not merges})
+        print(f"# {system}: batch_invariant {model.batch_invariant}; merged calls refused by the probe: "
+              f"{refused or 'none'}")
 
 
 if __name__ == "__main__":
