@@ -33,12 +33,15 @@ call and the call's shape. Those last two are checked, not assumed, on the machi
 - calls of one block each are slow (a small matrix runs below the kernel's best rate, and every output is copied
   once more), so a matrix is multiplied in calls of up to BLOCKS_PER_CALL blocks: full calls of that many, then one
   for the rest. A call of k blocks is made only after a probe (`same_as_blocks`, once per k) showed that it gives
-  every row the bits that calls of one block give it; where it does not, those rows go one block per call.
+  every row the bits that calls of one block give it; where it does not, the k blocks go in calls of powers of two
+  of blocks, the largest first (37: 32, 4 and 1), each size probed too, and halved where it fails, down to one. So a
+  kernel that changes its code above some size still merges below it, with few sizes to probe.
 """
 
 from __future__ import annotations
 
 import functools
+import math
 import warnings
 from collections.abc import Callable
 
@@ -113,31 +116,58 @@ def random_rows(n: int, weight: torch.Tensor, gen: torch.Generator) -> torch.Ten
     return torch.randn(n, weight.shape[1], generator=gen).to(weight.device, weight.dtype)
 
 
+def probe_weight(weight: torch.Tensor) -> torch.Tensor:
+    """The weight the probes multiply by: a copy whose first and last input columns are 1 (see `probe_rows`).
+    A kernel picks its code by shapes, dtype and threads, never by values, so the copy takes the same path."""
+    if weight.shape[1] < 2:
+        return weight
+    probe = weight.detach().clone()
+    probe[:, 0] = probe[:, -1] = 1
+    return probe
+
+
+def probe_rows(n: int, weight: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """(n, in) probe inputs for `probe_weight(weight)`: random, but for a first entry +B and a last entry -B. The
+    products B and -B cancel exactly whatever the order of summation, while every sum made beside one of them rounds
+    to B's spacing, about a tenth of a typical product (B is 2^21 times the mean |weight|, power of two, within
+    the dtype's range). So a kernel that sums in another order changes most outputs by far more than a bfloat16
+    step; on random inputs alone such a difference can hide under the rounding of a bfloat16 output (a kernel that
+    ordered a few rows otherwise passed 15 of 24 times here)."""
+    x = random_rows(n, weight, gen)
+    if weight.shape[1] >= 2:
+        typical = weight.detach().float().abs().mean().item() or 1.0
+        exponent = min(math.floor(math.log2(typical)) + 21, math.floor(math.log2(torch.finfo(weight.dtype).max)) - 3)
+        x[:, 0], x[:, -1] = 2.0**exponent, -(2.0**exponent)
+    return x
+
+
 def rows_independent(kernel: MatmulFn, weight: torch.Tensor, bias: torch.Tensor | None, activation: str | None,
                      rows: int) -> bool:
     """Whether kernel, on blocks of `rows` rows with this weight, gives each row the same bits wherever it sits in the
-    block, whatever the other rows hold, and wherever the block lies in memory: a random block against its rolled
-    copies, a copy whose other rows are new random values or zeros, and a view into a larger buffer."""
+    block, whatever the other rows hold, and wherever the block lies in memory: a probe block (`probe_rows`) against
+    its rolled copies, a copy whose other rows are new probe rows or zeros, and a view into a larger buffer."""
     gen = torch.Generator().manual_seed(0)
-    x = random_rows(rows, weight, gen)
+    weight = probe_weight(weight)
+    x = probe_rows(rows, weight, gen)
     y = kernel(x, weight, bias, activation).detach()
     same = lambda block, keep: torch.equal(kernel(block, weight, bias, activation).detach()[keep], y[keep])  # noqa: E731
     for shift in sorted({1, rows // 2 + 1, rows - 1} - {0, rows}):
         if not torch.equal(kernel(x.roll(shift, 0), weight, bias, activation).detach(), y.roll(shift, 0)):
             return False
     middle = slice(rows // 4, rows // 4 + max(1, rows // 2))  # kept rows; those around them change
-    others = random_rows(rows, weight, gen)
+    others = probe_rows(rows, weight, gen)
     others[middle] = x[middle]
     zeros = torch.zeros_like(x)
     zeros[middle] = x[middle]
-    in_buffer = torch.cat([random_rows(rows + 1, weight, gen), x])[rows + 1 :]  # the same values at another address
+    in_buffer = torch.cat([probe_rows(rows + 1, weight, gen), x])[rows + 1 :]  # the same values at another address
     return same(others, middle) and same(zeros, middle) and same(in_buffer, slice(None))
 
 
 def same_as_blocks(kernel: MatmulFn, weight: torch.Tensor, bias: torch.Tensor | None, activation: str | None,
                    rows: int, size: int) -> bool:
-    """Whether one call of `size` rows gives every row the bits it gets in calls of `rows` rows."""
-    x = random_rows(size, weight, torch.Generator().manual_seed(size))
+    """Whether one call of `size` rows gives every row the bits it gets in calls of `rows` rows (`probe_rows`)."""
+    weight = probe_weight(weight)
+    x = probe_rows(size, weight, torch.Generator().manual_seed(size))
     blocks = torch.cat([kernel(block, weight, bias, activation).detach() for block in x.split(rows)])
     return torch.equal(kernel(x, weight, bias, activation).detach(), blocks)
 
@@ -148,10 +178,11 @@ BLOCKS_PER_CALL = 64  # RowBlocks' largest call, in blocks
 class RowBlocks:
     """A kernel run on whole blocks of `rows` rows (see the module docstring): the same signature as a kernel.
 
-    A matrix goes in calls of `blocks_per_call` blocks, then one call for the rest, topped up with zero rows to whole
-    blocks. Each new weight shape, activation, dtype, device or thread count is probed on its first call (`check`):
-    a kernel that fails is reported with a warning, once. A call of several blocks is probed before its first use
-    (`merges`) and, where it would round a row otherwise than one block does, is made one block at a time."""
+    A matrix goes in parts of `blocks_per_call` blocks, the last one topped up with zero rows to whole blocks, each
+    part in one call or, where the probe refuses that, in calls of powers of two of blocks (`plan`). Each new weight shape, activation, dtype, device or thread
+    count is probed on its first call (`check`): a kernel that fails is reported with a warning, once. A call of
+    several blocks is probed before its first use (`merges`) and, where it would round a row otherwise than one
+    block does, is not made."""
 
     def __init__(self, kernel: MatmulFn, rows: int, name: str = "kernel", blocks_per_call: int = BLOCKS_PER_CALL):
         if rows < 1 or blocks_per_call < 1:
@@ -196,14 +227,31 @@ class RowBlocks:
         y = out[0] if len(out) == 1 else torch.cat(out)  # (n, out)
         return y.reshape(*x.shape[:-1], y.shape[-1])
 
+    def plan(self, blocks: int, weight: torch.Tensor, bias: torch.Tensor | None, activation: str | None) -> list[int]:
+        """blocks -> the sizes of the calls that multiply them, in blocks, each one a size the probe accepted: all of
+        them in one call where it may, else powers of two, largest first (37 blocks where 32 merges: [32, 4, 1];
+        where nothing merges: 37 times [1])."""
+        if self.merges(blocks, weight, bias, activation):
+            return [blocks]
+        sizes = []
+        while blocks:
+            size = 1 << (blocks.bit_length() - 1)  # the largest power of two <= blocks
+            while not self.merges(size, weight, bias, activation):
+                size //= 2  # merges(1) is True
+            sizes.append(size)
+            blocks -= size
+        return sizes
+
     def call(self, part: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
              activation: str | None) -> torch.Tensor:
-        """(m, in) rows, m at most a call's worth -> (m, out): one call of whole blocks, or one call per block where
-        the probe said the merged call rounds otherwise."""
+        """(m, in) rows, m at most a part's worth -> (m, out), topped up to whole blocks and multiplied in the calls
+        that `plan` gives."""
         m = part.shape[0]
         blocks = -(-m // self.rows)
         if blocks * self.rows > m:
             part = torch.cat([part, part.new_zeros(blocks * self.rows - m, part.shape[1])])
-        if self.merges(blocks, weight, bias, activation):
-            return self.kernel(part, weight, bias, activation)[:m]
-        return torch.cat([self.kernel(block, weight, bias, activation) for block in part.split(self.rows)])[:m]
+        out, start = [], 0
+        for size in self.plan(blocks, weight, bias, activation):
+            out.append(self.kernel(part[start : start + size * self.rows], weight, bias, activation))
+            start += size * self.rows
+        return (out[0] if len(out) == 1 else torch.cat(out))[:m]

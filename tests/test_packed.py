@@ -114,16 +114,17 @@ def row_by_row(x, weight, bias, activation=None):
 
 def test_row_blocks_merge_calls_only_where_the_probe_allows():
     """Whole blocks go in one call where a probe showed that call rounds each row as a call of one block does, and
-    one block per call elsewhere: a kernel that is row-independent at any size gets merged calls, one that rounds
-    otherwise above 2 blocks gets them up to 2 blocks, one that depends on every size never. Each gives every row
-    the bits of one-block calls."""
+    elsewhere in calls of powers of two of blocks that the probe accepted: a kernel that is row-independent at any
+    size gets one call per part, one that rounds otherwise above 2 blocks gets calls of 2 (and 1), one that depends
+    on every size gets one block per call. Each gives every row the bits of one-block calls."""
     gen = torch.Generator().manual_seed(0)
     weight, bias = torch.randn(8, 16, generator=gen), torch.randn(8, generator=gen)
     x = torch.randn(100, 16, generator=gen)
     above_two = lambda x, w, b, a=None: row_by_row(x, w, b, a) + 1e-3 * (x.shape[0] > 32)  # noqa: E731
-    # kernel -> calls for 100 rows (4 + 3 blocks: 64 rows, then 36 topped up to 48) and for 20 rows (2 blocks);
-    # row_by_row computes each row alone: the same bits at any number of rows, by construction
-    for kernel, calls in ((row_by_row, (2, 1)), (above_two, (7, 1)), (shape_dependent, (7, 2))):
+    # kernel -> calls for 100 rows (4 + 3 blocks: 64 rows, then 36 topped up to 48: calls of 4 and 3 blocks, or
+    # 2 + 2 and 2 + 1, or 7 x 1) and for 20 rows (2 blocks); row_by_row computes each row alone: the same bits at any
+    # number of rows, by construction
+    for kernel, calls in ((row_by_row, (2, 1)), (above_two, (4, 1)), (shape_dependent, (7, 2))):
         sizes = []
         counted = lambda x, w, b, a=None, kernel=kernel: sizes.append(x.shape[0]) or kernel(x, w, b, a)  # noqa: E731
         blocked = RowBlocks(counted, rows=16, blocks_per_call=4)
