@@ -129,10 +129,10 @@ def probe_weight(weight: torch.Tensor) -> torch.Tensor:
 def probe_rows(n: int, weight: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     """(n, in) probe inputs for `probe_weight(weight)`: random, but for a first entry +B and a last entry -B. The
     products B and -B cancel exactly whatever the order of summation, while every sum made beside one of them rounds
-    to B's spacing, about a tenth of a typical product (B is 2^21 times the mean |weight|, power of two, within
-    the dtype's range). So a kernel that sums in another order changes most outputs by far more than a bfloat16
-    step; on random inputs alone such a difference can hide under the rounding of a bfloat16 output (a kernel that
-    ordered a few rows otherwise passed 15 of 24 times here)."""
+    to B's spacing in float32, an eighth to a quarter of the mean |weight| (B: the power of two 2^20 to 2^21 times
+    it, or less where the dtype's range ends). So a kernel that sums in another order changes most outputs by far
+    more than a bfloat16 step; on random inputs alone such a difference can hide under the rounding of a bfloat16
+    output (a test kernel that summed a few rows in another order passed the random probe 15 times of 24)."""
     x = random_rows(n, weight, gen)
     if weight.shape[1] >= 2:
         typical = weight.detach().float().abs().mean().item() or 1.0
