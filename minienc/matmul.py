@@ -36,6 +36,8 @@ call and the call's shape. Those last two are checked, not assumed, on the machi
   every row the bits that calls of one block give it; where it does not, the k blocks go in calls of powers of two
   of blocks, the largest first (37: 32, 4 and 1), each size probed too, and halved where it fails, down to one. So a
   kernel that changes its code above some size still merges below it, with few sizes to probe.
+Both probes multiply rows built so that any change in the order of summation shows in the output's bits, even in
+bfloat16 (`probe_rows`).
 """
 
 from __future__ import annotations

@@ -17,7 +17,7 @@ from sentence_transformers.sentence_transformer.modules import Dense, Normalize,
 
 import minienc
 import minienc.batching
-from minienc.matmul import RowBlocks, rows_independent, torch_linear
+from minienc.matmul import RowBlocks, random_rows, rows_independent, same_as_blocks, torch_linear
 from minienc.packed import filler, pack, run_packed
 from minienc.sentence import ROW_BLOCKS
 
@@ -134,6 +134,46 @@ def test_row_blocks_merge_calls_only_where_the_probe_allows():
             sizes.clear()
             assert torch.equal(blocked(x[:n], weight, bias), one_at_a_time[:n])
             assert len(sizes) == expected and all(size in (16, 32, 48, 64) for size in sizes), (kernel, n, sizes)
+
+
+def split_sum(x: torch.Tensor, weight: torch.Tensor, rows: slice) -> torch.Tensor:
+    """x @ weight.T in float32, with the given rows summed in another order (the first 8 inputs apart), rounded to
+    x's dtype: the kind of difference a kernel makes when it picks other code for some rows."""
+    xf, wf = x.float(), weight.float()
+    y = xf @ wf.T
+    y[rows] = xf[rows, :8] @ wf[:, :8].T + xf[rows, 8:] @ wf[:, 8:].T
+    return y.to(x.dtype)
+
+
+def tail_reordered(x, weight, bias, activation=None):
+    """Above 64 rows, the rows past the last multiple of 48 are summed in another order."""
+    return split_sum(x, weight, slice((x.shape[0] // 48) * 48 if x.shape[0] > 64 else x.shape[0], None)) + bias
+
+
+def odd_rows_reordered(x, weight, bias, activation=None):
+    """The rows at odd places are summed in another order."""
+    return split_sum(x, weight, slice(1, None, 2)) + bias
+
+
+def test_probes_see_another_order_of_summation_through_bfloat16_rounding():
+    """A bfloat16 output rounds away most of what another order of summation changes, so random probe rows can miss
+    a kernel that sums a few rows otherwise; the probes' rows (matmul.probe_rows) make every such row differ. Sizes
+    with 32, 16 and 32 rows past a multiple of 48, 5 weights each: the random rows miss some, the probes none."""
+    missed_by_random_rows = 0
+    for seed in range(5):
+        gen = torch.Generator().manual_seed(seed)
+        weight = (torch.randn(384, 1536, generator=gen) * 0.05).bfloat16()
+        bias = torch.randn(384, generator=gen).bfloat16()
+        for size in (128, 160, 224):
+            assert not same_as_blocks(tail_reordered, weight, bias, None, rows=32, size=size), (seed, size)
+            x = random_rows(size, weight, torch.Generator().manual_seed(size))
+            blocks = torch.cat([tail_reordered(block, weight, bias) for block in x.split(32)])
+            missed_by_random_rows += torch.equal(tail_reordered(x, weight, bias), blocks)
+        assert not rows_independent(odd_rows_reordered, weight, bias, None, rows=32), seed
+    assert missed_by_random_rows > 0  # else this test would not show what the probe rows add
+    row_independent = (torch.randn(384, 1536) * 0.05).bfloat16(), torch.randn(384).bfloat16()
+    assert same_as_blocks(row_by_row, *row_independent, None, rows=32, size=128)
+    assert rows_independent(row_by_row, *row_independent, None, rows=32)
 
 
 def neighbour_dependent(x, weight, bias, activation=None):
