@@ -32,9 +32,8 @@ DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"  # works offline with g
 # padded: sentence-transformers' way, batches of batch_size texts padded to the longest; bit-identical to it
 EXECUTIONS = ("packed", "padded")
 # packed execution's sizes by device type: rows per row block (matmul.RowBlocks) and tokens per batch. At
-# the CPU's sizes a GPU waits on kernel launches; on an Intel Xeon with AMX, oneDNN's float32 kernel sums a 32-row
-# call otherwise than a larger one, so 32-row blocks never merged there. The README ("How batch invariance is built",
-# "On a GPU") gives the measurements behind each.
+# the CPU's sizes a GPU waits on kernel launches; on a CPU, blocks smaller than 64 rows kept some kernels from
+# merging calls. The README ("How batch invariance is built", "On a GPU") gives the measurements behind each.
 ROW_BLOCKS = {"cpu": 64, "cuda": 1024}
 TOKEN_BUDGETS = {"cpu": 2048, "cuda": 16384}
 ROW_BLOCK = "auto"  # the default row_block: ROW_BLOCKS for the model's device (the CPU's where a type is not listed)
