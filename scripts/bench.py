@@ -2,6 +2,7 @@
 OpenVINO backends, on one model, in one run.
 
     python scripts/bench.py [--model DIR] [--threads N] [--repeats 5] [--batch-size 32] [--no-peers]
+                            [--openvino-direct]
 
 Same model, thread count and batch size for everyone (minienc's packed execution fills batches by token budget
 instead; its padded execution uses the batch size). minienc runs in float32 and in its bfloat16 fast path, each also
@@ -119,7 +120,7 @@ def bfloat16_attention() -> str:
     return "PyTorch's flash kernel per text"
 
 
-def systems(folder: Path, batch_size: int, threads: int, peers: bool):
+def systems(folder: Path, batch_size: int, threads: int, peers: bool, openvino_direct: bool = False):
     """(name -> encode(texts) returning an (n, dim) float32 array of unit vectors, name -> the number format its
     matrix multiplies run in (None: int8, no peak measured), the open peer processes, minienc's padded model, and
     minienc's batch-invariant packed models by name)."""
@@ -142,6 +143,13 @@ def systems(folder: Path, batch_size: int, threads: int, peers: bool):
     runners["minienc padded float32"] = lambda texts: padded.encode(texts, batch_size=batch_size)
     runners["sentence-transformers"] = lambda texts: st.encode(texts, batch_size=batch_size)
     formats["minienc padded float32"] = formats["sentence-transformers"] = torch.float32
+    if openvino_direct:
+        import openvino_direct as direct  # scripts/openvino_direct.py
+
+        encode, precision = direct.load(folder, threads)
+        name = f"OpenVINO runtime direct ({precision})"
+        runners[name] = lambda texts: encode(texts, batch_size)
+        formats[name] = torch.bfloat16 if precision == "bf16" else torch.float32
     opened = []
     if peers:
         from peer import Peer, available, label
@@ -165,13 +173,16 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--corpora", nargs="*", default=["short", "mixed", "long"])
     parser.add_argument("--no-peers", dest="peers", action="store_false", help="leave out ONNX Runtime / OpenVINO")
+    parser.add_argument("--openvino-direct", action="store_true",
+                        help="add the OpenVINO runtime in this process (scripts/openvino_direct.py; needs openvino)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     args.model = args.model or default_model()
 
     from minienc.matmul import MATMUL
 
-    runners, formats, peers, reference, invariant = systems(args.model, args.batch_size, args.threads, args.peers)
+    runners, formats, peers, reference, invariant = systems(args.model, args.batch_size, args.threads, args.peers,
+                                                            args.openvino_direct)
     config, tokenizer = reference.encoder.config, reference.tokenizer
     peaks = {dtype: max(matmul_gflops(MATMUL[name], config.hidden_size, config.intermediate_size, dtype)
                         for name in ("torch", "onednn")) for dtype in (torch.float32, torch.bfloat16)}
@@ -197,6 +208,7 @@ def main() -> None:
                 times[system].append(time.perf_counter() - start)
         st_median = statistics.median(times["sentence-transformers"])
         openvino = [statistics.median(t) for system, t in times.items() if system.startswith("ST OpenVINO")]
+        openvino = openvino or [statistics.median(t) for system, t in times.items() if system.startswith("OpenVINO")]
         for system, observed in times.items():
             median = statistics.median(observed)
             diff = np.abs(outputs[system] - outputs["sentence-transformers"]).max()
