@@ -36,8 +36,8 @@ call and the call's shape. Those last two are checked, not assumed, on the machi
   every row the bits that calls of one block give it; where it does not, the k blocks go in calls of powers of two
   of blocks, the largest first (37: 32, 4 and 1), each size probed too, and halved where it fails, down to one. So a
   kernel that changes its code above some size still merges below it, with few sizes to probe.
-Both probes multiply rows built so that any change in the order of summation shows in the output's bits, even in
-bfloat16 (`probe_rows`).
+Both probes run twice: on random rows, and on rows built so that a change in the order of summation shows in the
+output's bits even through bfloat16 rounding (`probe_cases`).
 """
 
 from __future__ import annotations
@@ -118,60 +118,86 @@ def random_rows(n: int, weight: torch.Tensor, gen: torch.Generator) -> torch.Ten
     return torch.randn(n, weight.shape[1], generator=gen).to(weight.device, weight.dtype)
 
 
-def probe_weight(weight: torch.Tensor) -> torch.Tensor:
-    """The weight the probes multiply by: a copy whose first and last input columns are 1 (see `probe_rows`).
-    A kernel picks its code by shapes, dtype and threads, never by values, so the copy takes the same path."""
-    if weight.shape[1] < 2:
-        return weight
-    probe = weight.detach().clone()
-    probe[:, 0] = probe[:, -1] = 1
-    return probe
+def cancelling_value(weight: torch.Tensor) -> float | None:
+    """B for the cancelling probe rows (`probe_cases`): the power of two 2^20 to 2^21 times the weight's mean |value|,
+    or less where the dtype's range ends; None where that probe does not apply (fewer than 3 inputs, a weight that is
+    not floating point, or not finite)."""
+    if weight.shape[1] < 3 or not weight.is_floating_point():
+        return None
+    typical = weight.detach().float().abs().mean().item()
+    if not math.isfinite(typical) or typical == 0:
+        return None
+    limit = math.floor(math.log2(torch.finfo(weight.dtype).max)) - 3
+    return 2.0 ** min(math.floor(math.log2(typical)) + 21, limit)
 
 
-def probe_rows(n: int, weight: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-    """(n, in) probe inputs for `probe_weight(weight)`: random, but for a first entry +B and a last entry -B. The
-    products B and -B cancel exactly whatever the order of summation, while every sum made beside one of them rounds
-    to B's spacing in float32, an eighth to a quarter of the mean |weight| (B: the power of two 2^20 to 2^21 times
-    it, or less where the dtype's range ends). So a kernel that sums in another order changes most outputs by far
-    more than a bfloat16 step; on random inputs alone such a difference can hide under the rounding of a bfloat16
-    output (tests/test_packed.py shows one that does)."""
+def probe_cases(weight: torch.Tensor) -> list[tuple[torch.Tensor, float | None]]:
+    """The (weight, B) pairs that every probe runs with; a kernel passes only if it passes with each:
+    - the weight itself, and random rows (B None);
+    - a copy of the weight whose first and last input columns are 1, and rows whose first entry is +B and last -B
+      (`probe_rows`). The products B and -B cancel exactly whatever the order of summation, while every partial
+      sum made beside one of them rounds to B's spacing in float32, a sixteenth to a quarter of the mean |weight|.
+      So a kernel that sums in another order changes most outputs by more than a bfloat16 step, where on random
+      rows the difference can hide under the output's rounding (tests/test_packed.py shows a kernel that does).
+      It can miss what random rows see (a change of order among the middle terms alone is absorbed at B's
+      spacing), hence both. In float16, B stops at 2^12 and this case adds less.
+    A kernel picks its code by shapes, dtype, threads and whether autograd records, never by values: the copy matches
+    the weight in all of these."""
+    cases: list[tuple[torch.Tensor, float | None]] = [(weight, None)]
+    big = cancelling_value(weight)
+    if big is not None:
+        with torch.no_grad():
+            copy = weight.detach().clone()
+            copy[:, 0] = copy[:, -1] = 1
+        cases.append((copy.requires_grad_(weight.requires_grad), big))
+    return cases
+
+
+def probe_rows(n: int, weight: torch.Tensor, gen: torch.Generator, big: float | None = None) -> torch.Tensor:
+    """(n, in) random rows for `weight`, with a first entry +big and a last entry -big where big is given."""
     x = random_rows(n, weight, gen)
-    if weight.shape[1] >= 2:
-        typical = weight.detach().float().abs().mean().item() or 1.0
-        exponent = min(math.floor(math.log2(typical)) + 21, math.floor(math.log2(torch.finfo(weight.dtype).max)) - 3)
-        x[:, 0], x[:, -1] = 2.0**exponent, -(2.0**exponent)
+    if big is not None:
+        x[:, 0], x[:, -1] = big, -big
     return x
 
 
 def rows_independent(kernel: MatmulFn, weight: torch.Tensor, bias: torch.Tensor | None, activation: str | None,
                      rows: int) -> bool:
     """Whether kernel, on blocks of `rows` rows with this weight, gives each row the same bits wherever it sits in the
-    block, whatever the other rows hold, and wherever the block lies in memory: a probe block (`probe_rows`) against
-    its rolled copies, a copy whose other rows are new probe rows or zeros, and a view into a larger buffer."""
-    gen = torch.Generator().manual_seed(0)
-    weight = probe_weight(weight)
-    x = probe_rows(rows, weight, gen)
-    y = kernel(x, weight, bias, activation).detach()
-    same = lambda block, keep: torch.equal(kernel(block, weight, bias, activation).detach()[keep], y[keep])  # noqa: E731
-    for shift in sorted({1, rows // 2 + 1, rows - 1} - {0, rows}):
-        if not torch.equal(kernel(x.roll(shift, 0), weight, bias, activation).detach(), y.roll(shift, 0)):
+    block, whatever the other rows hold, and wherever the block lies in memory: a block of probe rows against its
+    rolled copies, a copy whose other rows are new probe rows or zeros, and a view into a larger buffer; for each of
+    `probe_cases`."""
+    for case, big in probe_cases(weight):
+        gen = torch.Generator().manual_seed(0)
+        x = probe_rows(rows, case, gen, big)
+        y = kernel(x, case, bias, activation).detach()
+        def same(block: torch.Tensor, keep: slice, case=case, y=y) -> bool:
+            return torch.equal(kernel(block, case, bias, activation).detach()[keep], y[keep])
+
+        for shift in sorted({1, rows // 2 + 1, rows - 1} - {0, rows}):
+            if not torch.equal(kernel(x.roll(shift, 0), case, bias, activation).detach(), y.roll(shift, 0)):
+                return False
+        middle = slice(rows // 4, rows // 4 + max(1, rows // 2))  # kept rows; those around them change
+        others = probe_rows(rows, case, gen, big)
+        others[middle] = x[middle]
+        zeros = torch.zeros_like(x)
+        zeros[middle] = x[middle]
+        in_buffer = torch.cat([probe_rows(rows + 1, case, gen, big), x])[rows + 1 :]  # same values, another address
+        if not (same(others, middle) and same(zeros, middle) and same(in_buffer, slice(None))):
             return False
-    middle = slice(rows // 4, rows // 4 + max(1, rows // 2))  # kept rows; those around them change
-    others = probe_rows(rows, weight, gen)
-    others[middle] = x[middle]
-    zeros = torch.zeros_like(x)
-    zeros[middle] = x[middle]
-    in_buffer = torch.cat([probe_rows(rows + 1, weight, gen), x])[rows + 1 :]  # the same values at another address
-    return same(others, middle) and same(zeros, middle) and same(in_buffer, slice(None))
+    return True
 
 
 def same_as_blocks(kernel: MatmulFn, weight: torch.Tensor, bias: torch.Tensor | None, activation: str | None,
                    rows: int, size: int) -> bool:
-    """Whether one call of `size` rows gives every row the bits it gets in calls of `rows` rows (`probe_rows`)."""
-    weight = probe_weight(weight)
-    x = probe_rows(size, weight, torch.Generator().manual_seed(size))
-    blocks = torch.cat([kernel(block, weight, bias, activation).detach() for block in x.split(rows)])
-    return torch.equal(kernel(x, weight, bias, activation).detach(), blocks)
+    """Whether one call of `size` rows gives every row the bits it gets in calls of `rows` rows, for each of
+    `probe_cases`."""
+    for case, big in probe_cases(weight):
+        x = probe_rows(size, case, torch.Generator().manual_seed(size), big)
+        blocks = torch.cat([kernel(block, case, bias, activation).detach() for block in x.split(rows)])
+        if not torch.equal(kernel(x, case, bias, activation).detach(), blocks):
+            return False
+    return True
 
 
 BLOCKS_PER_CALL = 64  # RowBlocks' largest call, in blocks
@@ -181,10 +207,10 @@ class RowBlocks:
     """A kernel run on whole blocks of `rows` rows (see the module docstring): the same signature as a kernel.
 
     A matrix goes in parts of `blocks_per_call` blocks, the last one topped up with zero rows to whole blocks, each
-    part in one call or, where the probe refuses that, in calls of powers of two of blocks (`plan`). Each new weight shape, activation, dtype, device or thread
-    count is probed on its first call (`check`): a kernel that fails is reported with a warning, once. A call of
-    several blocks is probed before its first use (`merges`) and, where it would round a row otherwise than one
-    block does, is not made."""
+    part in one call or, where the probe refuses that, in calls of powers of two of blocks (`plan`). Each new weight
+    shape, activation, dtype, device or thread count is probed on its first call (`check`): a kernel that fails is
+    reported with a warning, once. A call of several blocks is probed before its first use (`merges`) and, where it
+    would round a row otherwise than one block does, is not made."""
 
     def __init__(self, kernel: MatmulFn, rows: int, name: str = "kernel", blocks_per_call: int = BLOCKS_PER_CALL):
         if rows < 1 or blocks_per_call < 1:

@@ -146,10 +146,10 @@ def systems(folder: Path, batch_size: int, threads: int, peers: bool, openvino_d
     if openvino_direct:
         import openvino_direct as direct  # scripts/openvino_direct.py
 
-        encode, precision = direct.load(folder, threads)
+        encode, precision = direct.load(folder, threads, padded.max_seq_length, padded.pooling, padded.normalize)
         name = f"OpenVINO runtime direct ({precision})"
         runners[name] = lambda texts: encode(texts, batch_size)
-        formats[name] = torch.bfloat16 if precision == "bf16" else torch.float32
+        formats[name] = {"bf16": torch.bfloat16, "f32": torch.float32}.get(precision)  # None: no peak to compare
     opened = []
     if peers:
         from peer import Peer, available, label

@@ -32,8 +32,19 @@ class LastHiddenState(torch.nn.Module):
         return self.model(input_ids=input_ids, attention_mask=mask, token_type_ids=token_type_ids).last_hidden_state
 
 
-def load(folder: Path, threads: int, max_seq_length: int = 256) -> tuple[Callable[..., np.ndarray], str]:
-    """(encode(texts, batch_size) -> (n, dim) unit vectors, the precision OpenVINO chose for this CPU)."""
+def inputs(batch) -> tuple:
+    """The model's inputs from a tokenizer's output; token types 0 where the tokenizer gives none (RoBERTa)."""
+    types = batch["token_type_ids"] if "token_type_ids" in batch else batch["input_ids"] * 0
+    return batch["input_ids"], batch["attention_mask"], types
+
+
+def load(folder: Path, threads: int, max_seq_length: int, pooling: tuple[str, ...] = ("mean",),
+         normalize: bool = True) -> tuple[Callable[..., np.ndarray], str]:
+    """(encode(texts, batch_size) -> (n, dim) vectors, the precision OpenVINO chose for this CPU). It pools as
+    all-MiniLM-L6-v2 does, by mean and L2-normalized: other poolings are refused."""
+    if tuple(pooling) != ("mean",) or not normalize:
+        raise SystemExit(f"openvino_direct pools by mean and L2-normalizes; this model pools by {'+'.join(pooling)}"
+                         f"{'' if normalize else ', unnormalized'}: leave out --openvino-direct")
     import openvino
     import transformers
 
@@ -41,7 +52,7 @@ def load(folder: Path, threads: int, max_seq_length: int = 256) -> tuple[Callabl
     model = transformers.AutoModel.from_pretrained(folder, dtype=torch.float32).eval()
     example = tokenizer(["a b c", "d"], padding=True, return_tensors="pt")
     with torch.no_grad():
-        converted = openvino.convert_model(LastHiddenState(model), example_input=tuple(example[n] for n in INPUTS))
+        converted = openvino.convert_model(LastHiddenState(model), example_input=inputs(example))
     for port, name in zip(converted.inputs, INPUTS):
         port.get_tensor().set_names({name})
         port.get_node().set_partial_shape(openvino.PartialShape([-1, -1]))  # any batch, any length
@@ -57,7 +68,7 @@ def load(folder: Path, threads: int, max_seq_length: int = 256) -> tuple[Callabl
             chosen = order[start : start + batch_size]
             batch = tokenizer([texts[i] for i in chosen], padding=True, truncation=True, max_length=max_seq_length,
                               return_tensors="np")
-            hidden = request.infer({n: batch[n] for n in INPUTS})[compiled.outputs[0]]  # (B, T, H)
+            hidden = request.infer(dict(zip(INPUTS, inputs(batch))))[compiled.outputs[0]]  # (B, T, H)
             mask = batch["attention_mask"][..., None].astype(np.float32)  # (B, T, 1)
             pooled = (hidden * mask).sum(1) / np.clip(mask.sum(1), 1e-9, None)  # mean pooling
             vectors[chosen] = pooled / np.clip(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12, None)

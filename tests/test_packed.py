@@ -137,11 +137,13 @@ def test_row_blocks_merge_calls_only_where_the_probe_allows():
 
 
 def split_sum(x: torch.Tensor, weight: torch.Tensor, rows: slice) -> torch.Tensor:
-    """x @ weight.T in float32, with the given rows summed in another order (the first 8 inputs apart), rounded to
-    x's dtype: the kind of difference a kernel makes when it picks other code for some rows."""
+    """x @ weight.T in float32, one row per call (so a row's bits never depend on the others), with the given rows
+    summed in another order (the first 8 inputs apart), rounded to x's dtype: the kind of difference a kernel makes
+    when it picks other code for some rows."""
     xf, wf = x.float(), weight.float()
-    y = xf @ wf.T
-    y[rows] = xf[rows, :8] @ wf[:, :8].T + xf[rows, 8:] @ wf[:, 8:].T
+    y = torch.stack([wf @ row for row in xf]) if len(xf) else xf @ wf.T
+    for i in range(*rows.indices(len(xf))):
+        y[i] = wf[:, :8] @ xf[i, :8] + wf[:, 8:] @ xf[i, 8:]
     return y.to(x.dtype)
 
 
@@ -155,25 +157,44 @@ def odd_rows_reordered(x, weight, bias, activation=None):
     return split_sum(x, weight, slice(1, None, 2)) + bias
 
 
-def test_probes_see_another_order_of_summation_through_bfloat16_rounding():
-    """A bfloat16 output rounds away most of what another order of summation changes, so random probe rows can miss
-    a kernel that sums a few rows otherwise; the probes' rows (matmul.probe_rows) make every such row differ. Sizes
-    with 32, 16 and 32 rows past a multiple of 48, 5 weights each: the random rows miss some, the probes none."""
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float32])
+def test_probes_see_another_order_of_summation_through_output_rounding(dtype):
+    """A half-precision output rounds away most of what another order of summation changes, so random probe rows
+    can miss a kernel that sums a few rows otherwise (in bfloat16 here they do); the probes' cancelling rows
+    (matmul.probe_cases) make such rows differ. Sizes with 32, 16 and 32 rows past a multiple of 48, 5 weights
+    each: the probes catch every one; a row-independent kernel passes."""
     missed_by_random_rows = 0
     for seed in range(5):
         gen = torch.Generator().manual_seed(seed)
-        weight = (torch.randn(384, 1536, generator=gen) * 0.05).bfloat16()
-        bias = torch.randn(384, generator=gen).bfloat16()
+        weight = (torch.randn(384, 1536, generator=gen) * 0.05).to(dtype)
+        bias = torch.randn(384, generator=gen).to(dtype)
         for size in (128, 160, 224):
             assert not same_as_blocks(tail_reordered, weight, bias, None, rows=32, size=size), (seed, size)
             x = random_rows(size, weight, torch.Generator().manual_seed(size))
             blocks = torch.cat([tail_reordered(block, weight, bias) for block in x.split(32)])
             missed_by_random_rows += torch.equal(tail_reordered(x, weight, bias), blocks)
         assert not rows_independent(odd_rows_reordered, weight, bias, None, rows=32), seed
-    assert missed_by_random_rows > 0  # else this test would not show what the probe rows add
-    row_independent = (torch.randn(384, 1536) * 0.05).bfloat16(), torch.randn(384).bfloat16()
-    assert same_as_blocks(row_by_row, *row_independent, None, rows=32, size=128)
-    assert rows_independent(row_by_row, *row_independent, None, rows=32)
+    if dtype == torch.bfloat16:
+        assert missed_by_random_rows > 0  # else this test would not show what the cancelling rows add
+    gen = torch.Generator().manual_seed(5)
+    weight, bias = (torch.randn(384, 1536, generator=gen) * 0.05).to(dtype), torch.randn(384, generator=gen).to(dtype)
+    assert same_as_blocks(row_by_row, weight, bias, None, rows=32, size=128)
+    assert rows_independent(row_by_row, weight, bias, None, rows=32)
+
+
+def test_probe_copy_of_the_weight_takes_the_weights_path():
+    """The cancelling probe's weight matches the model's in what a kernel may choose its code by, autograd included
+    (oneDNN hands calls that autograd records to F.linear); weights it cannot apply to get random rows alone."""
+    from minienc.matmul import probe_cases
+
+    weight = torch.nn.Parameter(torch.randn(8, 16))
+    with torch.enable_grad():
+        (_, none), (copy, big) = probe_cases(weight)
+    assert none is None and big > 0
+    assert copy.requires_grad and copy.dtype == weight.dtype and copy.shape == weight.shape
+    assert torch.equal(copy[:, 1:-1], weight.detach()[:, 1:-1]) and (copy[:, [0, -1]] == 1).all()
+    for odd in (torch.randn(8, 2), torch.full((8, 16), float("inf")), torch.zeros(8, 16), torch.ones(8, 16).long()):
+        assert len(probe_cases(odd)) == 1, odd
 
 
 def neighbour_dependent(x, weight, bias, activation=None):
