@@ -36,6 +36,9 @@ call and the call's shape. Those last two are checked, not assumed, on the machi
   every row the bits that calls of one block give it; where it does not, the k blocks go in calls of powers of two
   of blocks, the largest first (37: 32, 4 and 1), each size probed too, and halved where it fails, down to one. So a
   kernel that changes its code above some size still merges below it, with few sizes to probe.
+- a lone short text would pay for a whole block, so rows that fill less than one block go in one call of that many
+  rows where it is a multiple of TAIL_ROWS and a probe (`same_as_blocks`, once per size) showed that it gives each
+  row the bits a one-block call gives it; elsewhere they are topped up to a block as before.
 Both probes run twice: on random rows, and on rows built so that a change in the order of summation shows in the
 output's bits even through bfloat16 rounding (`probe_cases`).
 """
@@ -201,6 +204,7 @@ def same_as_blocks(kernel: MatmulFn, weight: torch.Tensor, bias: torch.Tensor | 
 
 
 BLOCKS_PER_CALL = 64  # RowBlocks' largest call, in blocks
+TAIL_ROWS = 16  # rows under one block go in calls of a multiple of this many, where the probe allows
 
 
 class RowBlocks:
@@ -218,6 +222,7 @@ class RowBlocks:
         self.kernel, self.rows, self.name, self.blocks_per_call = kernel, rows, name, blocks_per_call
         self.probed: dict[tuple, bool] = {}  # key -> rows independent in one block
         self.merged: dict[tuple, bool] = {}  # (key, blocks) -> a call of that many blocks rounds as one block does
+        self.tails: dict[tuple, bool] = {}  # (key, rows) -> a call of fewer rows than a block rounds as one block does
 
     @staticmethod
     def key(weight: torch.Tensor, bias: torch.Tensor | None, activation: str | None) -> tuple:
@@ -244,6 +249,16 @@ class RowBlocks:
             self.merged[key] = blocks == 1 or same_as_blocks(self.kernel, weight, bias, activation, self.rows,
                                                              blocks * self.rows)
         return self.merged[key]
+
+    def tail_fits(self, rows: int, weight: torch.Tensor, bias: torch.Tensor | None, activation: str | None) -> bool:
+        """Whether `rows` rows, fewer than a block, may go in a call of their own: a multiple of TAIL_ROWS that a
+        one-block call rounds as calls of that many rows do (probed once)."""
+        if rows >= self.rows or rows % TAIL_ROWS or self.rows % TAIL_ROWS:
+            return False
+        key = (self.key(weight, bias, activation), rows)
+        if key not in self.tails:
+            self.tails[key] = same_as_blocks(self.kernel, weight, bias, activation, rows, self.rows)
+        return self.tails[key]
 
     def __call__(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
                  activation: str | None = None) -> torch.Tensor:
@@ -272,9 +287,11 @@ class RowBlocks:
 
     def call(self, part: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
              activation: str | None) -> torch.Tensor:
-        """(m, in) rows, m at most a part's worth -> (m, out), topped up to whole blocks and multiplied in the calls
-        that `plan` gives."""
+        """(m, in) rows, m at most a part's worth -> (m, out): rows under one block in a call of their own where
+        `tail_fits`, else topped up to whole blocks and multiplied in the calls that `plan` gives."""
         m = part.shape[0]
+        if self.tail_fits(m, weight, bias, activation):
+            return self.kernel(part, weight, bias, activation)
         blocks = -(-m // self.rows)
         if blocks * self.rows > m:
             part = torch.cat([part, part.new_zeros(blocks * self.rows - m, part.shape[1])])

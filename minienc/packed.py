@@ -10,7 +10,8 @@ work token by token, attention sees only the text itself, and the linear layers 
 `run_packed` tops the row up to whole row blocks with filler: texts of padding tokens, run like any other text and
 dropped after. Without it every linear layer would copy its input to top its last block up with zeros (README,
 "How batch invariance is built", says what that cost); the filler costs the same arithmetic and a little attention,
-and changes no bit of the real texts' results.
+and changes no bit of the real texts' results. A row shorter than one block (a lone query) is topped up only to a
+multiple of matmul.TAIL_ROWS, which the linear layers may run as a call of its own (RowBlocks.tail_fits).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from itertools import accumulate
 import numpy as np
 import torch
 
+from .matmul import TAIL_ROWS
 from .model import Encoder
 from .tokenizer import Tokens
 
@@ -49,8 +51,9 @@ def run_packed(encoder: Encoder, texts: Sequence[Tokens], device: torch.device |
 
 def filler(n: int, encoder: Encoder) -> list[Tokens]:
     """Texts of padding tokens, none longer than the model's positions, that top n tokens up to a whole number of
-    the encoder's row blocks (none where it has no row blocks)."""
-    missing = -n % (encoder.row_block or 1)
+    the encoder's row blocks, or, under one block, to a multiple of TAIL_ROWS (none where it has no row blocks)."""
+    block = encoder.row_block or 1
+    missing = -n % (TAIL_ROWS if n < block and block % TAIL_ROWS == 0 else block)
     longest, pad = encoder.config.max_tokens, encoder.config.pad_token_id
     sizes = [longest] * (missing // longest) + ([missing % longest] if missing % longest else [])
     return [Tokens(np.full(size, pad, dtype=np.int32), np.zeros(size, dtype=np.int32), False) for size in sizes]

@@ -136,6 +136,34 @@ def test_row_blocks_merge_calls_only_where_the_probe_allows():
             assert len(sizes) == expected and all(size in (16, 32, 48, 64) for size in sizes), (kernel, n, sizes)
 
 
+def test_rows_under_a_block_go_in_a_call_of_their_own_where_the_probe_allows():
+    """Rows that fill less than one block (a lone query) go in one call of their own when they are a multiple of
+    TAIL_ROWS and the probe showed such a call rounds as a block does: a kernel row-independent by construction gets
+    it, one that depends on every size gets a whole block. Every row gets the bits of a one-block call."""
+    gen = torch.Generator().manual_seed(0)
+    weight, bias = torch.randn(8, 16, generator=gen), torch.randn(8, generator=gen)
+    x = torch.randn(80, 16, generator=gen)
+    # rows -> call sizes: under a block, a multiple of 16 or not; a block and a bit (two blocks, merged)
+    for kernel, expected in ((row_by_row, {16: [16], 48: [48], 20: [64], 80: [128]}),
+                             (shape_dependent, {16: [64], 48: [64], 20: [64], 80: [64, 64]})):
+        sizes = []
+        counted = lambda x, w, b, a=None, kernel=kernel: sizes.append(x.shape[0]) or kernel(x, w, b, a)  # noqa: E731
+        blocked = RowBlocks(counted, rows=64)
+        one_block = torch.cat([kernel(block, weight, bias) for block in F.pad(x, (0, 0, 0, 48)).split(64)])
+        for n, calls in expected.items():
+            blocked(x[:n], weight, bias)  # the first time, probes the sizes it needs
+            sizes.clear()
+            assert torch.equal(blocked(x[:n], weight, bias), one_block[:n])
+            assert sizes == calls, (kernel, n, sizes)
+
+
+def test_filler_tops_a_row_under_one_block_up_to_tail_rows():
+    model = minienc.SentenceEncoder.from_pretrained(WEIGHTS / "tiny-bert", row_block=64)
+    assert [sum(len(t.ids) for t in filler(n, model.encoder)) for n in (1, 16, 17, 63, 64, 65)] == [15, 0, 15, 1, 0, 63]
+    odd = minienc.SentenceEncoder.from_pretrained(WEIGHTS / "tiny-bert", row_block=40)  # not a multiple of 16
+    assert sum(len(t.ids) for t in filler(1, odd.encoder)) == 39
+
+
 def split_sum(x: torch.Tensor, weight: torch.Tensor, rows: slice) -> torch.Tensor:
     """x @ weight.T in float32, one row per call (so a row's bits never depend on the others), with the given rows
     summed in another order (the first 8 inputs apart), rounded to x's dtype: the kind of difference a kernel makes
