@@ -24,7 +24,8 @@ transformers' bits. SentenceEncoder's packed execution on the CPU takes fastest_
 
 Row blocks (`RowBlocks`): a kernel chooses its blocking, threading and order of summation from the matrix shape, so
 the same row can round differently in a matrix of 9 rows and in one of 900. Cut every matrix into whole blocks of
-`rows` rows (the last one topped up with zeros) and each kernel call is a whole number of blocks; a matrix
+`rows` rows (the last one topped up with zeros) and each kernel call is a whole number of blocks (or, below one
+block, a probed tail size: see the last point below); a matrix
 multiply has no data flow between rows, so a row's result can then depend only on its own values, its place in the
 call and the call's shape. Those last two are checked, not assumed, on the machine itself:
 - the first call for each weight shape, dtype, device and thread count runs a probe (`rows_independent`): in a call
@@ -36,9 +37,10 @@ call and the call's shape. Those last two are checked, not assumed, on the machi
   every row the bits that calls of one block give it; where it does not, the k blocks go in calls of powers of two
   of blocks, the largest first (37: 32, 4 and 1), each size probed too, and halved where it fails, down to one. So a
   kernel that changes its code above some size still merges below it, with few sizes to probe.
-- a lone short text would pay for a whole block, so rows that fill less than one block go in one call of that many
-  rows where it is a multiple of TAIL_ROWS and a probe (`same_as_blocks`, once per size) showed that it gives each
-  row the bits a one-block call gives it; elsewhere they are topped up to a block as before.
+- a lone short text would pay for a whole block, so rows that fill less than one block (a lone text, a small
+  batch) go in one call of that many rows where it is a multiple of TAIL_ROWS and a probe (`tail_same_as_block`,
+  once per size) showed that it gives each row the bits a one-block call gives it; elsewhere they are topped up to
+  a block.
 Both probes run twice: on random rows, and on rows built so that a change in the order of summation shows in the
 output's bits even through bfloat16 rounding (`probe_cases`).
 """
@@ -191,6 +193,17 @@ def rows_independent(kernel: MatmulFn, weight: torch.Tensor, bias: torch.Tensor 
     return True
 
 
+def tail_same_as_block(kernel: MatmulFn, weight: torch.Tensor, bias: torch.Tensor | None, activation: str | None,
+                       tail: int, rows: int) -> bool:
+    """Whether a call of `tail` rows gives each of them the bits it gets in a call of `rows` rows (one block) at the
+    same place, for each of `probe_cases` (that place does not matter in a block: `rows_independent`)."""
+    for case, big in probe_cases(weight):
+        x = probe_rows(rows, case, torch.Generator().manual_seed(tail), big)
+        if not torch.equal(kernel(x[:tail], case, bias, activation).detach(), kernel(x, case, bias, activation)[:tail]):
+            return False
+    return True
+
+
 def same_as_blocks(kernel: MatmulFn, weight: torch.Tensor, bias: torch.Tensor | None, activation: str | None,
                    rows: int, size: int) -> bool:
     """Whether one call of `size` rows gives every row the bits it gets in calls of `rows` rows, for each of
@@ -211,7 +224,8 @@ class RowBlocks:
     """A kernel run on whole blocks of `rows` rows (see the module docstring): the same signature as a kernel.
 
     A matrix goes in parts of `blocks_per_call` blocks, the last one topped up with zero rows to whole blocks, each
-    part in one call or, where the probe refuses that, in calls of powers of two of blocks (`plan`). Each new weight
+    part in one call or, where the probe refuses that, in calls of powers of two of blocks (`plan`); rows under one
+    block in a call of their own where `tail_fits`. Each new weight
     shape, activation, dtype, device or thread count is probed on its first call (`check`): a kernel that fails is
     reported with a warning, once. A call of several blocks is probed before its first use (`merges`) and, where it
     would round a row otherwise than one block does, is not made."""
@@ -253,11 +267,11 @@ class RowBlocks:
     def tail_fits(self, rows: int, weight: torch.Tensor, bias: torch.Tensor | None, activation: str | None) -> bool:
         """Whether `rows` rows, fewer than a block, may go in a call of their own: a multiple of TAIL_ROWS that a
         one-block call rounds as calls of that many rows do (probed once)."""
-        if rows >= self.rows or rows % TAIL_ROWS or self.rows % TAIL_ROWS:
+        if not 0 < rows < self.rows or rows % TAIL_ROWS or self.rows % TAIL_ROWS:
             return False
         key = (self.key(weight, bias, activation), rows)
         if key not in self.tails:
-            self.tails[key] = same_as_blocks(self.kernel, weight, bias, activation, rows, self.rows)
+            self.tails[key] = tail_same_as_block(self.kernel, weight, bias, activation, rows, self.rows)
         return self.tails[key]
 
     def __call__(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,

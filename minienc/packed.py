@@ -5,13 +5,14 @@ LayerNorm on the N real tokens only, restarts positions at each text, and runs a
 
 It also makes a text's vector independent of its batch, by construction: LayerNorm, activations and residuals
 work token by token, attention sees only the text itself, and the linear layers run on fixed blocks of rows
-(matmul.RowBlocks), so every kernel call is a whole number of blocks whatever the batch holds.
+(matmul.RowBlocks), so every kernel call is a whole number of blocks whatever the batch holds, or, for a row under
+one block, a call that a probe showed to round as a block does.
 
 `run_packed` tops the row up to whole row blocks with filler: texts of padding tokens, run like any other text and
 dropped after. Without it every linear layer would copy its input to top its last block up with zeros (README,
 "How batch invariance is built", says what that cost); the filler costs the same arithmetic and a little attention,
-and changes no bit of the real texts' results. A row shorter than one block (a lone query) is topped up only to a
-multiple of matmul.TAIL_ROWS, which the linear layers may run as a call of its own (RowBlocks.tail_fits).
+and changes no bit of the real texts' results. A row shorter than one block (a lone query, a small batch) is topped
+up only to a multiple of matmul.TAIL_ROWS, which the linear layers may run as a call of its own (RowBlocks.tail_fits).
 """
 
 from __future__ import annotations
@@ -42,7 +43,8 @@ def pack(texts: Sequence[Tokens], device: torch.device | str | None = None
 def run_packed(encoder: Encoder, texts: Sequence[Tokens], device: torch.device | str | None = None
                ) -> tuple[torch.Tensor, list[tuple[int, int]]]:
     """Tokenized texts through the encoder in one packed row -> their tokens' hidden states end to end, (N, H), and
-    each text's (start, end); the row runs topped up with filler to whole row blocks (see the module docstring)."""
+    each text's (start, end); the row runs topped up with filler to whole row blocks, or under one block to a multiple
+    of TAIL_ROWS (see the module docstring)."""
     n = sum(len(t.ids) for t in texts)
     batch, spans = pack([*texts, *filler(n, encoder)], device=device)
     hidden = encoder(**batch, spans=spans)[0]  # (N + filler, H)

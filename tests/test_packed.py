@@ -139,12 +139,15 @@ def test_row_blocks_merge_calls_only_where_the_probe_allows():
 def test_rows_under_a_block_go_in_a_call_of_their_own_where_the_probe_allows():
     """Rows that fill less than one block (a lone query) go in one call of their own when they are a multiple of
     TAIL_ROWS and the probe showed such a call rounds as a block does: a kernel row-independent by construction gets
-    it, one that depends on every size gets a whole block. Every row gets the bits of a one-block call."""
+    it, one that rounds otherwise under 32 rows gets it from 32 rows, one that depends on every size gets a whole
+    block. Every row gets the bits of a one-block call."""
     gen = torch.Generator().manual_seed(0)
     weight, bias = torch.randn(8, 16, generator=gen), torch.randn(8, generator=gen)
     x = torch.randn(80, 16, generator=gen)
     # rows -> call sizes: under a block, a multiple of 16 or not; a block and a bit (two blocks, merged)
+    under_32 = lambda x, w, b, a=None: row_by_row(x, w, b, a) + 1e-3 * (x.shape[0] < 32)  # noqa: E731
     for kernel, expected in ((row_by_row, {16: [16], 48: [48], 20: [64], 80: [128]}),
+                             (under_32, {16: [64], 32: [32], 48: [48], 80: [128]}),
                              (shape_dependent, {16: [64], 48: [64], 20: [64], 80: [64, 64]})):
         sizes = []
         counted = lambda x, w, b, a=None, kernel=kernel: sizes.append(x.shape[0]) or kernel(x, w, b, a)  # noqa: E731
