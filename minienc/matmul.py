@@ -25,9 +25,9 @@ transformers' bits. SentenceEncoder's packed execution on the CPU takes fastest_
 Row blocks (`RowBlocks`): a kernel chooses its blocking, threading and order of summation from the matrix shape, so
 the same row can round differently in a matrix of 9 rows and in one of 900. Cut every matrix into whole blocks of
 `rows` rows (the last one topped up with zeros) and each kernel call is a whole number of blocks (or, below one
-block, a probed tail size: see the last point below); a matrix
-multiply has no data flow between rows, so a row's result can then depend only on its own values, its place in the
-call and the call's shape. Those last two are checked, not assumed, on the machine itself:
+block, a probed tail size: see the last point below); a matrix multiply has no data flow between rows, so a row's
+result can then depend only on its own values, its place in the call and the call's shape. Those last two are
+checked, not assumed, on the machine itself:
 - the first call for each weight shape, dtype, device and thread count runs a probe (`rows_independent`): in a call
   of one block, does a row get the same bits wherever it sits and whatever the other rows hold? A kernel that fails
   is reported with a warning, and `check` returns False (`SentenceEncoder.batch_invariant` reads it);
@@ -41,7 +41,7 @@ call and the call's shape. Those last two are checked, not assumed, on the machi
   batch) go in one call of that many rows where it is a multiple of TAIL_ROWS and a probe (`tail_same_as_block`,
   once per size) showed that it gives each row the bits a one-block call gives it; elsewhere they are topped up to
   a block.
-Both probes run twice: on random rows, and on rows built so that a change in the order of summation shows in the
+Every probe runs twice: on random rows, and on rows built so that a change in the order of summation shows in the
 output's bits even through bfloat16 rounding (`probe_cases`).
 """
 
@@ -176,7 +176,8 @@ def rows_independent(kernel: MatmulFn, weight: torch.Tensor, bias: torch.Tensor 
         gen = torch.Generator().manual_seed(0)
         x = probe_rows(rows, case, gen, big)
         y = kernel(x, case, bias, activation).detach()
-        def same(block: torch.Tensor, keep: slice, case=case, y=y) -> bool:
+
+        def same(block: torch.Tensor, keep: slice) -> bool:  # used within this iteration only
             return torch.equal(kernel(block, case, bias, activation).detach()[keep], y[keep])
 
         for shift in sorted({1, rows // 2 + 1, rows - 1} - {0, rows}):
@@ -225,9 +226,8 @@ class RowBlocks:
 
     A matrix goes in parts of `blocks_per_call` blocks, the last one topped up with zero rows to whole blocks, each
     part in one call or, where the probe refuses that, in calls of powers of two of blocks (`plan`); rows under one
-    block in a call of their own where `tail_fits`. Each new weight
-    shape, activation, dtype, device or thread count is probed on its first call (`check`): a kernel that fails is
-    reported with a warning, once. A call of several blocks is probed before its first use (`merges`) and, where it
+    block in a call of their own where `tail_fits`. Each new weight shape, activation, dtype, device or thread count
+    is probed on its first call (`check`): a kernel that fails is reported with a warning, once. A call of several blocks is probed before its first use (`merges`) and, where it
     would round a row otherwise than one block does, is not made."""
 
     def __init__(self, kernel: MatmulFn, rows: int, name: str = "kernel", blocks_per_call: int = BLOCKS_PER_CALL):

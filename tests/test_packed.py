@@ -17,7 +17,7 @@ from sentence_transformers.sentence_transformer.modules import Dense, Normalize,
 
 import minienc
 import minienc.batching
-from minienc.matmul import RowBlocks, random_rows, rows_independent, same_as_blocks, torch_linear
+from minienc.matmul import RowBlocks, probe_cases, random_rows, rows_independent, same_as_blocks, torch_linear
 from minienc.packed import filler, pack, run_packed
 from minienc.sentence import ROW_BLOCKS
 
@@ -172,7 +172,7 @@ def split_sum(x: torch.Tensor, weight: torch.Tensor, rows: slice) -> torch.Tenso
     summed in another order (the first 8 inputs apart), rounded to x's dtype: the kind of difference a kernel makes
     when it picks other code for some rows."""
     xf, wf = x.float(), weight.float()
-    y = torch.stack([wf @ row for row in xf]) if len(xf) else xf @ wf.T
+    y = torch.stack([wf @ row for row in xf])
     for i in range(*rows.indices(len(xf))):
         y[i] = wf[:, :8] @ xf[i, :8] + wf[:, 8:] @ xf[i, 8:]
     return y.to(x.dtype)
@@ -216,8 +216,6 @@ def test_probes_see_another_order_of_summation_through_output_rounding(dtype):
 def test_probe_copy_of_the_weight_takes_the_weights_path():
     """The cancelling probe's weight matches the model's in what a kernel may choose its code by, autograd included
     (oneDNN hands calls that autograd records to F.linear); weights it cannot apply to get random rows alone."""
-    from minienc.matmul import probe_cases
-
     weight = torch.nn.Parameter(torch.randn(8, 16))
     with torch.enable_grad():
         (_, none), (copy, big) = probe_cases(weight)
