@@ -227,8 +227,9 @@ class RowBlocks:
     A matrix goes in parts of `blocks_per_call` blocks, the last one topped up with zero rows to whole blocks, each
     part in one call or, where the probe refuses that, in calls of powers of two of blocks (`plan`); rows under one
     block in a call of their own where `tail_fits`. Each new weight shape, activation, dtype, device or thread count
-    is probed on its first call (`check`): a kernel that fails is reported with a warning, once. A call of several blocks is probed before its first use (`merges`) and, where it
-    would round a row otherwise than one block does, is not made."""
+    is probed on its first call (`check`): a kernel that fails is reported with a warning, once. A call of several
+    blocks is probed before its first use (`merges`) and, where it would round a row otherwise than one block does,
+    is not made."""
 
     def __init__(self, kernel: MatmulFn, rows: int, name: str = "kernel", blocks_per_call: int = BLOCKS_PER_CALL):
         if rows < 1 or blocks_per_call < 1:
