@@ -2,14 +2,18 @@
 # Builds the virtual environments of the peers that scripts/bench.py compares minienc with: sentence-transformers
 # on its ONNX Runtime and OpenVINO backends. They live apart from the test environment because their pins clash
 # with it (the ONNX extra holds transformers below 4.58, the OpenVINO one below 5.6); the benchmark drives each
-# through scripts/peer_worker.py, run with that venv's python.
+# through scripts/peer_worker.py, run with that venv's python. A third holds FlagEmbedding (its imports fail under
+# transformers 5), which tests/test_m3.py runs where MINIENC_FLAGEMBEDDING_PYTHON names ROOT/flagembedding/bin/python.
 #
-#     scripts/peers.sh [ROOT]        # ROOT defaults to ~/.cache/minienc-peers; makes ROOT/onnx and ROOT/openvino
+#     scripts/peers.sh [ROOT [NAME...]]   # ROOT defaults to ~/.cache/minienc-peers; makes ROOT/onnx, openvino and
+#                                         # flagembedding, or the NAMEs given
 #
 # Safe to rerun: a venv that already loads its backend is kept as it is (delete its folder to rebuild it).
 set -euo pipefail
 
 root="${1:-$HOME/.cache/minienc-peers}"
+names=("${@:2}")
+[[ ${#names[@]} -gt 0 ]] || names=(onnx openvino flagembedding)
 # The CPU build of torch. Installed first and pinned in every later install: a bare `torch` requirement, or
 # torchvision's newest release (which needs torch 2.14), would otherwise pull a CUDA build of several GB.
 torch_pin="torch==2.13.0"
@@ -20,6 +24,7 @@ torchvision_pin="torchvision==0.28.0"
 build() {
     local name="$1" check="$2" venv="$root/$1"
     shift 2
+    [[ " ${names[*]} " == *" $name "* ]] || return 0
     if [[ -x "$venv/bin/python" ]] && "$venv/bin/python" -c "$check" 2>/dev/null; then
         echo "$name: $venv already loads its backend; kept"
         return
@@ -41,12 +46,13 @@ build() {
 # show NAME: the versions installed in ROOT/NAME (read from package metadata, which is fast) and its size
 show() {
     local venv="$root/$1"
+    [[ " ${names[*]} " == *" $1 "* ]] || return 0
     "$venv/bin/python" - "$1" <<'PY'
 import sys
 from importlib.metadata import PackageNotFoundError, version
 
 packages = ["sentence-transformers", "transformers", "torch", "optimum", "optimum-onnx", "onnxruntime", "onnx",
-            "optimum-intel", "openvino", "nncf", "numpy"]
+            "optimum-intel", "openvino", "nncf", "FlagEmbedding", "numpy"]
 found = []
 for package in packages:
     try:
@@ -64,5 +70,7 @@ build onnx "from optimum.onnxruntime import ORTModelForFeatureExtraction; import
     "sentence-transformers[onnx]"
 build openvino "from optimum.intel import OVModelForFeatureExtraction; import sentence_transformers" \
     "sentence-transformers[openvino]" "$torchvision_pin"
+build flagembedding "from FlagEmbedding import BGEM3FlagModel" "FlagEmbedding==1.4.2" "transformers<4.58"
 show onnx
 show openvino
+show flagembedding

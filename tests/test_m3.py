@@ -4,15 +4,21 @@ XLMRobertaModel; and the heads' conversion from pickles, the one place where min
 FlagEmbedding itself is not a test dependency (its package imports datasets, peft, accelerate and rerankers that
 transformers 5 breaks), so `Reference` below re-states its inference code, each step naming the function of
 FlagEmbedding/inference/embedder/encoder_only/m3.py (M3Embedder) or
-FlagEmbedding/finetune/embedder/encoder_only/m3/modeling.py (EncoderOnlyEmbedderM3Model...) it copies.
+FlagEmbedding/finetune/embedder/encoder_only/m3/modeling.py (EncoderOnlyEmbedderM3Model...) it copies. Where
+MINIENC_FLAGEMBEDDING_PYTHON names a python that has FlagEmbedding (scripts/peers.sh builds one),
+test_reference_is_flagembedding holds `Reference` to FlagEmbedding itself, run in that python
+(tests/flagembedding_worker.py).
 The model: weights/tiny-xlm-roberta (XLM-R, hidden 32, Unigram tokenizer) plus seeded heads saved as FlagEmbedding
 saves them, `torch.save(linear.state_dict(), "colbert_linear.pt")`.
 """
 
 from __future__ import annotations
 
+import json
+import os
 import pickle
 import shutil
+import subprocess
 from collections import defaultdict
 from pathlib import Path
 
@@ -217,6 +223,36 @@ def folder(request, tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def reference(folder) -> Reference:
     return Reference(folder)
+
+
+# --- the reference itself ---------------------------------------------------------------------------------------
+
+FLAGEMBEDDING_PYTHON = os.environ.get("MINIENC_FLAGEMBEDDING_PYTHON")
+ENCODE_OPTIONS = [{"max_length": 128}, {"max_length": 9}, {"max_length": 20, "batch_size": 3}]
+SCORE_OPTIONS = [{"batch_size": b, "max_query_length": 12, "max_passage_length": 20, "weights_for_different_modes": w}
+                 for b in (256, 3) for w in (None, [0.4, 0.2, 0.4])]
+
+
+@pytest.mark.skipif(not FLAGEMBEDDING_PYTHON, reason="MINIENC_FLAGEMBEDDING_PYTHON is not set: the python of a venv "
+                    "with FlagEmbedding (scripts/peers.sh builds ~/.cache/minienc-peers/flagembedding)")
+def test_reference_is_flagembedding(folder, reference):
+    """`Reference` (transformers 5 in this environment) gives FlagEmbedding's own outputs (its venv's transformers)
+    bit for bit: every encode output, every score, for the options the tests below use."""
+    request = {"folder": str(folder), "colbert_dim": reference.colbert_linear.out_features,
+               "threads": torch.get_num_threads(), "texts": TEXTS, "encode": ENCODE_OPTIONS,
+               "pairs": PAIRS, "score": SCORE_OPTIONS}
+    worker = Path(__file__).with_name("flagembedding_worker.py")
+    done = subprocess.run([FLAGEMBEDDING_PYTHON, str(worker)], input=json.dumps(request), capture_output=True,
+                          text=True, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    theirs = json.loads(done.stdout)
+    for options, flag in zip(ENCODE_OPTIONS, theirs["encode"]):
+        ours = reference.encode(TEXTS, **options)
+        assert np.array_equal(ours["dense_vecs"], np.array(flag["dense_vecs"], dtype=np.float32)), options
+        assert [{k: float(v) for k, v in w.items()} for w in ours["lexical_weights"]] == flag["lexical_weights"]
+        assert [c.tolist() for c in ours["colbert_vecs"]] == flag["colbert_vecs"], options
+    for options, flag in zip(SCORE_OPTIONS, theirs["score"]):
+        assert reference.compute_score(PAIRS, **options) == flag, options
 
 
 # --- the heads' files ---------------------------------------------------------------------------------------------
