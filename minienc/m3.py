@@ -206,13 +206,14 @@ class M3Encoder(nn.Module):
         return_dense: bool = True,
         return_sparse: bool = False,
         return_colbert_vecs: bool = False,
+        revision: str | None = None,
     ) -> M3Encoder:
         """A bge-m3 folder: XLM-R weights (model.safetensors), tokenizer.json, and the heads as .safetensors (see
         convert_heads). normalize_embeddings L2-normalizes the dense and ColBERT vectors, as FlagEmbedding does by
         default. batch_size, query_max_length, passage_max_length (capped at the model's positions) and the return_*
         flags are what encode() and compute_score() use when given None, FlagEmbedding's defaults. attention,
-        execution, matmul, row_block, device, dtype: as SentenceEncoder.from_pretrained."""
-        folder = resolve_model_dir(name_or_path)
+        execution, matmul, row_block, device, dtype, revision: as SentenceEncoder.from_pretrained."""
+        folder = resolve_model_dir(name_or_path, revision=revision)
         sentence = SentenceEncoder.from_pretrained(folder, pooling="cls", normalize=normalize_embeddings,
                                                    attention=attention, execution=execution, matmul=matmul,
                                                    row_block=row_block, device=device, dtype=dtype)

@@ -1,8 +1,9 @@
 """Shared fixtures: seeded random reference checkpoints built with transformers, the real all-MiniLM-L6-v2 folder,
-padded batches, and a guard that keeps every test off the network."""
+padded batches, a local Hugging Face cache writer, and a guard that keeps every test off the network."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 
@@ -48,6 +49,25 @@ def save_reference(folder: Path, family: str, seed: int = 0, model_class=None, *
     model = (model_class or default_class)(config)
     model.save_pretrained(folder)
     return folder
+
+
+def add_to_hf_cache(cache: Path, repo_id: str, folder: Path, commit: str, ref: str | None = None) -> None:
+    """Write folder's files into cache as huggingface_hub does: content-addressed blobs, a snapshot per commit
+    whose entries are relative symlinks to the blobs, and refs/<ref> holding the commit hash."""
+    repo = cache / ("models--" + repo_id.replace("/", "--"))
+    snapshot = repo / "snapshots" / commit
+    snapshot.mkdir(parents=True)
+    (repo / "blobs").mkdir(exist_ok=True)
+    for file in sorted(f for f in folder.rglob("*") if f.is_file()):
+        data = file.read_bytes()
+        blob = repo / "blobs" / hashlib.sha256(data).hexdigest()
+        blob.write_bytes(data)
+        entry = snapshot / file.relative_to(folder)
+        entry.parent.mkdir(parents=True, exist_ok=True)
+        os.symlink(os.path.relpath(blob, entry.parent), entry)
+    if ref is not None:
+        (repo / "refs").mkdir(exist_ok=True)
+        (repo / "refs" / ref).write_text(commit)
 
 
 @pytest.fixture(scope="session")

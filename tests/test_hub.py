@@ -3,8 +3,6 @@ conftest points the Hub endpoint at a closed local port."""
 
 from __future__ import annotations
 
-import hashlib
-import os
 from pathlib import Path
 
 import pytest
@@ -13,26 +11,9 @@ from huggingface_hub import constants
 
 import minienc
 
-from .conftest import TINY, padded_batch
+from .conftest import TINY, add_to_hf_cache, padded_batch
 
 REPO = "minienc-test/tiny-bert"
-
-
-def add_to_hf_cache(cache: Path, repo_id: str, folder: Path, commit: str, ref: str | None = None) -> None:
-    """Write folder's files into cache as huggingface_hub does: content-addressed blobs, a snapshot per commit
-    whose entries are relative symlinks to the blobs, and refs/<ref> holding the commit hash."""
-    repo = cache / ("models--" + repo_id.replace("/", "--"))
-    snapshot = repo / "snapshots" / commit
-    snapshot.mkdir(parents=True)
-    (repo / "blobs").mkdir(exist_ok=True)
-    for file in folder.iterdir():
-        data = file.read_bytes()
-        blob = repo / "blobs" / hashlib.sha256(data).hexdigest()
-        blob.write_bytes(data)
-        os.symlink(os.path.relpath(blob, snapshot), snapshot / file.name)
-    if ref is not None:
-        (repo / "refs").mkdir(exist_ok=True)
-        (repo / "refs" / ref).write_text(commit)
 
 
 @pytest.fixture

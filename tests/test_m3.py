@@ -32,6 +32,8 @@ import minienc.m3
 from minienc.checkpoint import CheckpointError
 from minienc.m3 import M3Encoder, convert_heads
 
+from .conftest import add_to_hf_cache
+
 WEIGHTS = Path(__file__).resolve().parent.parent / "weights"
 TEXTS = [
     "the the the encoder reads the the token",  # repeated ids: the lexical weight is the largest of them
@@ -315,6 +317,26 @@ def test_pickle_only_heads_name_the_command(tmp_path):
         M3Encoder.from_pretrained(folder)
     with pytest.raises(FileNotFoundError, match="has no colbert_linear.pt and no sparse_linear.pt"):
         convert_heads(folder)
+
+
+def test_repo_id_and_revision_from_the_hub_cache(tmp_path, monkeypatch):
+    """A Hub repo id resolves from the Hugging Face cache, at the revision asked for, heads included."""
+    from huggingface_hub import constants
+
+    cache, repo = tmp_path / "hub", "minienc-test/tiny-m3"
+    for seed, commit, ref in ((0, "a" * 40, "main"), (1, "b" * 40, "v1")):
+        folder = save_model(tmp_path / f"m{seed}", colbert_dim=16, seed=seed)
+        convert_heads(folder)
+        add_to_hf_cache(cache, repo, folder, commit, ref=ref)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    def colbert(name_or_path, **options) -> np.ndarray:
+        return M3Encoder.from_pretrained(name_or_path, **options).encode(TEXTS[0], return_colbert_vecs=True)[
+            "colbert_vecs"]
+
+    assert np.array_equal(colbert(repo), colbert(tmp_path / "m0"))
+    assert np.array_equal(colbert(repo, revision="v1"), colbert(tmp_path / "m1"))
+    assert not np.array_equal(colbert(tmp_path / "m0"), colbert(tmp_path / "m1"))  # the heads' seeds differ
 
 
 def test_head_of_the_wrong_width_is_refused(tmp_path):
