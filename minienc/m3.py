@@ -55,7 +55,7 @@ def convert_heads(folder: str | Path) -> list[Path]:
     refuses any other object the file names. Run it once, where you trust the files."""
     folder = Path(folder)
     if tuple(int(part) for part in torch.__version__.split(".")[:2]) < (2, 6):
-        raise RuntimeError(f"convert_heads needs torch 2.6 or later, whose torch.load(weights_only=True) cannot be "
+        raise ImportError(f"convert_heads needs torch 2.6 or later, whose torch.load(weights_only=True) cannot be "
                            f"made to run code (CVE-2025-32434); this is torch {torch.__version__}")
     missing = [f"{name}.pt" for name in HEADS if not (folder / f"{name}.pt").is_file()]
     if missing:

@@ -297,6 +297,20 @@ def test_convert_heads_runs_no_code_from_the_pickle(tmp_path):
         convert_heads(folder)
 
 
+def test_convert_heads_refuses_torch_before_2_6(tmp_path, monkeypatch, capsys):
+    """Before 2.6, weights_only=True could be made to run code: refused, from Python and as one CLI error line."""
+    from minienc.cli import main
+
+    folder = save_model(tmp_path / "m", colbert_dim=32)
+    capsys.readouterr()  # transformers' loading messages
+    monkeypatch.setattr(torch, "__version__", "2.5.1+cpu")
+    with pytest.raises(ImportError, match=r"needs torch 2.6 or later.*CVE-2025-32434.*this is torch 2.5.1"):
+        convert_heads(folder)
+    assert main(["convert-heads", str(folder)]) == 1
+    assert capsys.readouterr().err.startswith("minienc convert-heads: error: convert_heads needs torch 2.6 or later")
+    assert not (folder / "colbert_linear.safetensors").exists()
+
+
 def test_loading_never_unpickles(folder, monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("torch.load called while loading")
