@@ -17,54 +17,83 @@ Embeddings = torch.Tensor | np.ndarray | Sequence[torch.Tensor] | Sequence[np.nd
 
 
 def as_float_tensor(x: Embeddings) -> torch.Tensor:
-    """A tensor from an array, a tensor or a list of either; half precision widened to float32, since a product
-    rounded to 16 bits turns nearby scores into ties."""
+    """A tensor from an array, a tensor or a list of either (an empty list: no rows); half precision and integers
+    widened to float32: a product rounded to 16 bits turns nearby scores into ties, and quantized embeddings
+    (encode(precision="int8")) would overflow their own type (sentence-transformers multiplies them in it)."""
     if isinstance(x, np.ndarray):
         x = torch.from_numpy(x)
     elif not isinstance(x, torch.Tensor):
-        x = torch.stack([torch.from_numpy(v) if isinstance(v, np.ndarray) else v for v in x])
-    if x.is_floating_point() and torch.finfo(x.dtype).bits < 32:
+        rows = [torch.from_numpy(v) if isinstance(v, np.ndarray) else v for v in x]
+        x = torch.stack(rows) if rows else torch.empty(0, 0)
+    if not x.is_floating_point() or torch.finfo(x.dtype).bits < 32:
         x = x.float()
     return x
 
 
 def as_matrix(x: Embeddings) -> torch.Tensor:
     x = as_float_tensor(x)
-    return x[None] if x.dim() == 1 else x  # one vector -> (1, D)
+    if x.dim() == 1:
+        return x[None] if len(x) else x.reshape(0, 0)  # one vector -> (1, D); an empty 1-D tensor -> no rows
+    return x
+
+
+def as_matrices(a: Embeddings, b: Embeddings) -> tuple[torch.Tensor, torch.Tensor]:
+    """Both as (rows, D) matrices; no vectors at all (an empty list, array or 1-D tensor) are zero rows of the
+    other's width."""
+    a, b = as_matrix(a), as_matrix(b)
+    a = a if len(a) else a.new_empty(0, b.shape[1])
+    b = b if len(b) else b.new_empty(0, a.shape[1])
+    return a, b
 
 
 def cosine(a: Embeddings, b: Embeddings) -> torch.Tensor:
-    a, b = as_matrix(a), as_matrix(b)
+    a, b = as_matrices(a, b)
     return torch.mm(F.normalize(a, p=2, dim=-1), F.normalize(b, p=2, dim=-1).transpose(0, 1))
 
 
 def dot(a: Embeddings, b: Embeddings) -> torch.Tensor:
-    a, b = as_matrix(a), as_matrix(b)
+    a, b = as_matrices(a, b)
     return torch.mm(a, b.transpose(0, 1))
 
 
 def euclidean(a: Embeddings, b: Embeddings) -> torch.Tensor:
-    return -torch.cdist(as_matrix(a), as_matrix(b), p=2.0)
+    return -torch.cdist(*as_matrices(a, b), p=2.0)
 
 
 def manhattan(a: Embeddings, b: Embeddings) -> torch.Tensor:
-    return -torch.cdist(as_matrix(a), as_matrix(b), p=1.0)
+    return -torch.cdist(*as_matrices(a, b), p=1.0)
+
+
+def count(t: torch.Tensor) -> str:
+    return "one vector" if t.dim() == 1 else f"{len(t)} vector{'' if len(t) == 1 else 's'}"
+
+
+def as_pairs(a: Embeddings, b: Embeddings) -> tuple[torch.Tensor, torch.Tensor]:
+    """a and b for a pairwise function: as many vectors in each (no broadcasting of one against many)."""
+    a, b = as_float_tensor(a), as_float_tensor(b)
+    if a.shape[:-1] != b.shape[:-1]:
+        raise ValueError(f"pairwise similarity compares a[i] with b[i]: got {count(a)} and {count(b)}")
+    return a, b
 
 
 def pairwise_cosine(a: Embeddings, b: Embeddings) -> torch.Tensor:
-    return pairwise_dot(F.normalize(as_float_tensor(a), p=2, dim=-1), F.normalize(as_float_tensor(b), p=2, dim=-1))
+    a, b = as_pairs(a, b)
+    return pairwise_dot(F.normalize(a, p=2, dim=-1), F.normalize(b, p=2, dim=-1))
 
 
 def pairwise_dot(a: Embeddings, b: Embeddings) -> torch.Tensor:
-    return (as_float_tensor(a) * as_float_tensor(b)).sum(dim=-1)
+    a, b = as_pairs(a, b)
+    return (a * b).sum(dim=-1)
 
 
 def pairwise_euclidean(a: Embeddings, b: Embeddings) -> torch.Tensor:
-    return -torch.linalg.vector_norm(as_float_tensor(a) - as_float_tensor(b), dim=-1)
+    a, b = as_pairs(a, b)
+    return -torch.linalg.vector_norm(a - b, dim=-1)
 
 
 def pairwise_manhattan(a: Embeddings, b: Embeddings) -> torch.Tensor:
-    return -torch.sum(torch.abs(as_float_tensor(a) - as_float_tensor(b)), dim=-1)
+    a, b = as_pairs(a, b)
+    return -torch.sum(torch.abs(a - b), dim=-1)
 
 
 SimilarityFn = Callable[[Embeddings, Embeddings], torch.Tensor]

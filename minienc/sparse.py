@@ -31,7 +31,7 @@ from .model import Encoder, Linear
 from .packed import run_packed
 from .sentence import EXECUTIONS, ROW_BLOCK, SentenceEncoder, default_matmul
 from .sentence_folder import SentenceConfig
-from .similarity import SIMILARITIES, check_similarity
+from .similarity import SIMILARITIES, check_similarity, count
 from .tokenizer import TextTokenizer, Tokens
 
 # checkpoint name -> our name in MLMHead, per family. "bias" and "decoder.bias" are one tensor tied in transformers
@@ -414,25 +414,34 @@ class SparseEncoder(nn.Module):
 
 def as_float(x: Any) -> torch.Tensor:
     """A float tensor, sparse kept sparse, from a tensor, an array or a list of either (one row each), half
-    precision widened to float32 (as sentence-transformers v6.2 util._convert_to_float_tensor)."""
+    precision widened to float32 (as sentence-transformers v6.2 util._convert_to_float_tensor), and integers too."""
     if isinstance(x, (list, tuple)):
-        x = torch.stack([v.coalesce().float() if isinstance(v, torch.Tensor) and v.is_sparse else torch.as_tensor(v)
-                         for v in x])
+        rows = [v.coalesce().float() if isinstance(v, torch.Tensor) and v.is_sparse else torch.as_tensor(v) for v in x]
+        x = torch.stack(rows) if rows else torch.empty(0)
     x = torch.as_tensor(x)
-    return x.float() if x.is_floating_point() and torch.finfo(x.dtype).bits < 32 else x
+    return x.float() if not x.is_floating_point() or torch.finfo(x.dtype).bits < 32 else x
 
 
-def as_rows(x: Any) -> torch.Tensor:
-    x = as_float(x)
-    return x.unsqueeze(0) if x.dim() == 1 else x  # one vector -> (1, V)
+def as_rows(a: Any, b: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    """Both as (rows, V), sparse kept sparse: one vector is one row; no vectors (the empty 1-D tensor encode()
+    gives for no texts, or an empty list) are zero rows of the other's width."""
+    a, b = as_float(a), as_float(b)
+    a, b = (a.unsqueeze(0) if a.dim() == 1 and len(a) else a), (b.unsqueeze(0) if b.dim() == 1 and len(b) else b)
+    a = a if len(a) else torch.zeros(0, b.shape[-1], device=b.device).to_sparse()
+    b = b if len(b) else torch.zeros(0, a.shape[-1], device=a.device).to_sparse()
+    return a, b
 
 
 def dot(a: Any, b: Any) -> torch.Tensor:
-    return torch.mm(as_rows(a), as_rows(b).transpose(0, 1)).to_dense()  # sparse x sparse stays sparse until here
+    a, b = as_rows(a, b)
+    return torch.mm(a, b.transpose(0, 1)).to_dense()  # sparse x sparse stays sparse until here
 
 
 def pairwise_dot(a: Any, b: Any) -> torch.Tensor:
-    return (as_float(a) * as_float(b)).sum(dim=-1).to_dense()
+    a, b = as_float(a), as_float(b)
+    if a.shape[:-1] != b.shape[:-1]:
+        raise ValueError(f"pairwise similarity compares a[i] with b[i]: got {count(a)} and {count(b)}")
+    return (a * b).sum(dim=-1).to_dense()
 
 
 def densified(fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> Callable[[Any, Any], torch.Tensor]:

@@ -168,6 +168,18 @@ def test_similarity_like_sentence_transformers(layouts, reference):
     assert torch.allclose(ours.similarity(expected, expected), st.similarity(expected, expected), atol=1e-6)
 
 
+def test_similarity_of_no_texts_and_of_unequal_pairs(layouts, reference):
+    st, expected = reference["mlm_transformer"]
+    ours = OurSparseEncoder.from_pretrained(layouts["mlm_transformer"])
+    none = ours.encode([])  # as sentence-transformers: an empty 1-D tensor
+    for name in ("dot", "cosine"):
+        ours.similarity_fn_name = name
+        assert ours.similarity(none, expected).shape == (0, len(TEXTS_SPARSE))
+        assert ours.similarity(expected, []).shape == (len(TEXTS_SPARSE), 0)
+        with pytest.raises(ValueError, match=rf"compares a\[i\] with b\[i\]: got {len(TEXTS_SPARSE)} vectors and 1 vector$"):
+            ours.similarity_pairwise(expected, expected.index_select(0, torch.tensor([0])))
+
+
 def test_max_active_dims_prompts_and_similarity_from_the_folder(mlm, tmp_path):
     """max_active_dims keeps each vector's largest values, from the folder or per call; prompts and similarity_fn_name
     come from the folder as well."""

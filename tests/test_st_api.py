@@ -126,6 +126,30 @@ def test_similarity_functions(pair, name):
         ours.similarity_fn_name = st.similarity_fn_name = "cosine"
 
 
+@pytest.mark.parametrize("name", ["cosine", "dot", "euclidean", "manhattan"])
+def test_similarity_of_odd_inputs(pair, name):
+    """Where sentence-transformers overflows or fails, minienc gives the value: quantized vectors are compared in
+    float32, no vectors give an empty matrix, and pairwise inputs of different lengths are an error."""
+    ours, _, _ = pair
+    ours.similarity_fn_name = name
+    try:
+        vectors = ours.encode(TEXTS[:5])
+        quantized = ours.encode(TEXTS[:5], precision="int8")
+        expected = ours.similarity(quantized.astype(np.float32), quantized.astype(np.float32))
+        assert torch.equal(ours.similarity(quantized, quantized), expected)
+        if name == "dot":  # what sentence-transformers gives: products summed in int8
+            assert not torch.equal(torch.mm(*(torch.from_numpy(q) for q in (quantized, quantized.T))).float(), expected)
+        assert ours.similarity(ours.encode([]), vectors).shape == (0, 5)
+        assert ours.similarity(vectors, []).shape == (5, 0)
+        assert ours.similarity_pairwise([], []).shape == (0,)
+        with pytest.raises(ValueError, match=r"compares a\[i\] with b\[i\]: got 5 vectors and 2 vectors"):
+            ours.similarity_pairwise(vectors, vectors[:2])
+        with pytest.raises(ValueError, match="got one vector and 2 vectors"):
+            ours.similarity_pairwise(vectors[0], vectors[:2])
+    finally:
+        ours.similarity_fn_name = "cosine"
+
+
 def test_similarity_fn_name_read_from_the_folder(tmp_path):
     model = SentenceTransformer(str(WEIGHTS / "tiny-bert"), device="cpu", similarity_fn_name="manhattan")
     model.save_pretrained(str(tmp_path / "st"))
