@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import __version__
+from . import __version__, corpus
 from .attention import ATTENTION
 from .devices import DTYPES, check_device, check_dtype
 from .matmul import MATMUL
@@ -35,18 +35,23 @@ def decode_lines(data: bytes, name: str) -> list[str]:
     return texts
 
 
-def read_texts(texts: list[str], input_path: str | None, option: str = "--input") -> list[str]:
-    """Texts from the arguments, then one text per line from a file (- for standard input)."""
+def read_texts(texts: list[str], input_path: str | None, option: str = "--input", text_field: str = "text"
+               ) -> list[str]:
+    """Texts from the arguments, then those of a file (- for standard input): one text per line, or the text field
+    of each record of a .jsonl or .parquet file. A file may hold none; no arguments and no file is an error."""
     texts = list(texts)
+    if input_path is None and not texts:
+        raise ValueError(f"no text given: pass texts as arguments or {option} FILE (- for standard input)")
     if input_path == "-":
         texts += decode_lines(sys.stdin.buffer.read(), f"{option} - (standard input)")
     elif input_path is not None:
         path = Path(input_path)
         if not path.is_file():
             raise FileNotFoundError(f"{option} {path}: no such file")
-        texts += decode_lines(path.read_bytes(), f"{option} {path}")
-    if not texts:
-        raise ValueError(f"no text given: pass texts as arguments or {option} FILE (- for standard input)")
+        if corpus.input_format(path) == "text":
+            texts += decode_lines(path.read_bytes(), f"{option} {path}")
+        else:
+            texts += [text for _, text in corpus.read_records(path, text_field)]
     return texts
 
 
@@ -108,7 +113,7 @@ def cmd_encode(args: argparse.Namespace) -> None:
         return encode_corpus(args)
     if args.output is not None:
         check_writable(args.output, args.overwrite)
-    texts = read_texts(args.texts, args.input)
+    texts = read_texts(args.texts, args.input, text_field=args.text_field)
     model = load_model(args)
     progress = args.progress if args.progress is not None else sys.stderr.isatty() and len(texts) > args.batch_size
     vectors = model.encode(
@@ -124,8 +129,6 @@ def cmd_encode(args: argparse.Namespace) -> None:
 
 def encode_corpus(args: argparse.Namespace) -> None:
     """--output FOLDER: stream --input into shards, resumable (minienc/corpus.py)."""
-    from . import corpus
-
     if args.input in (None, "-") or args.texts:
         raise ValueError("--output FOLDER streams a corpus: give it as --input FILE (.txt, .jsonl or .parquet); "
                          "for texts as arguments, use --output NAME.npy or NAME.jsonl")
@@ -141,6 +144,7 @@ def encode_corpus(args: argparse.Namespace) -> None:
                 "execution": args.execution, "matmul": args.matmul, "attention": args.attention, "device": args.device,
                 "dtype": resolved_dtype(args), "batch_size": args.batch_size, "token_budget": args.token_budget}
     folder = Path(args.output)
+    next(corpus.read_records(path, args.text_field, args.id_field), None)  # a missing field fails before any output
     done = corpus.prepare_output(folder, settings, args.resume, args.overwrite)
     model = load_model(args)
     records = corpus.read_records(path, args.text_field, args.id_field)
@@ -195,12 +199,16 @@ def cmd_convert_heads(args: argparse.Namespace) -> None:
 
 def cmd_similarity(args: argparse.Namespace) -> None:
     first = read_texts(args.texts, args.input)
+    if not first:
+        raise ValueError(f"--input {args.input} holds no text")
     if args.to is None and args.to_input is None:
         if len(first) != 2:
             raise ValueError("give the second list with --to TEXT ... or --to-input FILE (or exactly two texts)")
         first, second = first[:1], first[1:]
     else:
         second = read_texts(args.to or [], args.to_input, option="--to-input")
+        if not second:
+            raise ValueError(f"--to-input {args.to_input} holds no text")
     model = load_model(args)
     scores = model.similarity(model.encode(first), model.encode(second))  # (len(first), len(second))
     if scores.numel() == 1:

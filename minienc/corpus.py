@@ -33,7 +33,18 @@ def input_format(path: Path) -> str:
 
 
 def read_records(path: Path, text_field: str = "text", id_field: str | None = None) -> Iterator[tuple[object, str]]:
-    """(id, text) for every text of the file, in order, read as it goes."""
+    """(id, text) for every text of the file, in order, read as it goes. Ids are all integers or all strings."""
+    first = None
+    for number, id_, text in numbered_records(path, text_field, id_field):
+        first = first or (number, type(id_))
+        if type(id_) is not first[1]:
+            raise ValueError(f"--input {path}: record {number}: the id {id_!r} is {type(id_).__name__}, that of record "
+                             f"{first[0]} {first[1].__name__}; give ids of one kind")
+        yield id_, text
+
+
+def numbered_records(path: Path, text_field: str, id_field: str | None) -> Iterator[tuple[int, object, str]]:
+    """(record number, id, text): the number counts lines (text, JSON lines) or rows (parquet) from 1."""
     kind = input_format(path)
     if kind == "parquet":
         try:
@@ -41,12 +52,16 @@ def read_records(path: Path, text_field: str = "text", id_field: str | None = No
         except ImportError:
             raise ImportError("parquet input needs pyarrow: pip install 'minienc[parquet]'") from None
         columns = [text_field] + ([id_field] if id_field else [])
+        table = pq.ParquetFile(path)
+        for column, option in zip(columns, ("--text-field", "--id-field")):
+            if column not in table.schema_arrow.names:
+                raise ValueError(f"--input {path}: no column {column!r} ({option}); it has {table.schema_arrow.names}")
         row = 0
-        for batch in pq.ParquetFile(path).iter_batches(columns=columns):
+        for batch in table.iter_batches(columns=columns):
             data = batch.to_pydict()
             ids = data[id_field] if id_field else range(row + 1, row + batch.num_rows + 1)
             for i, (id_, text) in enumerate(zip(ids, data[text_field])):
-                yield check_id(id_, path, row + i + 1), check_text(text, path, row + i + 1, text_field)
+                yield row + i + 1, check_id(id_, path, row + i + 1), check_text(text, path, row + i + 1, text_field)
             row += batch.num_rows
         return
     with open(path, "rb") as f:
@@ -56,7 +71,7 @@ def read_records(path: Path, text_field: str = "text", id_field: str | None = No
             except UnicodeDecodeError:
                 raise ValueError(f"--input {path}: line {number} is not UTF-8") from None
             if kind == "text":
-                yield number, line
+                yield number, number, line
                 continue
             if not line.strip():  # a blank line in JSON lines holds no record
                 continue
@@ -69,7 +84,7 @@ def read_records(path: Path, text_field: str = "text", id_field: str | None = No
             if id_field and id_field not in record:
                 raise ValueError(f"--input {path}: line {number} has no field {id_field!r} (--id-field)")
             id_ = check_id(record[id_field], path, number) if id_field else number
-            yield id_, check_text(record[text_field], path, number, text_field)
+            yield number, id_, check_text(record[text_field], path, number, text_field)
 
 
 def check_text(text: object, path: Path, number: int, field: str) -> str:

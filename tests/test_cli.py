@@ -57,6 +57,30 @@ def test_input_lines_as_a_corpus_reads_them(tmp_path):
     assert [text for _, text in read_records(source)] == expected
 
 
+def test_jsonl_and_parquet_input_without_a_corpus_folder(minilm_dir, tmp_path, capsys):
+    """--input FILE.jsonl / .parquet reads their text field for every output, not only a corpus folder; an empty
+    file gives no vectors (as a corpus folder does), and similarity says the file holds no text."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    texts = ["first text", "", "third 🙂"]
+    (tmp_path / "in.jsonl").write_text("\n".join(json.dumps({"body": t}) for t in texts) + "\n", encoding="utf-8")
+    pq.write_table(pa.Table.from_pylist([{"body": t} for t in texts]), tmp_path / "in.parquet")
+    model = minienc.SentenceEncoder.from_pretrained(minilm_dir)
+    for name in ("in.jsonl", "in.parquet"):
+        out = tmp_path / f"{name}.npy"
+        assert main(["encode", "--model", str(minilm_dir), "--input", str(tmp_path / name), "--text-field", "body",
+                     "--output", str(out)]) == 0
+        assert np.array_equal(np.load(out), model.encode(texts))
+    (tmp_path / "empty.txt").write_bytes(b"")
+    assert main(["encode", "--model", str(minilm_dir), "--input", str(tmp_path / "empty.txt"),
+                 "--output", str(tmp_path / "empty.npy")]) == 0
+    assert np.load(tmp_path / "empty.npy").shape == (0, 384)
+    capsys.readouterr()
+    assert main(["similarity", "a", "--model", str(minilm_dir), "--to-input", str(tmp_path / "empty.txt")]) == 1
+    assert f"--to-input {tmp_path / 'empty.txt'} holds no text" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize(
     "argv, message",
     [

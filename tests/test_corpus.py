@@ -71,6 +71,25 @@ def test_bad_records_are_named(tmp_path, capsys):
     (tmp_path / "d.jsonl").write_text('{"text": "fine", "id": [1]}\n', encoding="utf-8")
     assert run("--input", str(tmp_path / "d.jsonl"), "--output", str(tmp_path / "out2"), "--id-field", "id") == 1
     assert "record 1: the id [1] is not a string or a 64-bit integer" in capsys.readouterr().err
+    (tmp_path / "e.jsonl").write_text('{"text": "a", "id": 1}\n{"text": "b", "id": 2}\n{"text": "c", "id": "x"}\n',
+                                      encoding="utf-8")
+    for shard_size in ("1", "50"):  # named as it is read, whatever the shards
+        out = tmp_path / f"out-e{shard_size}"
+        assert main(["encode", *MODEL, "--input", str(tmp_path / "e.jsonl"), "--output", str(out), "--id-field", "id",
+                     "--shard-size", shard_size]) == 1
+        assert "record 3: the id 'x' is str, that of record 1 int; give ids of one kind" in capsys.readouterr().err
+
+
+def test_missing_parquet_column_fails_before_any_output(tmp_path, capsys):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.Table.from_pylist([{"body": "a", "doc": "d0"}]), tmp_path / "c.parquet")
+    for options, message in ((["--text-field", "text"], "no column 'text' (--text-field); it has ['body', 'doc']"),
+                             (["--text-field", "body", "--id-field", "id"], "no column 'id' (--id-field)")):
+        assert run("--input", str(tmp_path / "c.parquet"), "--output", str(tmp_path / "out"), *options) == 1
+        assert message in capsys.readouterr().err
+        assert not (tmp_path / "out").exists()
 
 
 def test_never_overwrites_without_being_told(text_file, tmp_path, capsys):
