@@ -19,8 +19,9 @@ OUTPUT_VALUES = ("sentence_embedding", "token_embeddings", None)
 
 def check_texts(sentences: Any) -> tuple[list[str], bool]:
     """(texts, was_a_single_str). Anything but a str, or a list, tuple or 1-D NumPy array of str, is a TypeError
-    naming the bad item."""
+    naming the bad item; a str with a lone surrogate, a ValueError naming it."""
     if isinstance(sentences, str):
+        check_unicode(sentences, "the text")
         return [sentences], True
     if isinstance(sentences, np.ndarray) and sentences.ndim == 1:
         sentences = sentences.tolist()
@@ -30,15 +31,28 @@ def check_texts(sentences: Any) -> tuple[list[str], bool]:
     for i, text in enumerate(sentences):
         if not isinstance(text, str):
             raise TypeError(f"item {i} is {type(text).__name__}, not str: encode() takes a str or a list of str")
+        check_unicode(text, f"item {i}")
     return list(sentences), False
+
+
+def check_unicode(text: str, name: str) -> None:
+    """A str that holds a lone surrogate (what a bad decode with errors="surrogateescape" leaves) is no text the
+    tokenizer can take: a ValueError naming the item and the position."""
+    if not text.isascii():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as err:
+            raise ValueError(f"{name} is not valid Unicode: {err.reason} ({text[err.start]!r}) at position "
+                             f"{err.start}") from None
 
 
 def check_options(output_value: str | None, batch_size: int, token_budget: int, precision: str,
                   device: str | torch.device | None, model_device: torch.device) -> None:
     if output_value not in OUTPUT_VALUES:
         raise ValueError(f"output_value must be one of {OUTPUT_VALUES}, got {output_value!r}")
-    if batch_size < 1 or token_budget < 1:
-        raise ValueError(f"batch_size and token_budget must be at least 1, got {batch_size} and {token_budget}")
+    for name, value in (("batch_size", batch_size), ("token_budget", token_budget)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+            raise ValueError(f"{name} must be a positive integer, got {value!r}")
     if precision not in PRECISIONS:
         raise ValueError(f"unknown precision {precision!r}; choose one of {list(PRECISIONS)}")
     if device is not None and check_device(device) != model_device:
@@ -97,6 +111,14 @@ def to_numpy(vectors: torch.Tensor) -> np.ndarray:
     return (vectors.float() if vectors.dtype == torch.bfloat16 else vectors).cpu().numpy()
 
 
+def empty_quantized(vectors: torch.Tensor, precision: str) -> np.ndarray:
+    """No vectors, in the type and width that quantize() gives `precision`."""
+    width = vectors.shape[1]
+    if precision.endswith("binary"):
+        return np.empty((0, (width + 7) // 8), np.uint8 if precision == "ubinary" else np.int8)
+    return np.empty((0, width), np.uint8 if precision == "uint8" else np.int8)
+
+
 def format_output(
     vectors: torch.Tensor,
     tokens: list[torch.Tensor] | None,
@@ -114,8 +136,8 @@ def format_output(
         return both[0] if single else both
     if output_value == "token_embeddings":
         return tokens[0] if single else tokens
-    if precision != "float32" and len(vectors):
-        quantized = quantize(to_numpy(vectors), precision)
+    if precision != "float32":
+        quantized = quantize(to_numpy(vectors), precision) if len(vectors) else empty_quantized(vectors, precision)
         vectors = torch.from_numpy(quantized)
         convert_to_numpy = convert_to_numpy and not convert_to_tensor
         if convert_to_numpy:

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .batching import check_texts
+from .batching import check_options, check_texts
 from .pooling import l2_normalize
 
 AGGREGATES = ("mean", None)
@@ -34,7 +34,9 @@ def encode_chunks(
     """model: a SentenceEncoder. chunk_size defaults to its max_seq_length. "mean": (n, dim), or (dim,) for one str;
     None: one (n_windows, dim) array per text (a list, or one array for one str)."""
     texts, single = check_texts(sentences)
-    size = chunk_size or model.max_seq_length
+    token_budget = model.token_budget if token_budget is None else token_budget
+    check_options("sentence_embedding", batch_size, token_budget, "float32", None, model.device)
+    size = model.max_seq_length if chunk_size is None else chunk_size
     if aggregate not in AGGREGATES:
         raise ValueError(f"aggregate must be one of {AGGREGATES}, got {aggregate!r}")
     if not 3 <= size <= model.encoder.config.max_tokens:
@@ -46,11 +48,11 @@ def encode_chunks(
     windows = model.tokenizer.windows(texts, size, overlap)  # per text: its windows
     flat = [w for text_windows in windows for w in text_windows]
     vectors, _ = model.embed_all(flat, model.get_sentence_embedding_dimension(), False, False, batch_size,
-                                 model.token_budget if token_budget is None else token_budget)  # (total windows, dim)
+                                 token_budget)  # (total windows, dim)
     per_text = torch.split(vectors.float().cpu(), [len(w) for w in windows])
     if aggregate == "mean":
         dim = model.get_sentence_embedding_dimension()
-        result = np.stack([l2_normalize(v).mean(dim=0).numpy() for v in per_text]) if texts else np.empty((0, dim))
+        result = np.stack([l2_normalize(v).mean(dim=0).numpy() for v in per_text]) if texts else np.empty((0, dim), np.float32)
     else:
         result = [v.numpy() for v in per_text]
     return result[0] if single else result

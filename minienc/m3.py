@@ -33,7 +33,7 @@ from torch import nn
 from tokenizers import Tokenizer
 from torch.nn.utils.rnn import pad_sequence
 
-from .batching import batches, check_texts, to_numpy
+from .batching import batches, check_options, check_texts, check_unicode, to_numpy
 from .checkpoint import CheckpointError, read_json, read_safetensors, resolve_model_dir
 from .model import Linear
 from .sentence import ROW_BLOCK, SentenceEncoder
@@ -166,6 +166,29 @@ def colbert_score(q_reps: np.ndarray | torch.Tensor, p_reps: np.ndarray | torch.
     return torch.sum(best_matches(q_reps, p_reps)) / q_reps.size(0)
 
 
+def default(value: int | None, fallback: int) -> int:
+    """FlagEmbedding's `if value is None: value = default`: 0 is a value (and refused later), not "the default"."""
+    return fallback if value is None else value
+
+
+def check_pairs(sentence_pairs: Any) -> tuple[list[tuple[str, str]], bool]:
+    """(pairs, was_one_pair) from one (query, passage) pair or a list of them; a malformed pair is an error naming
+    its index."""
+    if not isinstance(sentence_pairs, (list, tuple)):
+        raise TypeError(f"compute_score() takes a (query, passage) pair or a list of them, got "
+                        f"{type(sentence_pairs).__name__}")
+    one_pair = len(sentence_pairs) == 2 and all(isinstance(text, str) for text in sentence_pairs)
+    pairs = [sentence_pairs] if one_pair else sentence_pairs
+    for i, pair in enumerate(pairs):
+        if not isinstance(pair, (list, tuple)) or len(pair) != 2:
+            raise TypeError(f"pair {i} is {pair!r}: compute_score() takes (query, passage) pairs of two str")
+        for side, text in zip(("query", "passage"), pair):
+            if not isinstance(text, str):
+                raise TypeError(f"pair {i}: the {side} is {type(text).__name__}, not str")
+            check_unicode(text, f"pair {i}: the {side}")
+    return [tuple(pair) for pair in pairs], one_pair
+
+
 class M3Encoder(nn.Module):
     """FlagEmbedding's M3Embedder: `encode(texts, return_dense=..., return_sparse=..., return_colbert_vecs=...)`."""
 
@@ -256,8 +279,7 @@ class M3Encoder(nn.Module):
                 by_length: bool = True) -> list[TextOutput]:
         """Every text through the encoder and both heads; returned in input order."""
         token_budget = self.sentence.token_budget if token_budget is None else token_budget
-        if batch_size < 1 or token_budget < 1:
-            raise ValueError(f"batch_size and token_budget must be at least 1, got {batch_size} and {token_budget}")
+        check_options("sentence_embedding", batch_size, token_budget, "float32", None, self.sentence.device)
         tokenized = self.tokenize(texts, max_length)
         found: list[Any] = [None] * len(texts)
         for indices in self.groups([len(t.ids) for t in tokenized], batch_size, token_budget, by_length):
@@ -298,7 +320,8 @@ class M3Encoder(nn.Module):
         want_colbert = self.return_colbert_vecs if return_colbert_vecs is None else return_colbert_vecs
         if not (want_dense or want_sparse or want_colbert):
             raise ValueError("Must choose one or more from `return_colbert_vecs`, `return_sparse`, `return_dense`")
-        found = self.outputs(texts, max_length or self.passage_max_length, batch_size or self.batch_size, token_budget)
+        found = self.outputs(texts, default(max_length, self.passage_max_length), default(batch_size, self.batch_size),
+                             token_budget)
         hidden_size = self.sentence.encoder.config.hidden_size
         dense = to_numpy(torch.stack([o.dense for o in found])) if found else np.zeros((0, hidden_size), np.float32)
         result = {
@@ -314,8 +337,8 @@ class M3Encoder(nn.Module):
                        return_dense: bool | None = None, return_sparse: bool | None = None,
                        return_colbert_vecs: bool | None = None, *, token_budget: int | None = None) -> dict[str, Any]:
         """encode() with query_max_length (FlagEmbedding's query instruction, None for bge-m3, is not supported)."""
-        return self.encode(queries, batch_size, max_length or self.query_max_length, return_dense, return_sparse,
-                           return_colbert_vecs, token_budget=token_budget)
+        return self.encode(queries, batch_size, default(max_length, self.query_max_length), return_dense,
+                           return_sparse, return_colbert_vecs, token_budget=token_budget)
 
     encode_corpus = encode  # passage_max_length, as encode()
 
@@ -341,10 +364,9 @@ class M3Encoder(nn.Module):
         [dense, sparse, colbert], default [1, 1, 1]. batch_size groups the pairs as FlagEmbedding batches them,
         which changes ColBERT scores (see below); token_budget: packed execution's batches."""
         # reproduces FlagEmbedding v1.4.2 M3Embedder.compute_score_single_device
-        if isinstance(sentence_pairs, list) and len(sentence_pairs) == 0:
+        pairs, one_pair = check_pairs(sentence_pairs)
+        if not pairs:
             return []
-        one_pair = isinstance(sentence_pairs[0], str)
-        pairs = [sentence_pairs] if one_pair else list(sentence_pairs)
         if weights_for_different_modes is None:
             weights, weight_sum = [1.0, 1.0, 1.0], 3
         elif len(weights_for_different_modes) != 3:
@@ -352,14 +374,16 @@ class M3Encoder(nn.Module):
                              f"{weights_for_different_modes}")
         else:
             weights, weight_sum = list(weights_for_different_modes), sum(weights_for_different_modes)
-        batch_size = batch_size or self.batch_size
+        batch_size = self.batch_size if batch_size is None else batch_size
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
         scores: dict[str, list[float]] = {mode: [] for mode in SCORE_MODES}
         for start in range(0, len(pairs), batch_size):
             batch = pairs[start : start + batch_size]  # each side one batch, in input order, as FlagEmbedding
-            queries = self.outputs([q for q, _ in batch], max_query_length or self.query_max_length, len(batch),
-                                   token_budget, by_length=False)
-            passages = self.outputs([p for _, p in batch], max_passage_length or self.passage_max_length, len(batch),
-                                    token_budget, by_length=False)
+            queries = self.outputs([q for q, _ in batch], default(max_query_length, self.query_max_length),
+                                   len(batch), token_budget, by_length=False)
+            passages = self.outputs([p for _, p in batch], default(max_passage_length, self.passage_max_length),
+                                    len(batch), token_budget, by_length=False)
             # compute_dense_score: every query against every passage, (B, B); each pair's score on the diagonal
             dense = (torch.stack([q.dense for q in queries]) @ torch.stack([p.dense for p in passages]).T).diagonal()
             # compute_sparse_score: the product of two vocabulary-sized vectors, nonzero where lexical weights are

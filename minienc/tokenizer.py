@@ -80,8 +80,8 @@ class TextTokenizer:
         return [[compact(e), *map(compact, e.overflowing)] for e in encodings]
 
     def pad(self, tokens: list[Tokens], device: torch.device | str | None = None) -> dict[str, torch.Tensor]:
-        """Right-pad to the longest: input_ids, attention_mask, token_type_ids, each (B, T) int64."""
-        longest = max(len(t.ids) for t in tokens)
+        """Right-pad to the longest: input_ids, attention_mask, token_type_ids, each (B, T) int64 ((0, 0) for none)."""
+        longest = max((len(t.ids) for t in tokens), default=0)
         ids = torch.full((len(tokens), longest), self.pad_token_id, dtype=torch.long)
         mask = torch.zeros((len(tokens), longest), dtype=torch.long)
         types = torch.zeros((len(tokens), longest), dtype=torch.long)

@@ -72,6 +72,9 @@ def test_aggregates_and_short_texts(minilm):
     (dict(chunk_size=64, overlap=40), "overlap must be from 0 to half of a window's 62 text tokens"),
     (dict(chunk_size=4, overlap=2), "overlap must be from 0 to half of a window's 2 text tokens"),
     (dict(aggregate="max"), "aggregate must be one of"),
+    (dict(chunk_size=0), "chunk_size must be from 3 to the model's 512 positions, got 0"),
+    (dict(batch_size=0), "batch_size must be a positive integer, got 0"),
+    (dict(token_budget=0), "token_budget must be a positive integer, got 0"),
 ])
 def test_bad_arguments(minilm, kwargs, message):
     with pytest.raises(ValueError, match=message):
@@ -81,4 +84,4 @@ def test_bad_arguments(minilm, kwargs, message):
 def test_smallest_windows_and_no_text(minilm):
     model = minilm[0]
     assert model.encode_chunks("a b c d e", chunk_size=4, overlap=1, aggregate=None).shape[1] == 384
-    assert model.encode_chunks([]).shape == (0, 384)
+    assert model.encode_chunks([]).shape == (0, 384) and model.encode_chunks([]).dtype == np.float32

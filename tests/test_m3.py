@@ -479,6 +479,25 @@ def test_compute_score_as_flagembedding(folder, reference, batch_size, weights):
     assert max(abs(a - b) for a, b in zip(theirs["colbert"], unpadded)) > 1e-3
 
 
+def test_bad_pairs_and_options_are_named(folder):
+    model = M3Encoder.from_pretrained(folder)
+    for bad, error, message in (([("a", "b"), ("a", None)], TypeError, "pair 1: the passage is NoneType, not str"),
+                                ([(1, "b")], TypeError, "pair 0: the query is int, not str"),
+                                ([("a", "b", "c")], TypeError, r"pair 0 is \('a', 'b', 'c'\)"),
+                                ([("a",)], TypeError, r"pair 0 is \('a',\)"),
+                                (None, TypeError, "takes a \\(query, passage\\) pair or a list of them, got NoneType"),
+                                ([("a", "\ud800")], ValueError, "pair 0: the passage is not valid Unicode")):
+        with pytest.raises(error, match=message):
+            model.compute_score(bad)
+    assert model.compute_score(()) == [] and model.compute_score([]) == []
+    for options, message in ((dict(batch_size=0), "batch_size must be"), (dict(max_query_length=0), "max_length")):
+        with pytest.raises(ValueError, match=message):
+            model.compute_score(PAIRS, **options)
+    for options, message in ((dict(batch_size=0), "batch_size must be"), (dict(max_length=0), "max_length must be")):
+        with pytest.raises(ValueError, match=message):
+            model.encode(TEXTS, **options)
+
+
 def test_compute_score_forms(folder):
     model = M3Encoder.from_pretrained(folder)
     one = model.compute_score(PAIRS[0], weights_for_different_modes=[0.4, 0.2, 0.4])

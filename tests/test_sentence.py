@@ -96,6 +96,34 @@ def test_bad_input_is_a_type_error_naming_the_item(minilm, bad, message):
         minilm[0].encode(bad)
 
 
+def test_bad_values_are_named(minilm):
+    """A lone surrogate (no text the tokenizer can take), and options out of range, each a ValueError naming it."""
+    ours = minilm[0]
+    with pytest.raises(ValueError, match=r"item 2 is not valid Unicode: surrogates not allowed \('\\ud800'\) at "
+                                         r"position 1"):
+        ours.encode(["fine", "fine", "a\ud800b"])
+    with pytest.raises(ValueError, match="the text is not valid Unicode"):
+        ours.encode("\udcff")
+    for options, message in ((dict(truncate_dim=0), "truncate_dim must be a positive integer or None, got 0"),
+                             (dict(truncate_dim=-1), "got -1"),
+                             (dict(batch_size=1.5), "batch_size must be a positive integer, got 1.5"),
+                             (dict(token_budget=0), "token_budget must be a positive integer, got 0")):
+        with pytest.raises(ValueError, match=message):
+            ours.encode(["a"], **options)
+    assert ours.encode(["a b"], truncate_dim=8, batch_size=np.int64(2)).shape == (1, 8)
+
+
+@pytest.mark.parametrize("precision, width, dtype", [("int8", 384, np.int8), ("uint8", 384, np.uint8),
+                                                     ("binary", 48, np.int8), ("ubinary", 48, np.uint8)])
+def test_no_texts_in_every_precision(minilm, precision, width, dtype):
+    ours = minilm[0]
+    assert ours.encode(["a", "b"], precision=precision).dtype == dtype
+    empty = ours.encode([], precision=precision)
+    assert empty.shape == (0, width) and empty.dtype == dtype
+    assert ours.encode([], precision=precision, convert_to_tensor=True).shape == (0, width)
+    assert all(t.shape == (0, 0) for t in ours.tokenize([]).values())
+
+
 # --- poolers -----------------------------------------------------------------------------------------------------
 
 
