@@ -68,13 +68,15 @@ def report_truncation(tokenized: list[Tokens], max_seq_length: int, hint: str = 
                        cut, len(tokenized), max_seq_length, hint)
 
 
-def batches(lengths: list[int], packed: bool, batch_size: int, token_budget: int) -> list[list[int]]:
+def batches(lengths: list[int], packed: bool, batch_size: int, token_budget: int,
+            order: list[int] | None = None) -> list[list[int]]:
     """Indices of the texts (by token count `lengths`), longest first, cut into batches: padded execution takes
-    batch_size texts at a time; packed execution fills each batch up to token_budget tokens (a longer text gets a
-    batch of its own)."""
-    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    batch_size texts at a time, in `order` if given (padded_order: sentence-transformers'); packed execution fills
+    each batch up to token_budget tokens (a longer text gets a batch of its own)."""
     if not packed:
+        order = order if order is not None else sorted(range(len(lengths)), key=lambda i: -lengths[i])
         return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
     cut: list[list[int]] = []
     used = 0
     for i in order:
@@ -84,6 +86,13 @@ def batches(lengths: list[int], packed: bool, batch_size: int, token_budget: int
         cut[-1].append(i)
         used += lengths[i]
     return cut
+
+
+# reproduces sentence-transformers v6.x BaseModel._input_length + the sort in SentenceTransformer._inference
+def padded_order(texts: list[str]) -> list[int]:
+    """The order sentence-transformers batches texts in: by characters, longest first, as np.argsort orders them
+    (ties too), so that padded execution's batches, and so their bits, are its own."""
+    return np.argsort([-len(text) for text in texts]).tolist()
 
 
 class NoProgressBar:

@@ -14,7 +14,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from .batching import batches, check_options, check_texts, format_output, progress_bar, report_truncation
+from .batching import (batches, check_options, check_texts, format_output, padded_order, progress_bar,
+                       report_truncation)
 from .checkpoint import CheckpointError, read_safetensors, resolve_model_dir
 from .chunks import encode_chunks
 from .devices import check_device
@@ -235,7 +236,7 @@ class SentenceEncoder(nn.Module):
     ) -> Any:
         """One text -> 1-D vector, a list -> one row per text, in input order; sentence-transformers' arguments in its
         order. Batches: packed, up to token_budget tokens (default: 2048 on a CPU, 16384 on a GPU; batch_size
-        unused); padded, batch_size texts by length."""
+        unused); padded, batch_size texts in sentence-transformers' order (by characters, longest first)."""
         token_budget = self.token_budget if token_budget is None else token_budget
         texts, single = check_texts(sentences)
         check_options(output_value, batch_size, token_budget, precision, device, self.device)
@@ -246,19 +247,20 @@ class SentenceEncoder(nn.Module):
         dim = self.get_sentence_embedding_dimension(truncate_dim)
         with progress_bar(show_progress_bar, len(texts)) as bar:
             vectors, tokens = self.embed_all(tokenized, dim, normalize_embeddings, output_value != "sentence_embedding",
-                                             batch_size, token_budget, skip, bar)
+                                             batch_size, token_budget, skip, bar, padded_order(texts))
         return format_output(vectors, tokens, output_value, single, precision, convert_to_numpy, convert_to_tensor)
 
     def embed_all(
         self, tokenized: list[Tokens], dim: int, normalize: bool, keep_tokens: bool, batch_size: int,
-        token_budget: int, skip: int = 0, bar: Any = None,
+        token_budget: int, skip: int = 0, bar: Any = None, order: list[int] | None = None,
     ) -> tuple[torch.Tensor, list[torch.Tensor] | None]:
         """Every tokenized text through embed(), batch by batch: the (n, dim) vectors (cut to dim, then normalized if
         asked, as sentence-transformers orders it) and, if keep_tokens, each text's token vectors; nothing else of
-        a batch outlives it."""
+        a batch outlives it. order: padded execution's batch order (default: by tokens, longest first)."""
         vectors = torch.empty(len(tokenized), dim, dtype=next(self.encoder.parameters()).dtype, device=self.device)
         tokens: list[Any] | None = [None] * len(tokenized) if keep_tokens else None
-        for indices in batches([len(t.ids) for t in tokenized], self.execution == "packed", batch_size, token_budget):
+        for indices in batches([len(t.ids) for t in tokenized], self.execution == "packed", batch_size, token_budget,
+                               order):
             batch_tokens, batch_vectors = self.embed([tokenized[i] for i in indices], skip)
             vectors[indices] = l2_normalize(batch_vectors[:, :dim]) if normalize else batch_vectors[:, :dim]
             if tokens is not None:

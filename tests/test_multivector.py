@@ -23,6 +23,8 @@ from torch import nn
 from minienc.maxsim import maxsim, maxsim_pairwise, mean_maxsim
 from minienc.multivector import MultiVectorEncoder
 
+from .test_sentence import BY_CHARACTERS
+
 WEIGHTS = Path(__file__).resolve().parent.parent / "weights"
 TEXTS = [
     "Hello, world! How are you?",
@@ -106,6 +108,16 @@ def compare(folder: Path, texts: list[str] = TEXTS) -> None:
 @pytest.mark.parametrize("name", list(MODELS))
 def test_token_vectors_and_scores_match_sentence_transformers(model_dir, name):
     compare(model_dir(name))
+
+
+def test_padded_small_batches_are_sentence_transformers_batches(model_dir):
+    """In batches of 2, sentence-transformers' order (by characters): the same batches, so the same bits."""
+    folder = model_dir("fixed")
+    st, ours = STMultiVectorEncoder(str(folder), device="cpu"), MultiVectorEncoder.from_pretrained(folder,
+                                                                                                execution="padded")
+    texts = BY_CHARACTERS + TEXTS
+    for method in ("encode_document", "encode"):
+        assert_same_vectors(getattr(ours, method)(texts, batch_size=2), getattr(st, method)(texts, batch_size=2), True)
 
 
 def test_xlm_roberta_expanded_with_the_pad_token(tmp_path):

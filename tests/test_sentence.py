@@ -14,6 +14,7 @@ from sentence_transformers import SentenceTransformer
 from sentence_transformers.sentence_transformer.modules import Dense, Normalize, Pooling, Transformer
 
 import minienc
+from minienc.batching import batches, padded_order
 from minienc.pooling import POOLERS, pool
 
 WEIGHTS = Path(__file__).resolve().parent.parent / "weights"
@@ -45,12 +46,19 @@ def test_minilm_identical_to_sentence_transformers(minilm):
     assert np.array_equal(a, b)  # one batch each: the same shapes, the same ops, the same bits
 
 
-def test_minilm_small_batches_within_1e6(minilm):
-    """Batched differently (we sort by tokens, sentence-transformers by characters), the matrix shapes differ and
-    so can the last bits: within 1e-6, about 8 float32 ulps of these unit-vector entries."""
+# characters and tokens order these differently: a token-sorted batching would differ from sentence-transformers'
+BY_CHARACTERS = ["aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa", "a b c d e f g h i j k", "x", "the cat sat on the mat today",
+                 "🙂🙂🙂🙂 ok", "internationalization", "y z", "one two three four five six seven eight nine"]
+
+
+@pytest.mark.parametrize("texts", [TEXTS, BY_CHARACTERS], ids=["texts", "by-characters"])
+def test_minilm_small_batches_identical_to_sentence_transformers(minilm, texts):
+    """Padded execution batches texts in sentence-transformers' order (by characters, as np.argsort sorts them),
+    so the batches, their shapes and the bits are its own, also where sorting by tokens would batch otherwise."""
     ours, st = minilm
-    a, b = ours.encode(TEXTS, batch_size=2), st.encode(TEXTS, batch_size=2)
-    assert np.abs(a - b).max() <= 1e-6
+    assert np.array_equal(ours.encode(texts, batch_size=2), st.encode(texts, batch_size=2))
+    by_tokens = batches([len(t.ids) for t in ours.tokenizer.tokenize(BY_CHARACTERS)], False, 2, 1)
+    assert by_tokens != batches([], False, 2, 1, padded_order(BY_CHARACTERS))  # not vacuous
 
 
 def test_minilm_token_embeddings_and_normalize_flag(minilm):

@@ -17,7 +17,7 @@ from sentence_transformers.sparse_encoder.modules import MLMTransformer, SpladeP
 from minienc.checkpoint import CheckpointError
 from minienc.sparse import SparseEncoder as OurSparseEncoder
 
-from .test_sentence import TEXTS
+from .test_sentence import BY_CHARACTERS, TEXTS
 
 WEIGHTS = Path(__file__).resolve().parent.parent / "weights"
 TEXTS_SPARSE = ["capital of France", *TEXTS]
@@ -105,6 +105,14 @@ def test_padded_gives_sentence_transformers_bits(layout, layouts, reference):
     assert got.is_sparse and got.shape == expected.shape == (len(TEXTS_SPARSE), ours.get_embedding_dimension())
     assert torch.equal(got.to_dense(), expected.to_dense())
     assert torch.equal(got.coalesce().indices(), expected.coalesce().indices())
+
+
+def test_padded_small_batches_are_sentence_transformers_batches(layouts, reference):
+    """In batches of 2, sentence-transformers' order (by characters): the same batches, so the same bits."""
+    st, _ = reference["mlm_transformer"]
+    ours = OurSparseEncoder.from_pretrained(layouts["mlm_transformer"], execution="padded")
+    texts = BY_CHARACTERS + TEXTS_SPARSE
+    assert torch.equal(ours.encode(texts, batch_size=2).to_dense(), st.encode(texts, batch_size=2).to_dense())
 
 
 @pytest.mark.parametrize("layout", ["plain", "sum_log1p_relu", "untied", "xlm-roberta"])
