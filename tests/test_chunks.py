@@ -63,6 +63,7 @@ def test_aggregates_and_short_texts(minilm):
     assert np.array_equal(per_text[1][0], model.encode("a short text"))  # one window: the text as encode() sees it
     for windows, vector in zip(per_text, mean):
         normalized = windows / np.linalg.norm(windows, axis=1, keepdims=True)
+        # within float32 rounding: NumPy's mean and normalization sum in another order than torch's
         np.testing.assert_allclose(vector, normalized.mean(axis=0), rtol=0, atol=1e-6)
     assert best_window(model.encode("a short text"), per_text[1]) == pytest.approx(1.0, abs=1e-6)
 

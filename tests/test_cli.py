@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -17,6 +18,9 @@ from minienc.cli import main, read_texts
 from minienc.corpus import read_records
 
 TEXTS = ["头痛", "How do I initialise DDR4 memory?", "", "emoji 🙂"]
+
+# what picks the kernels' code: a subprocess that compares bits with this one must see the same
+KERNEL_SETTINGS = ("OMP_NUM_THREADS", "ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "MKL_ENABLE_INSTRUCTIONS")
 
 
 @pytest.fixture(scope="module")
@@ -159,7 +163,8 @@ def test_pipe_into_head_ends_quietly(minilm_dir):
 def test_console_entry_point_default_model_offline(tmp_path, expected):
     """The README's main job: the installed `minienc` command, default model, no network, empty HF cache."""
     scripts = Path(sys.executable).parent  # where pip put the `minienc` console script
-    env = {"PATH": f"{scripts}:/usr/bin:/bin", "HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(tmp_path), "HOME": str(tmp_path)}
+    env = {"PATH": f"{scripts}:/usr/bin:/bin", "HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(tmp_path), "HOME": str(tmp_path),
+           **{key: os.environ[key] for key in KERNEL_SETTINGS if key in os.environ}}  # the same kernels as here
     done = subprocess.run(["minienc", "encode", *TEXTS], capture_output=True, text=True, env=env, timeout=300)
     assert done.returncode == 0, done.stderr
     rows = [json.loads(line) for line in done.stdout.splitlines()]

@@ -248,12 +248,12 @@ def test_reference_is_flagembedding(folder, reference):
                           text=True, check=False)
     assert done.returncode == 0, done.stderr[-3000:]
     theirs = json.loads(done.stdout)
-    for options, flag in zip(ENCODE_OPTIONS, theirs["encode"]):
+    for options, flag in zip(ENCODE_OPTIONS, theirs["encode"], strict=True):
         ours = reference.encode(TEXTS, **options)
         assert np.array_equal(ours["dense_vecs"], np.array(flag["dense_vecs"], dtype=np.float32)), options
         assert [{k: float(v) for k, v in w.items()} for w in ours["lexical_weights"]] == flag["lexical_weights"]
         assert [c.tolist() for c in ours["colbert_vecs"]] == flag["colbert_vecs"], options
-    for options, flag in zip(SCORE_OPTIONS, theirs["score"]):
+    for options, flag in zip(SCORE_OPTIONS, theirs["score"], strict=True):
         assert reference.compute_score(PAIRS, **options) == flag, options
 
 

@@ -259,6 +259,20 @@ def test_probe_failure_is_reported(minilm_dir, monkeypatch):
     assert minienc.SentenceEncoder.from_pretrained(WEIGHTS / "tiny-bert", execution="padded").batch_invariant is False
 
 
+def test_batch_invariant_with_a_kernel_that_is_row_independent_by_construction(monkeypatch):
+    """On any machine: with a kernel that computes each row alone, every probe passes, batch_invariant says True,
+    and a text's vector is the same bits alone, in a batch and with filler (the tests with real kernels skip where
+    this machine's probes fail; this one cannot)."""
+    monkeypatch.setitem(minienc.matmul.MATMUL, "row_by_row", row_by_row)
+    for name in ("tiny-bert", "tiny-xlm-roberta"):
+        model = minienc.SentenceEncoder.from_pretrained(WEIGHTS / name, matmul="row_by_row", row_block=32)
+        assert model.batch_invariant is True
+        texts = corpus(12, seed=5)
+        together = model.encode(texts)
+        assert np.array_equal(np.stack([model.encode(t) for t in texts]), together)
+        assert np.array_equal(model.encode(texts[3:9]), together[3:9])
+
+
 def test_batch_invariance_with_dense_and_xlmr(tmp_path):
     folder = st_folder(tmp_path, WEIGHTS / "tiny-xlm-roberta", Pooling(32, "cls"), Dense(32, 8), Normalize())
     model = minienc.SentenceEncoder.from_pretrained(folder)
