@@ -222,7 +222,14 @@ def cmd_similarity(args: argparse.Namespace) -> None:
 def cmd_trace(args: argparse.Namespace) -> None:
     from .stages import format_trace, trace
 
-    data = trace(load_model(args), args.text)
+    if args.sparse:
+        from .sparse import SparseEncoder
+
+        model = SparseEncoder.from_pretrained(args.model, attention=args.attention, execution="padded",
+                                              matmul=args.matmul, device=args.device)
+    else:
+        model = load_model(args)
+    data = trace(model, args.text)
     print(json.dumps(data, ensure_ascii=False, indent=2) if args.json else format_trace(data))
 
 
@@ -308,6 +315,8 @@ def build_parser() -> argparse.ArgumentParser:
     trace = commands.add_parser("trace", help="walk one text through the pipeline, stage by stage")
     trace.add_argument("text")
     trace.add_argument("--json", action="store_true", help="print the same as JSON")
+    trace.add_argument("--sparse", action="store_true",
+                       help="a SPLADE model: the masked-LM head, the activation and the pooling after the layers")
     add_model_options(trace)
     trace.set_defaults(run=cmd_trace, execution="padded", dtype=None)  # stages are read from the padded forward pass
 

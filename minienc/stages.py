@@ -1,4 +1,5 @@
-"""Every intermediate result of a forward pass, by stage name, and `trace`: one text walked through the pipeline.
+"""Every intermediate result of a forward pass, by stage name, and `trace`: one text walked through the pipeline
+(a SentenceEncoder's, or a SparseEncoder's: the masked-LM head, the SPLADE activation and pooling).
 
 Stages are read with forward hooks, so the model code stays free of inspection branches. The same stage names are
 read from a transformers model, which is what `minienc parity` compares:
@@ -67,26 +68,39 @@ def summary(t: torch.Tensor, values: int = 4) -> dict[str, Any]:
 
 
 def trace(model, text: str) -> dict[str, Any]:
-    """One text through a SentenceEncoder, stage by stage, as plain data."""
-    encoding = model.tokenizer.encodings([text])[0]
-    batch = model.tokenizer([text], device=model.device)
-    stages = capture(model.encoder, batch)
-    last = stages[f"layer.{len(model.encoder.layers) - 1}.output"]
-    pooled = pool(last, batch["attention_mask"], model.pooling)[0]
-    for layer in model.dense:
-        pooled = layer(pooled)
-    return {
+    """One text through a SentenceEncoder, or a SparseEncoder (SPLADE), stage by stage, as plain data."""
+    from .sparse import SPLADE_ACTIVATIONS, SPLADE_POOLERS, SparseEncoder
+
+    sentence = model.sentence if isinstance(model, SparseEncoder) else model
+    encoding = sentence.tokenizer.encodings([text])[0]
+    batch = sentence.tokenizer([text], device=sentence.device)
+    stages = capture(sentence.encoder, batch)
+    last = stages[f"layer.{len(sentence.encoder.layers) - 1}.output"]
+    data = {
         "text": text,
         "tokens": encoding.tokens,
         "input_ids": encoding.ids,
         "attention_mask": batch["attention_mask"][0].tolist(),
         "token_type_ids": batch["token_type_ids"][0].tolist(),
-        "position_ids": model.encoder.embeddings.position_ids(batch["input_ids"]).expand_as(batch["input_ids"])[0].tolist(),
+        "position_ids": sentence.encoder.embeddings.position_ids(batch["input_ids"]).expand_as(batch["input_ids"])[0].tolist(),
         "stages": {name: summary(t[0]) for name, t in stages.items()},
-        "pooling": "+".join(model.pooling),
-        "pooled": summary(pooled),
-        "normalized": summary(l2_normalize(pooled)) if model.normalize else None,
     }
+    if isinstance(model, SparseEncoder):  # the same ops as SparseEncoder.embed, on one unpadded text
+        with torch.inference_mode():
+            scores = model.head(last)[0]  # (T, V): how strongly each token predicts each vocabulary entry
+            weights = SPLADE_ACTIVATIONS[model.activation](scores.clone())  # (T, V)
+            vector = SPLADE_POOLERS[model.pooling](weights, 0)  # (V,)
+        return {**data, "head": summary(scores), "activation": model.activation, "weights": summary(weights),
+                "pooling": model.pooling, "pooled": summary(vector), "nonzero": int((vector != 0).sum()),
+                "terms": [(token, round(weight, 6)) for token, weight in model.decode(vector, top_k=8)]}
+    pooled = pool(last, batch["attention_mask"], sentence.pooling)[0]
+    for layer in sentence.dense:
+        pooled = layer(pooled)
+    return {**data, "pooling": "+".join(sentence.pooling), "pooled": summary(pooled),
+            "normalized": summary(l2_normalize(pooled)) if sentence.normalize else None}
+
+
+ACTIVATION_FORMULAS = {"relu": "log(1 + relu(x))", "log1p_relu": "log(1 + log(1 + relu(x)))"}
 
 
 def format_trace(data: dict[str, Any]) -> str:
@@ -103,6 +117,14 @@ def format_trace(data: dict[str, Any]) -> str:
     lines += [row("word+type+position", data["stages"]["embedding_sum"]), row("LayerNorm", data["stages"]["embeddings"])]
     lines += ["", "3. encoder layers"]
     lines += [row(name, s) for name, s in data["stages"].items() if name.startswith("layer.")]
+    if "head" in data:
+        lines += ["", "4. masked-LM head    (a score per vocabulary entry, for each token)", row("scores", data["head"])]
+        lines += ["", f"5. SPLADE activation ({ACTIVATION_FORMULAS[data['activation']]})",
+                  row("weights", data["weights"])]
+        lines += ["", f"6. pooling ({data['pooling']} over the tokens)", row("vector", data["pooled"]),
+                  f"  {data['nonzero']} non-zero of {data['pooled']['shape'][0]}; largest: "
+                  + ", ".join(f"{token} {weight:.3f}" for token, weight in data["terms"])]
+        return "\n".join(lines)
     lines += ["", f"4. pooling ({data['pooling']})", row("pooled", data["pooled"])]
     if data["normalized"] is not None:
         lines += ["", "5. L2 normalize", row("normalized", data["normalized"])]

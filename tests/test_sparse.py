@@ -15,6 +15,7 @@ from sentence_transformers import SparseEncoder
 from sentence_transformers.sparse_encoder.modules import MLMTransformer, SpladePooling
 
 from minienc.checkpoint import CheckpointError
+from minienc.cli import main
 from minienc.sparse import SparseEncoder as OurSparseEncoder
 
 from .test_sentence import BY_CHARACTERS, TEXTS
@@ -186,6 +187,26 @@ def test_similarity_of_no_texts_and_of_unequal_pairs(layouts, reference):
         assert ours.similarity(expected, []).shape == (len(TEXTS_SPARSE), 0)
         with pytest.raises(ValueError, match=rf"compares a\[i\] with b\[i\]: got {len(TEXTS_SPARSE)} vectors and 1 vector$"):
             ours.similarity_pairwise(expected, expected.index_select(0, torch.tensor([0])))
+
+
+@pytest.mark.parametrize("layout, formula, pooling", [("mlm_transformer", "log(1 + relu(x))", "max"),
+                                                     ("sum_log1p_relu", "log(1 + log(1 + relu(x)))", "sum")])
+def test_trace_walks_through_the_head(layouts, capsys, layout, formula, pooling):
+    """`minienc trace --sparse`: the encoder's stages, then the masked-LM head, the activation and the pooling, ending
+    at encode()'s vector (the same padded ops on one text) and its largest terms, as decode() names them."""
+    text = "capital of France"
+    assert main(["trace", "--sparse", "--model", str(layouts[layout]), "--json", text]) == 0
+    data = json.loads(capsys.readouterr().out)
+    model = OurSparseEncoder.from_pretrained(layouts[layout], execution="padded")
+    vector = model.encode(text).to_dense()
+    n, vocab = len(data["input_ids"]), model.get_embedding_dimension()
+    assert data["head"]["shape"] == data["weights"]["shape"] == [n, vocab] and data["pooled"]["shape"] == [vocab]
+    assert data["pooled"]["norm"] == float(vector.norm()) and data["nonzero"] == int((vector != 0).sum()) > 0
+    assert data["terms"] == [[token, round(weight, 6)] for token, weight in model.decode(vector, top_k=8)]
+    assert main(["trace", "--sparse", "--model", str(layouts[layout]), text]) == 0
+    page = capsys.readouterr().out
+    assert f"5. SPLADE activation ({formula})" in page and f"6. pooling ({pooling} over the tokens)" in page
+    assert f"{data['nonzero']} non-zero of {vocab}; largest: {data['terms'][0][0]} " in page
 
 
 def test_max_active_dims_prompts_and_similarity_from_the_folder(mlm, tmp_path):
