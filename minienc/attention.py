@@ -111,7 +111,7 @@ def sdpa_packed(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, spans: Spans,
     """sdpa on packed (1, nh, N, hs) input: on CUDA in float16 / bfloat16, one variable-length flash-attention call
     for the whole row; elsewhere one call per text, in bfloat16 on a CPU without AMX the long texts as two matrix
     multiplies (`bfloat16_math`). (Stacking texts of one length into one call of PyTorch's CPU flash kernel is not the
-    same: with 2 threads a stacked text's bits depended on the stack it was in.)"""
+    same: a stacked text's bits can depend on the stack it is in; README, "The fast path".)"""
     if varlen_fits(q):
         return varlen(q, k, v, spans, scale)
     if not bfloat16_math_fits(q):

@@ -47,7 +47,7 @@ def encode_chunks(
         raise ValueError(f"overlap must be from 0 to half of a window's {room} text tokens ({room // 2}), got {overlap}")
     windows = model.tokenizer.windows(texts, size, overlap)  # per text: its windows
     flat = [w for text_windows in windows for w in text_windows]
-    vectors, _ = model.embed_all(flat, model.get_sentence_embedding_dimension(), False, False, batch_size,
+    vectors, _ = model.embed_all(flat, model.get_sentence_embedding_dimension(), batch_size,
                                  token_budget)  # (total windows, dim)
     per_text = torch.split(vectors.float().cpu(), [len(w) for w in windows])
     if aggregate == "mean":

@@ -291,7 +291,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="packed: no padding, batch-invariant (default); padded: sentence-transformers' bits")
     encode.add_argument("--batch-size", type=int, default=32, help="texts a batch (padded execution)")
     encode.add_argument("--token-budget", type=int, default=None,
-                        help="tokens a batch (packed execution; default: 2048 on a CPU, 16384 on a GPU)")
+                        help=f"tokens a batch (packed execution; default: {TOKEN_BUDGETS['cpu']} on a CPU, "
+                             f"{TOKEN_BUDGETS['cuda']} on a GPU)")
     encode.add_argument("--prompt-name", default=None, help="one of the model's prompts, e.g. query")
     encode.add_argument("--normalize", action="store_true", help="L2-normalize (models with Normalize already do)")
     encode.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,

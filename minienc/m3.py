@@ -211,6 +211,20 @@ class M3Encoder(nn.Module):
         self.return_dense, self.return_sparse = return_dense, return_sparse
         self.return_colbert_vecs = return_colbert_vecs
 
+    def set_matmul(self, name: str, row_block: int | None = None) -> None:
+        """The kernel of the encoder and of both heads (minienc/matmul.py), in blocks of row_block rows if given."""
+        self.sentence.set_matmul(name, row_block)
+        self.colbert_linear.matmul = self.sparse_linear.matmul = self.sentence.encoder.kernel
+
+    @property
+    @torch.inference_mode()
+    def batch_invariant(self) -> bool:
+        """Whether a text's outputs are the same bits alone and in any batch (SentenceEncoder.batch_invariant, and
+        the heads' row blocks passed their probes too)."""
+        kernel = self.sentence.encoder.kernel
+        return self.sentence.batch_invariant and all(kernel.check(head.weight, head.bias, None)
+                                                     for head in (self.colbert_linear, self.sparse_linear))
+
     @classmethod
     def from_pretrained(
         cls,

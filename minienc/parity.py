@@ -1,6 +1,7 @@
 """`minienc parity`: minienc and transformers side by side, stage by stage, on the same inputs.
 
-Needs the reference libraries: `pip install transformers sentence-transformers` (the latter for the pooled stages).
+Needs the reference libraries: `pip install transformers sentence-transformers` (the latter for the final sentence
+vector, where the folder is a sentence-transformers one).
 """
 
 from __future__ import annotations
@@ -85,7 +86,7 @@ def run_parity(
 
 
 def sentence_rows(ours: SentenceEncoder, folder: Path, reference: str, texts: list[str], dtype) -> list[StageDiff]:
-    """The pooled and final sentence vectors against sentence-transformers (one batch each)."""
+    """The final sentence vector against sentence-transformers' (one batch each)."""
     from sentence_transformers import SentenceTransformer
 
     st = SentenceTransformer(str(folder), device=str(ours.device),

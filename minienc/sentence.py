@@ -172,8 +172,8 @@ class SentenceEncoder(nn.Module):
         plain transformers folder defaults to mean pooling, no normalization, and the model's own position limit.
         matmul (the linear layers' kernel, minienc/matmul.py) defaults to "onednn" for packed execution on x86 CPUs,
         else "torch": padded execution keeps sentence-transformers' bits. row_block: packed execution's rows per
-        block of a matrix multiply ("auto": 64 on a CPU, 1024 on a GPU; whole blocks go in calls of up to 64); None
-        calls the kernel once per matrix, no longer batch-invariant. dtype: float32 by default; "bfloat16", or
+        block of a matrix multiply ("auto": ROW_BLOCKS for the device; whole blocks go in merged calls, see
+        minienc/matmul.py); None calls the kernel once per matrix, no longer batch-invariant. dtype: float32 by default; "bfloat16", or
         "auto" (bfloat16 where the device has it natively), is the fast path (README).
         """
         if execution not in EXECUTIONS:
@@ -235,7 +235,7 @@ class SentenceEncoder(nn.Module):
         token_budget: int | None = None,
     ) -> Any:
         """One text -> 1-D vector, a list -> one row per text, in input order; sentence-transformers' arguments in its
-        order. Batches: packed, up to token_budget tokens (default: 2048 on a CPU, 16384 on a GPU; batch_size
+        order. Batches: packed, up to token_budget tokens (default: TOKEN_BUDGETS for the device; batch_size
         unused); padded, batch_size texts in sentence-transformers' order (by characters, longest first)."""
         token_budget = self.token_budget if token_budget is None else token_budget
         texts, single = check_texts(sentences)
@@ -246,13 +246,14 @@ class SentenceEncoder(nn.Module):
         skip = self.tokenizer.prefix_length(prefix) if prefix and not self.include_prompt else 0
         dim = self.get_sentence_embedding_dimension(truncate_dim)
         with progress_bar(show_progress_bar, len(texts)) as bar:
-            vectors, tokens = self.embed_all(tokenized, dim, normalize_embeddings, output_value != "sentence_embedding",
-                                             batch_size, token_budget, skip, bar, padded_order(texts))
+            vectors, tokens = self.embed_all(tokenized, dim, batch_size, token_budget, normalize=normalize_embeddings,
+                                             keep_tokens=output_value != "sentence_embedding", skip=skip, bar=bar,
+                                             order=padded_order(texts))
         return format_output(vectors, tokens, output_value, single, precision, convert_to_numpy, convert_to_tensor)
 
     def embed_all(
-        self, tokenized: list[Tokens], dim: int, normalize: bool, keep_tokens: bool, batch_size: int,
-        token_budget: int, skip: int = 0, bar: Any = None, order: list[int] | None = None,
+        self, tokenized: list[Tokens], dim: int, batch_size: int, token_budget: int, *, normalize: bool = False,
+        keep_tokens: bool = False, skip: int = 0, bar: Any = None, order: list[int] | None = None,
     ) -> tuple[torch.Tensor, list[torch.Tensor] | None]:
         """Every tokenized text through embed(), batch by batch: the (n, dim) vectors (cut to dim, then normalized if
         asked, as sentence-transformers orders it) and, if keep_tokens, each text's token vectors; nothing else of

@@ -31,7 +31,7 @@ from .model import Encoder, Linear
 from .packed import run_packed
 from .sentence import EXECUTIONS, ROW_BLOCK, SentenceEncoder, default_matmul
 from .sentence_folder import SentenceConfig
-from .similarity import SIMILARITIES, check_similarity, count
+from .similarity import SIMILARITIES, check_similarity, vector_count
 from .tokenizer import TextTokenizer, Tokens
 
 # checkpoint name -> our name in MLMHead, per family. "bias" and "decoder.bias" are one tensor tied in transformers
@@ -440,7 +440,8 @@ def dot(a: Any, b: Any) -> torch.Tensor:
 def pairwise_dot(a: Any, b: Any) -> torch.Tensor:
     a, b = as_float(a), as_float(b)
     if a.shape[:-1] != b.shape[:-1]:
-        raise ValueError(f"pairwise similarity compares a[i] with b[i]: got {count(a)} and {count(b)}")
+        raise ValueError(f"pairwise similarity compares a[i] with b[i]: got {vector_count(a)} and "
+                         f"{vector_count(b)}")
     return (a * b).sum(dim=-1).to_dense()
 
 

@@ -69,38 +69,55 @@ def summary(t: torch.Tensor, values: int = 4) -> dict[str, Any]:
 
 def trace(model, text: str) -> dict[str, Any]:
     """One text through a SentenceEncoder, or a SparseEncoder (SPLADE), stage by stage, as plain data."""
-    from .sparse import SPLADE_ACTIVATIONS, SPLADE_POOLERS, SparseEncoder
+    from .sparse import SparseEncoder
 
-    sentence = model.sentence if isinstance(model, SparseEncoder) else model
+    return trace_sparse(model, text) if isinstance(model, SparseEncoder) else trace_sentence(model, text)
+
+
+def trace_encoder(sentence, text: str) -> tuple[dict[str, Any], torch.Tensor, torch.Tensor]:
+    """Steps 1-3, tokenize, embeddings and the layers, of a SentenceEncoder's padded forward pass: the data, the last
+    hidden state (1, T, H) and the attention mask (1, T)."""
     encoding = sentence.tokenizer.encodings([text])[0]
     batch = sentence.tokenizer([text], device=sentence.device)
     stages = capture(sentence.encoder, batch)
-    last = stages[f"layer.{len(sentence.encoder.layers) - 1}.output"]
+    position_ids = sentence.encoder.embeddings.position_ids(batch["input_ids"]).expand_as(batch["input_ids"])
     data = {
         "text": text,
         "tokens": encoding.tokens,
         "input_ids": encoding.ids,
         "attention_mask": batch["attention_mask"][0].tolist(),
         "token_type_ids": batch["token_type_ids"][0].tolist(),
-        "position_ids": sentence.encoder.embeddings.position_ids(batch["input_ids"]).expand_as(batch["input_ids"])[0].tolist(),
+        "position_ids": position_ids[0].tolist(),
         "stages": {name: summary(t[0]) for name, t in stages.items()},
     }
-    if isinstance(model, SparseEncoder):  # the same ops as SparseEncoder.embed, on one unpadded text
-        with torch.inference_mode():
-            scores = model.head(last)[0]  # (T, V): how strongly each token predicts each vocabulary entry
-            weights = SPLADE_ACTIVATIONS[model.activation](scores.clone())  # (T, V)
-            vector = SPLADE_POOLERS[model.pooling](weights, 0)  # (V,)
-        return {**data, "head": summary(scores), "activation": model.activation, "weights": summary(weights),
-                "pooling": model.pooling, "pooled": summary(vector), "nonzero": int((vector != 0).sum()),
-                "terms": [(token, round(weight, 6)) for token, weight in model.decode(vector, top_k=8)]}
-    pooled = pool(last, batch["attention_mask"], sentence.pooling)[0]
-    for layer in sentence.dense:
+    return data, stages[f"layer.{len(sentence.encoder.layers) - 1}.output"], batch["attention_mask"]
+
+
+def trace_sentence(model, text: str) -> dict[str, Any]:
+    """Then pooling, Dense and the normalizer: a SentenceEncoder's steps 4-5."""
+    data, last, mask = trace_encoder(model, text)
+    pooled = pool(last, mask, model.pooling)[0]  # (H,)
+    for layer in model.dense:
         pooled = layer(pooled)
-    return {**data, "pooling": "+".join(sentence.pooling), "pooled": summary(pooled),
-            "normalized": summary(l2_normalize(pooled)) if sentence.normalize else None}
+    return {**data, "pooling": "+".join(model.pooling), "pooled": summary(pooled),
+            "normalized": summary(l2_normalize(pooled)) if model.normalize else None}
 
 
-ACTIVATION_FORMULAS = {"relu": "log(1 + relu(x))", "log1p_relu": "log(1 + log(1 + relu(x)))"}
+@torch.inference_mode()
+def trace_sparse(model, text: str) -> dict[str, Any]:
+    """Then a SparseEncoder's head, activation and pooling (steps 4-6): SparseEncoder.embed's ops on one text."""
+    from .sparse import SPLADE_ACTIVATIONS, SPLADE_POOLERS
+
+    data, last, _ = trace_encoder(model.sentence, text)
+    scores = model.head(last)[0]  # (T, V): how strongly each token predicts each vocabulary entry
+    weights = SPLADE_ACTIVATIONS[model.activation](scores.clone())  # (T, V)
+    vector = SPLADE_POOLERS[model.pooling](weights, 0)  # (V,)
+    return {**data, "head": summary(scores), "activation": model.activation, "weights": summary(weights),
+            "pooling": model.pooling, "pooled": summary(vector), "nonzero": int((vector != 0).sum()),
+            "terms": [(token, round(weight, 6)) for token, weight in model.decode(vector, top_k=8)]}
+
+
+ACTIVATION_FORMULAS = {"relu": "log(1 + relu(x))", "log1p_relu": "log(1 + log(1 + relu(x)))"}  # SPLADE_ACTIVATIONS
 
 
 def format_trace(data: dict[str, Any]) -> str:
@@ -117,15 +134,20 @@ def format_trace(data: dict[str, Any]) -> str:
     lines += [row("word+type+position", data["stages"]["embedding_sum"]), row("LayerNorm", data["stages"]["embeddings"])]
     lines += ["", "3. encoder layers"]
     lines += [row(name, s) for name, s in data["stages"].items() if name.startswith("layer.")]
-    if "head" in data:
-        lines += ["", "4. masked-LM head    (a score per vocabulary entry, for each token)", row("scores", data["head"])]
-        lines += ["", f"5. SPLADE activation ({ACTIVATION_FORMULAS[data['activation']]})",
-                  row("weights", data["weights"])]
-        lines += ["", f"6. pooling ({data['pooling']} over the tokens)", row("vector", data["pooled"]),
-                  f"  {data['nonzero']} non-zero of {data['pooled']['shape'][0]}; largest: "
-                  + ", ".join(f"{token} {weight:.3f}" for token, weight in data["terms"])]
-        return "\n".join(lines)
-    lines += ["", f"4. pooling ({data['pooling']})", row("pooled", data["pooled"])]
+    lines += (sparse_steps if "head" in data else sentence_steps)(data, row)
+    return "\n".join(lines)
+
+
+def sentence_steps(data: dict[str, Any], row) -> list[str]:
+    lines = ["", f"4. pooling ({data['pooling']})", row("pooled", data["pooled"])]
     if data["normalized"] is not None:
         lines += ["", "5. L2 normalize", row("normalized", data["normalized"])]
-    return "\n".join(lines)
+    return lines
+
+
+def sparse_steps(data: dict[str, Any], row) -> list[str]:
+    terms = ", ".join(f"{token} {weight:.3f}" for token, weight in data["terms"])
+    return ["", "4. masked-LM head    (a score per vocabulary entry, for each token)", row("scores", data["head"]),
+            "", f"5. SPLADE activation ({ACTIVATION_FORMULAS[data['activation']]})", row("weights", data["weights"]),
+            "", f"6. pooling ({data['pooling']} over the tokens)", row("vector", data["pooled"]),
+            f"  {data['nonzero']} non-zero of {data['pooled']['shape'][0]}; largest: {terms}"]

@@ -231,7 +231,7 @@ def document_tokens(model: minienc.SentenceEncoder, documents: list[str]) -> lis
     [CLS] and [SEP] dropped, so every token of the document is there (those in an overlap, twice)."""
     windows = model.tokenizer.windows(documents, WINDOW, OVERLAP)  # per document: its windows
     flat = [w for ws in windows for w in ws]
-    _, tokens = model.embed_all(flat, model.get_sentence_embedding_dimension(), False, True, 32, 2048)
+    _, tokens = model.embed_all(flat, model.get_sentence_embedding_dimension(), 32, 2048, keep_tokens=True)
     per_window = [l2_normalize(t[1:-1].float()) for t in tokens]  # (window tokens - 2, H) each
     ends = np.cumsum([len(ws) for ws in windows])
     return [torch.cat(per_window[end - len(ws) : end]) for ws, end in zip(windows, ends)]
