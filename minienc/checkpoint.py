@@ -97,6 +97,10 @@ def weight_files(folder: Path) -> list[Path]:
             shard_names = sorted(set(read_json(index)["weight_map"].values()))
         except (ValueError, KeyError, AttributeError) as err:
             raise CheckpointError(f"{index} is not a valid shard index (needs a 'weight_map'): {err}") from err
+        outside = [str(name) for name in shard_names if not isinstance(name, str) or Path(name).name != name]
+        if outside:
+            raise CheckpointError(f"{index} names shards outside {folder}: {', '.join(outside)}; a shard is a file "
+                                  f"name beside the index")
         missing = [name for name in shard_names if not (folder / name).is_file()]
         if missing:
             raise CheckpointError(f"{index} names shards that are not in {folder}: {', '.join(missing)}")
@@ -114,9 +118,9 @@ def weight_files(folder: Path) -> list[Path]:
 def read_json(path: Path) -> Any:
     """A JSON file (config.json, modules.json, ...) as Python data, or a ValueError naming the file."""
     try:
-        return json.loads(Path(path).read_text(encoding="utf-8"))
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{path} is not valid JSON: {err}") from err
+        return json.loads(Path(path).read_text(encoding="utf-8-sig"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(f"{path} is not valid JSON in UTF-8: {err}") from err
 
 
 def read_safetensors(path: Path) -> dict[str, torch.Tensor]:
@@ -126,6 +130,38 @@ def read_safetensors(path: Path) -> dict[str, torch.Tensor]:
     except (SafetensorError, OSError, RuntimeError) as err:
         raise CheckpointError(f"{path} is not a readable safetensors file ({err}); it may be truncated or corrupt: "
                               f"download it again") from err
+
+
+def bad_weight(tensor: torch.Tensor) -> str | None:
+    """Why a weight tensor cannot be a model's: not floating-point (an integer or bool file would be cast to float
+    silently), or holding NaN / infinity; None when it can."""
+    if not tensor.is_floating_point():
+        return f"stored as {str(tensor.dtype).removeprefix('torch.')}, not a floating-point type"
+    if not bool(torch.isfinite(tensor).all()):
+        return "holds NaN or infinite values"
+    return None
+
+
+def read_linear(path: Path, in_features: int, out_features: int | None, bias: bool, dtype: torch.dtype,
+                prefix: str = "") -> dict[str, torch.Tensor]:
+    """A linear layer's tensors from a safetensors file (keys after `prefix`): "weight" (out, in) and, with bias,
+    "bias" (out,), floating-point and finite, cast to dtype. out_features None takes the file's. Anything else is a
+    CheckpointError naming the file and what it holds."""
+    tensors = {key.removeprefix(prefix): tensor for key, tensor in read_safetensors(path).items()}
+    weight = tensors.get("weight")
+    out = out_features if out_features is not None else (weight.shape[0] if weight is not None and weight.dim() else 0)
+    fits = (set(tensors) == ({"weight", "bias"} if bias else {"weight"}) and tuple(weight.shape) == (out, in_features)
+            and (not bias or tuple(tensors["bias"].shape) == (out,)))
+    if not fits:
+        shapes = {key: tuple(t.shape) for key, t in tensors.items()}
+        raise CheckpointError(f"{path}: expected weight ({out_features or 'out'}, {in_features})"
+                              f"{' and bias (' + str(out_features or 'out') + ',)' if bias else ', no bias'}; "
+                              f"found {shapes}")
+    for key, tensor in tensors.items():
+        problem = bad_weight(tensor)
+        if problem:
+            raise CheckpointError(f"{path}: {prefix}{key} {problem}")
+    return {key: tensor.to(dtype) for key, tensor in tensors.items()}
 
 
 def load_weights(
@@ -140,8 +176,11 @@ def load_weights(
     table = layer_table(num_layers)
     ours_to_theirs = {ours: theirs for theirs, ours in table.items() if ours is not None}
     weights: dict[str, torch.Tensor] = {}
+    found_as: dict[str, str] = {}  # our name -> the checkpoint key it was read from
     unexpected: list[str] = []
     wrong_shape: list[str] = []
+    bad_values: list[str] = []
+    twice: list[str] = []
     for path in weight_files(folder):
         for key, tensor in read_safetensors(path).items():
             name = checkpoint_name(key, model_type)
@@ -153,17 +192,27 @@ def load_weights(
             ours = table[name]
             if ours is None:
                 continue
+            if ours in found_as:
+                twice.append(f"{key} and {found_as[ours]} are both {ours_to_theirs[ours]}")
+                continue
+            found_as[ours] = f"{key} ({path.name})"
             if tensor.shape != expected[ours]:
                 wrong_shape.append(f"{key}: checkpoint {tuple(tensor.shape)}, model expects {tuple(expected[ours])}")
                 continue
+            problem = bad_weight(tensor)
+            if problem:
+                bad_values.append(f"{key}: {problem}")
+                continue
             weights[ours] = tensor.to(dtype or torch.float32)
-    missing = [f"{ours_to_theirs[ours]} (minienc: {ours})" for ours in expected if ours not in weights]
+    missing = [f"{ours_to_theirs[ours]} (minienc: {ours})" for ours in expected if ours not in found_as]
     problems = [
         (f"missing weights ({len(missing)})", missing),
+        (f"stored twice ({len(twice)})", twice),
         (f"wrong shapes ({len(wrong_shape)})", wrong_shape),
+        (f"not floating-point numbers ({len(bad_values)})", bad_values),
         (f"unexpected tensors ({len(unexpected)})", unexpected),
     ]
-    if missing or wrong_shape or unexpected:
+    if missing or twice or wrong_shape or bad_values or unexpected:
         report = "\n".join(f"  {title}:\n" + "\n".join(f"    {item}" for item in items) for title, items in problems if items)
         raise CheckpointError(f"{folder} does not match its config.json ({model_type}):\n{report}")
     return weights

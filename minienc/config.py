@@ -18,6 +18,10 @@ FAMILIES: dict[str, bool] = {
     "roberta": True,
     "xlm-roberta": True,
 }
+# model_type -> pad_token_id where config.json leaves it out: transformers' BertConfig / RobertaConfig defaults
+PAD_TOKEN_IDS: dict[str, int] = {"bert": 0, "roberta": 1, "xlm-roberta": 1}
+# our field name -> config.json's, where they differ (for errors)
+CONFIG_NAMES = {"num_layers": "num_hidden_layers", "num_heads": "num_attention_heads"}
 
 
 @dataclass(frozen=True)
@@ -36,15 +40,27 @@ class EncoderConfig:
     positions_from_input_ids: bool = False  # RoBERTa family: pad_token_id + 1 + running count of real tokens
 
     def __post_init__(self) -> None:
-        if self.model_type not in FAMILIES:
+        if not isinstance(self.model_type, str) or self.model_type not in FAMILIES:
             raise ValueError(
                 f"unsupported model_type {self.model_type!r}; minienc supports {sorted(FAMILIES)}"
             )
+        for name in ("vocab_size", "hidden_size", "num_layers", "num_heads", "intermediate_size",
+                     "max_position_embeddings", "type_vocab_size"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{CONFIG_NAMES.get(name, name)} must be a positive integer, got {value!r}")
+        eps = self.layer_norm_eps
+        if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not 0 <= eps < 1:
+            raise ValueError(f"layer_norm_eps must be a number from 0 to 1, got {eps!r}")
+        pad = self.pad_token_id
+        if isinstance(pad, bool) or not isinstance(pad, int) or not 0 <= pad < self.vocab_size:
+            raise ValueError(f"pad_token_id must be a token id, from 0 to vocab_size - 1 ({self.vocab_size - 1}), "
+                             f"got {pad!r}")
         if self.hidden_size % self.num_heads != 0:
             raise ValueError(
                 f"num_attention_heads ({self.num_heads}) does not divide hidden_size ({self.hidden_size})"
             )
-        if self.hidden_act not in ACTIVATIONS:
+        if not isinstance(self.hidden_act, str) or self.hidden_act not in ACTIVATIONS:
             raise ValueError(
                 f"unsupported hidden_act {self.hidden_act!r}; minienc supports {sorted(ACTIVATIONS)}"
             )
@@ -66,10 +82,12 @@ class EncoderConfig:
     @classmethod
     def from_dict(cls, raw: dict) -> EncoderConfig:
         """Build from the fields of a Hugging Face config.json (unknown fields are ignored)."""
+        if not isinstance(raw, dict):
+            raise ValueError(f"config.json must hold a JSON object, got {type(raw).__name__}")
         model_type = raw.get("model_type")
         if model_type is None:
             raise ValueError(f"config has no 'model_type'; minienc supports {sorted(FAMILIES)}")
-        if model_type not in FAMILIES:
+        if not isinstance(model_type, str) or model_type not in FAMILIES:
             raise ValueError(f"unsupported model_type {model_type!r}; minienc supports {sorted(FAMILIES)}")
         position_type = raw.get("position_embedding_type", "absolute")
         if position_type != "absolute":
@@ -88,7 +106,7 @@ class EncoderConfig:
             max_position_embeddings=raw.get("max_position_embeddings", defaults.max_position_embeddings),
             type_vocab_size=raw.get("type_vocab_size", defaults.type_vocab_size),
             layer_norm_eps=raw.get("layer_norm_eps", defaults.layer_norm_eps),
-            pad_token_id=raw.get("pad_token_id", defaults.pad_token_id),
+            pad_token_id=raw.get("pad_token_id", PAD_TOKEN_IDS[model_type]),
             positions_from_input_ids=FAMILIES[model_type],
         )
 
@@ -100,3 +118,5 @@ class EncoderConfig:
             return cls.from_dict(raw)
         except KeyError as err:
             raise ValueError(f"{path} lacks the field {err.args[0]!r}") from err
+        except ValueError as err:
+            raise ValueError(f"{path}: {err}") from err

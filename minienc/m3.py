@@ -34,7 +34,7 @@ from tokenizers import Tokenizer
 from torch.nn.utils.rnn import pad_sequence
 
 from .batching import batches, check_options, check_texts, check_unicode, to_numpy
-from .checkpoint import CheckpointError, read_json, read_safetensors, resolve_model_dir
+from .checkpoint import CheckpointError, read_json, read_linear, resolve_model_dir
 from .model import Linear
 from .sentence import ROW_BLOCK, SentenceEncoder
 from .tokenizer import Tokens
@@ -84,15 +84,9 @@ def read_head(folder: Path, name: str, hidden_size: int, dtype: torch.dtype) -> 
         raise CheckpointError(f"{folder} has no {name}.safetensors (nor {name}.pt): get bge-m3's heads with "
                               f"`hf download BAAI/bge-m3 colbert_linear.pt sparse_linear.pt --local-dir {folder}`, "
                               f"then run `minienc convert-heads {folder}`")
-    tensors = read_safetensors(path)
-    weight, bias = tensors.get("weight"), tensors.get("bias")
-    if set(tensors) != {"weight", "bias"} or weight.dim() != 2 or weight.shape[1] != hidden_size \
-            or bias.shape != weight.shape[:1] or (name == "sparse_linear" and weight.shape[0] != 1):
-        shapes = {key: tuple(t.shape) for key, t in tensors.items()}
-        raise CheckpointError(f"{path}: expected weight (out, {hidden_size}) and bias (out,)"
-                              f"{', out = 1' if name == 'sparse_linear' else ''}; found {shapes}")
-    layer = Linear(weight.shape[1], weight.shape[0], dtype=dtype)
-    layer.load_state_dict({"weight": weight.to(dtype), "bias": bias.to(dtype)})
+    tensors = read_linear(path, hidden_size, 1 if name == "sparse_linear" else None, True, dtype)
+    layer = Linear(hidden_size, tensors["weight"].shape[0], dtype=dtype)
+    layer.load_state_dict(tensors)
     return layer
 
 

@@ -115,8 +115,12 @@ class MultiVectorEncoder(nn.Module):
         limit = read_json(tokenizer_file).get("model_max_length") if tokenizer_file.is_file() else None
         limit = limit if isinstance(limit, (int, float)) and limit < 1e9 else encoder.config.max_tokens
         length = config.max_seq_length or min(int(limit), encoder.config.max_tokens)  # as SentenceEncoder's
+        if not 1 <= length <= encoder.config.max_tokens:
+            raise ValueError(f"{folder}: max_seq_length must be from 1 to the model's {encoder.config.max_tokens} "
+                             f"positions, got {length}")
         tokenizer = TextTokenizer.from_file(folder / "tokenizer.json", max_length=length,
-                                            pad_token_id=encoder.config.pad_token_id, lowercase=config.lowercase)
+                                            pad_token_id=encoder.config.pad_token_id, lowercase=config.lowercase,
+                                            vocab_size=encoder.config.vocab_size)
         register_prefix_tokens(tokenizer.tokenizer, config.prefix_tokens)
         expansion = resolve_expansion(config.query_expansion, tokenizer.tokenizer, folder, config.query_length)
         sentence = SentenceEncoder(encoder, tokenizer, SentenceConfig(), execution=execution, row_block=row_block)

@@ -13,7 +13,7 @@ from tokenizers import AddedToken, Tokenizer
 
 from .checkpoint import read_json
 from .maxsim import MULTIVECTOR_SIMILARITIES
-from .sentence_folder import DENSE_ACTIVATIONS, DenseSpec
+from .sentence_folder import DENSE_ACTIVATIONS, DenseSpec, module_list
 
 # what each saved module type becomes; Pooling and a sentence-level Normalize occur only in a sentence-transformers
 # folder converted to multi-vector, where sentence-transformers drops them
@@ -103,10 +103,9 @@ def read_multivector_folder(folder: Path) -> MultiVectorConfig:
         raise ValueError(f"{extras_file}: model_type {model_type!r} is not a multi-vector model")
     knobs, prefixes = pylate_settings(extras)
     transformer, settings, dense, normalize, mask = None, {}, [], False, None
-    for module in read_json(modules_file):
-        kind, path = module["type"].rsplit(".", 1)[-1], folder / module.get("path", "")
+    for full_type, kind, path in module_list(modules_file):
         if kind not in MODULE_KINDS or (kind == "Pooling" and not converting):
-            raise ValueError(f"{modules_file}: module type {module['type']!r} is not supported by minienc's "
+            raise ValueError(f"{modules_file}: module type {full_type!r} is not supported by minienc's "
                              f"multi-vector encoder (supported: Transformer, Dense, MultiVectorMask, Normalize)")
         file = path / ("sentence_bert_config.json" if kind == "Transformer" else "config.json")
         config = read_json(file) if file.is_file() else {}

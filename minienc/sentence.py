@@ -16,7 +16,7 @@ from torch import nn
 
 from .batching import (batches, check_options, check_texts, format_output, padded_order, progress_bar,
                        report_truncation)
-from .checkpoint import CheckpointError, read_safetensors, resolve_model_dir
+from .checkpoint import CheckpointError, read_linear, resolve_model_dir
 from .chunks import encode_chunks
 from .devices import check_device
 from .matmul import RowBlocks, fastest_on_cpu
@@ -51,8 +51,8 @@ class Dense(nn.Module):
         if not weights.is_file():
             raise CheckpointError(f"{spec.folder} has no model.safetensors; minienc requires safetensors and never "
                                   f"unpickles a checkpoint")
-        tensors = {k.removeprefix("linear."): v.to(dtype) for k, v in read_safetensors(weights).items()}
-        self.linear.load_state_dict(tensors)
+        self.linear.load_state_dict(read_linear(weights, spec.in_features, spec.out_features, spec.bias, dtype,
+                                                prefix="linear."))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.activation(self.linear(x))
@@ -82,6 +82,12 @@ class SentenceEncoder(nn.Module):
         self.tokenizer = tokenizer
         self.pooling = check_pooling(tuple(config.pooling))
         dtype = next(encoder.parameters()).dtype
+        width = encoder.config.hidden_size * len(self.pooling)  # the pooled vector's
+        for spec in config.dense:  # each Dense reads what the one before it wrote
+            if spec.in_features != width:
+                raise CheckpointError(f"{spec.folder}: a Dense with in_features {spec.in_features}, but the vector "
+                                      f"it gets is {width} wide")
+            width = spec.out_features
         self.dense = nn.ModuleList(Dense(spec, dtype) for spec in config.dense).to(self.device)
         if row_block == "auto":
             row_block = ROW_BLOCKS.get(self.device.type, ROW_BLOCKS["cpu"])
@@ -180,20 +186,22 @@ class SentenceEncoder(nn.Module):
             raise ValueError(f"unknown execution {execution!r}; choose one of {list(EXECUTIONS)}")
         device = check_device(device)
         folder = resolve_model_dir(name_or_path, revision=revision)
-        encoder = Encoder.from_pretrained(folder, attention=attention, matmul=matmul or default_matmul(execution, device),
-                                          device=device, dtype=dtype)
         config = read_sentence_folder(folder)
+        transformer = config.transformer or folder  # modules.json's Transformer path: the older layouts' 0_Transformer
+        encoder = Encoder.from_pretrained(transformer, attention=attention,
+                                          matmul=matmul or default_matmul(execution, device), device=device, dtype=dtype)
         overrides = {"pooling": (pooling,) if isinstance(pooling, str) else pooling, "normalize": normalize,
                      "max_seq_length": max_seq_length, "truncate_dim": truncate_dim,
                      "similarity_fn_name": similarity_fn_name}
         config = replace(config, **{k: v for k, v in overrides.items() if v is not None})
-        limit = encoder.config.max_tokens
-        if (config.max_seq_length or 0) > limit:
-            raise ValueError(f"max_seq_length {config.max_seq_length} exceeds the model's {limit} positions")
+        limit, length = encoder.config.max_tokens, config.max_seq_length
+        if length is not None and (isinstance(length, bool) or not isinstance(length, int) or not 1 <= length <= limit):
+            raise ValueError(f"max_seq_length must be from 1 to the model's {limit} positions, got {length!r}")
         # as sentence-transformers: the folder's max_seq_length, else the tokenizer's limit capped by the positions
         length = config.max_seq_length or min(config.tokenizer_max_length or limit, limit)
-        tokenizer = TextTokenizer.from_file(folder / "tokenizer.json", max_length=length,
-                                            pad_token_id=encoder.config.pad_token_id, lowercase=config.lowercase)
+        tokenizer = TextTokenizer.from_file(transformer / "tokenizer.json", max_length=length,
+                                            pad_token_id=encoder.config.pad_token_id, lowercase=config.lowercase,
+                                            vocab_size=encoder.config.vocab_size)
         return cls(encoder, tokenizer, config, execution=execution, row_block=row_block)
 
     @torch.inference_mode()

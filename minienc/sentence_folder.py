@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -67,6 +68,8 @@ class SentenceConfig:
     pooling: tuple[str, ...] = ("mean",)   # POOLERS names, concatenated in this order
     dense: tuple[DenseSpec, ...] = ()       # applied to the pooled vector, in order
     normalize: bool = False                 # L2-normalize the final vector
+    transformer: Path | None = None          # the folder of config.json, the weights and the tokenizer (modules.json's
+                                            # Transformer path); None: the model folder itself
     max_seq_length: int | None = None       # tokens kept per text, as the folder says; None: as many as fit
     tokenizer_max_length: int | None = None  # tokenizer_config.json's model_max_length, used when the above is None
     lowercase: bool = False                 # lowercase texts before tokenizing
@@ -87,13 +90,17 @@ def check_pooling(modes: tuple[str, ...]) -> tuple[str, ...]:
 def pooling_modes(config: dict) -> tuple[str, ...]:
     """The pooling mode(s) of a sentence-transformers Pooling config, new style or legacy boolean keys."""
     modes = config.get("pooling_mode") or [mode for key, mode in LEGACY_POOLING_KEYS.items() if config.get(key)]
-    modes = (modes,) if isinstance(modes, str) else tuple(modes)
-    return check_pooling(modes)
+    modes = (modes,) if isinstance(modes, str) else modes
+    if not isinstance(modes, (list, tuple)) or not all(isinstance(mode, str) for mode in modes):
+        raise ValueError(f"pooling_mode must be a name or a list of names from {sorted(POOLERS)}, got {modes!r}")
+    return check_pooling(tuple(modes))
 
 
 def read_dense(folder: Path) -> DenseSpec:
     config_file = folder / "config.json"
     config = read_json(config_file)
+    if not isinstance(config, dict):
+        raise ValueError(f"{config_file}: expected a JSON object")
     name = config.get("activation_function", "torch.nn.modules.activation.Tanh")
     if name not in DENSE_ACTIVATIONS:
         raise ValueError(f"{config_file}: unsupported activation_function {name!r}; "
@@ -102,42 +109,83 @@ def read_dense(folder: Path) -> DenseSpec:
     if config.get("use_residual") or names != ("sentence_embedding", "sentence_embedding"):
         raise ValueError(f"{config_file}: a Dense with use_residual, or that reads or writes anything but the "
                          f"sentence_embedding, is not supported by minienc")
-    return DenseSpec(folder, config["in_features"], config["out_features"], config.get("bias", True),
-                     DENSE_ACTIVATIONS[name])
+    sizes = [setting(config, key, int, None, config_file) for key in ("in_features", "out_features")]
+    if None in sizes:
+        raise ValueError(f"{config_file}: a Dense needs in_features and out_features")
+    return DenseSpec(folder, *sizes, setting(config, "bias", bool, True, config_file), DENSE_ACTIVATIONS[name])
+
+
+def module_list(modules_file: Path) -> list[tuple[str, str, Path]]:
+    """modules.json as (type, kind: the type's last name, folder) per module; anything but a list of objects with
+    a "type" is a ValueError naming the file."""
+    folder, modules = modules_file.parent, read_json(modules_file)
+    if not isinstance(modules, list) or not all(isinstance(m, dict) and isinstance(m.get("type"), str) for m in modules):
+        raise ValueError(f"{modules_file}: expected a list of modules, each an object with a 'type'")
+    return [(m["type"], m["type"].rsplit(".", 1)[-1], folder / str(m.get("path") or "")) for m in modules]
+
+
+def read_modules(modules_file: Path) -> list[tuple[str, Path]]:
+    """modules.json -> (kind, folder) per module, checked: Transformer first, then Pooling, any Dense, and
+    Normalize last, as sentence-transformers' SentenceTransformer chains them."""
+    found = []
+    for full_type, kind, path in module_list(modules_file):
+        if kind not in MODULE_KINDS:
+            other = OTHER_ENCODERS.get(kind)
+            hint = f"; this is a {other[0]} folder: load it with {other[1]}" if other else ""
+            raise ValueError(f"{modules_file}: module type {full_type!r} is not supported by SentenceEncoder "
+                             f"(supported: {', '.join(MODULE_KINDS)}){hint}")
+        found.append((kind, path))
+    kinds = [kind for kind, _ in found]
+    allowed = kinds[:2] == ["Transformer", "Pooling"] and all(k == "Dense" for k in kinds[2:len(kinds) - 1]) and (
+        len(kinds) == 2 or kinds[-1] in ("Dense", "Normalize"))
+    if not allowed:
+        raise ValueError(f"{modules_file}: modules {kinds}; SentenceEncoder reads Transformer, Pooling, any Dense, "
+                         f"then an optional Normalize, in that order")
+    return found
+
+
+def setting(settings: dict, key: str, kind: type, default: Any, file: Path) -> Any:
+    """settings[key] if it is of `kind` (an int that is at least 1, for int), else a ValueError naming the file."""
+    value = settings.get(key, default)
+    wrong = value is not default and (isinstance(value, bool) != (kind is bool) or not isinstance(value, kind)
+                                      or (kind is int and value < 1))
+    if wrong:
+        raise ValueError(f"{file}: {key} must be {'a positive integer' if kind is int else kind.__name__}, got "
+                         f"{value!r}")
+    return value
 
 
 def read_sentence_folder(folder: Path) -> SentenceConfig:
     """The description of `folder`; a plain transformers folder gives the defaults."""
-    pooling, dense, normalize, include_prompt = ("mean",), [], False, True
+    pooling, dense, normalize, include_prompt, transformer = ("mean",), [], False, True, folder
     modules_file = folder / "modules.json"
-    for module in read_json(modules_file) if modules_file.is_file() else []:
-        kind, path = module["type"].rsplit(".", 1)[-1], folder / module.get("path", "")
-        if kind not in MODULE_KINDS:
-            other = OTHER_ENCODERS.get(kind)
-            hint = f"; this is a {other[0]} folder: load it with {other[1]}" if other else ""
-            raise ValueError(f"{modules_file}: module type {module['type']!r} is not supported by SentenceEncoder "
-                             f"(supported: {', '.join(MODULE_KINDS)}){hint}")
-        if kind == "Pooling":
+    for kind, path in read_modules(modules_file) if modules_file.is_file() else []:
+        if kind == "Transformer":
+            transformer = path
+        elif kind == "Pooling":
             pooling_config = read_json(path / "config.json")
+            if not isinstance(pooling_config, dict):
+                raise ValueError(f"{path / 'config.json'}: expected a JSON object")
             pooling = pooling_modes(pooling_config)
             include_prompt = pooling_config.get("include_prompt", True) is not False
         elif kind == "Dense":
             dense.append(read_dense(path))
         elif kind == "Normalize":
             normalize = True
-    settings_file = folder / "sentence_bert_config.json"
+    settings_file = transformer / "sentence_bert_config.json"
     settings = read_json(settings_file) if settings_file.is_file() else {}
     extras_file = folder / "config_sentence_transformers.json"
     extras = read_json(extras_file) if extras_file.is_file() else {}
-    tokenizer_file = folder / "tokenizer_config.json"
+    tokenizer_file = transformer / "tokenizer_config.json"
     tokenizer_max = read_json(tokenizer_file).get("model_max_length") if tokenizer_file.is_file() else None
     return SentenceConfig(
         pooling=pooling,
         dense=tuple(dense),
         normalize=normalize,
-        max_seq_length=settings.get("max_seq_length"),
+        transformer=transformer,
+        max_seq_length=setting(settings, "max_seq_length", int, None, settings_file),
         tokenizer_max_length=int(tokenizer_max) if isinstance(tokenizer_max, (int, float)) and tokenizer_max < 1e9 else None,
-        lowercase=settings.get("do_lower_case", False),
+        lowercase=setting(settings, "do_lower_case", bool, False, settings_file),
         prompts={name: text or "" for name, text in (extras.get("prompts") or {}).items()},
         default_prompt_name=extras.get("default_prompt_name"),
         include_prompt=include_prompt,

@@ -24,13 +24,14 @@ import torch
 from torch import nn
 
 from .batching import batches, check_options, check_texts, padded_order, progress_bar, report_truncation
-from .checkpoint import LEGACY_SUFFIXES, CheckpointError, read_json, read_safetensors, resolve_model_dir, weight_files
+from .checkpoint import (LEGACY_SUFFIXES, CheckpointError, bad_weight, read_json, read_safetensors, resolve_model_dir,
+                         weight_files)
 from .config import EncoderConfig
 from .devices import check_device
 from .model import Encoder, Linear
 from .packed import run_packed
 from .sentence import EXECUTIONS, ROW_BLOCK, SentenceEncoder, default_matmul
-from .sentence_folder import SentenceConfig
+from .sentence_folder import SentenceConfig, module_list
 from .similarity import SIMILARITIES, check_similarity, vector_count
 from .tokenizer import TextTokenizer, Tokens
 
@@ -127,6 +128,10 @@ def read_head_tensors(folder: Path, model_type: str) -> dict[str, torch.Tensor]:
     if missing:
         raise CheckpointError(f"{folder} has no masked-language-model head: missing {', '.join(missing)}. A SPLADE "
                               f"model needs the whole *ForMaskedLM checkpoint, not the bare encoder")
+    for name, tensor in found.items():
+        problem = bad_weight(tensor)
+        if problem:
+            raise CheckpointError(f"{folder}: the masked-LM head's {theirs[name]} {problem}")
     return found
 
 
@@ -176,7 +181,7 @@ def read_sparse_folder(folder: Path) -> SparseFolder:
     modules_file = folder / "modules.json"
     model_folder, splade = folder, {}
     if modules_file.is_file():
-        kinds = [(m["type"].rsplit(".", 1)[-1], folder / m.get("path", "")) for m in read_json(modules_file)]
+        kinds = [(kind, path) for _, kind, path in module_list(modules_file)]
         names = [kind for kind, _ in kinds]
         if (names not in (["MLMTransformer", "SpladePooling"], ["Transformer", "SpladePooling"])
                 or transformer_task(*kinds[0]) != "fill-mask"):
@@ -304,7 +309,8 @@ class SparseEncoder(nn.Module):
         if length > limit:
             raise ValueError(f"max_seq_length {length} exceeds the model's {limit} positions")
         tokenizer = TextTokenizer.from_file(spec.model_folder / "tokenizer.json", max_length=length,
-                                            pad_token_id=encoder.config.pad_token_id, lowercase=spec.sentence.lowercase)
+                                            pad_token_id=encoder.config.pad_token_id, lowercase=spec.sentence.lowercase,
+                                            vocab_size=encoder.config.vocab_size)
         sentence = SentenceEncoder(encoder, tokenizer, spec.sentence, execution=execution, row_block=row_block)
         return cls(sentence, head, spec.pooling, spec.activation, similarity_fn_name or spec.similarity_fn_name,
                    max_active_dims if max_active_dims is not None else spec.max_active_dims)

@@ -42,11 +42,21 @@ class TextTokenizer:
         self.tokenizer.enable_truncation(max_length=value, strategy="longest_first")
 
     @classmethod
-    def from_file(cls, path: str | Path, max_length: int, pad_token_id: int, lowercase: bool = False) -> TextTokenizer:
+    def from_file(cls, path: str | Path, max_length: int, pad_token_id: int, lowercase: bool = False,
+                  vocab_size: int | None = None) -> TextTokenizer:
+        """tokenizer.json; with vocab_size (the model's word-embedding rows), a tokenizer whose ids go beyond them
+        (another model's tokenizer) is refused."""
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"{path} not found: minienc reads fast tokenizers saved as tokenizer.json")
-        return cls(Tokenizer.from_file(str(path)), max_length, pad_token_id, lowercase)
+        try:
+            tokenizer = Tokenizer.from_file(str(path))
+        except Exception as err:  # the tokenizers library raises a bare Exception for a file it cannot parse
+            raise ValueError(f"{path} is not a tokenizer the tokenizers library can read ({err})") from None
+        if vocab_size is not None and tokenizer.get_vocab_size(with_added_tokens=False) > vocab_size:
+            raise ValueError(f"{path} has {tokenizer.get_vocab_size(with_added_tokens=False)} tokens, but the model's "
+                             f"word-embedding table has {vocab_size} rows: the tokenizer belongs to another model")
+        return cls(tokenizer, max_length, pad_token_id, lowercase)
 
     def encodings(self, texts: list[str], pairs: list[str] | None = None) -> list[Encoding]:
         """Tokenize, add the model's special tokens, truncate to max_length (both texts of a pair together): the

@@ -200,3 +200,66 @@ def test_bad_inputs_are_named(reference_dir):
 def test_missing_folder(tmp_path):
     with pytest.raises(FileNotFoundError, match="is not a model folder"):
         minienc.Encoder.from_pretrained(tmp_path / "nowhere")
+
+
+# --- refused at load, never loaded with wrong values (review by a helper) ----------------------------------------
+
+
+def edit_config(folder: Path, **changes) -> None:
+    config = json.loads((folder / "config.json").read_text())
+    config.update(changes)
+    (folder / "config.json").write_text(json.dumps({k: v for k, v in config.items() if v is not DROP}))
+
+
+DROP = object()  # edit_config(folder, key=DROP) removes the key
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda t: t.update({k: v.to(torch.int32) for k, v in t.items()}),
+     r"not floating-point numbers \(\d+\):\n    .*: stored as int32, not a floating-point type"),
+    (lambda t: t["encoder.layer.0.output.dense.weight"].view(-1).__setitem__(3, float("nan")),
+     r"encoder.layer.0.output.dense.weight: holds NaN or infinite values"),
+    (lambda t: t.update({"roberta." + k: v + 1 for k, v in list(t.items())[:1]}),
+     r"stored twice \(1\):\n    .* and .* \(model.safetensors\) are both"),
+])
+def test_weights_that_would_load_wrong_are_refused(reference_dir, tmp_path, edit, message):
+    folder = copy_of(reference_dir, tmp_path)
+    rewrite_weights(folder, edit)
+    with pytest.raises(CheckpointError, match=message):
+        hidden(folder)
+
+
+def test_shard_index_pointing_outside_the_folder(reference_dir, tmp_path):
+    folder = copy_of(reference_dir, tmp_path)
+    keys = load_file(folder / "model.safetensors").keys()
+    (folder / "model.safetensors").rename(tmp_path / "elsewhere.safetensors")
+    (folder / "model.safetensors.index.json").write_text(json.dumps(
+        {"weight_map": {key: "../elsewhere.safetensors" for key in keys}}))
+    with pytest.raises(CheckpointError, match=r"names shards outside .*: \.\./elsewhere\.safetensors"):
+        hidden(folder)
+
+
+def test_roberta_family_pad_token_id_defaults_to_1(reference_dir, tmp_path):
+    """transformers' RobertaConfig / XLMRobertaConfig default: positions count from it, so 0 would shift them."""
+    folder = copy_of(reference_dir, tmp_path)
+    before = hidden(folder)
+    edit_config(folder, pad_token_id=DROP)
+    assert torch.equal(hidden(folder), before)
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"hidden_size": "32"}, "hidden_size must be a positive integer, got '32'"),
+    ({"num_hidden_layers": 0}, "num_hidden_layers must be a positive integer, got 0"),
+    ({"num_attention_heads": 0}, "num_attention_heads must be a positive integer, got 0"),
+    ({"layer_norm_eps": "1e-12"}, "layer_norm_eps must be a number from 0 to 1, got '1e-12'"),
+    ({"pad_token_id": 100000}, r"pad_token_id must be a token id, from 0 to vocab_size - 1 \(98\), got 100000"),
+    ({"model_type": ["bert"]}, r"unsupported model_type \['bert'\]"),
+])
+def test_config_values_are_checked_and_the_file_named(reference_dir, tmp_path, changes, message):
+    folder = copy_of(reference_dir, tmp_path)
+    edit_config(folder, **changes)
+    with pytest.raises(ValueError, match=f"config.json: {message}"):
+        hidden(folder)
+    (folder / "config.json").write_text("[1, 2]")
+    with pytest.raises(ValueError, match="config.json: config.json must hold a JSON object, got list"):
+        hidden(folder)

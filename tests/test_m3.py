@@ -357,7 +357,7 @@ def test_head_of_the_wrong_width_is_refused(tmp_path):
     folder = save_model(tmp_path / "m", colbert_dim=32)
     torch.save(torch.nn.Linear(32, 2).state_dict(), folder / "sparse_linear.pt")
     convert_heads(folder)
-    with pytest.raises(CheckpointError, match=r"sparse_linear.safetensors: expected weight \(out, 32\) .*out = 1"):
+    with pytest.raises(CheckpointError, match=r"sparse_linear.safetensors: expected weight \(1, 32\) and bias \(1,\); found .*\(2, 32\)"):
         M3Encoder.from_pretrained(folder)
 
 

@@ -10,10 +10,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from safetensors.torch import save_file
 from sentence_transformers import SentenceTransformer
 from sentence_transformers.sentence_transformer.modules import Dense, Normalize, Pooling, Transformer
 
 import minienc
+from minienc import CheckpointError
 from minienc.batching import batches, padded_order
 from minienc.pooling import POOLERS, pool
 
@@ -260,3 +262,84 @@ def test_tokenizer_pairs_and_truncation_match_transformers(name):
     for key in ("input_ids", "attention_mask") + (("token_type_ids",) if name == "tiny-bert" else ()):
         assert torch.equal(batch[key], expected[key]), key
     assert batch["input_ids"].shape[1] == 12
+
+
+# --- folders that would load wrong are refused, naming the file (review by a helper) ------------------------------
+
+
+def tiny_copy(tmp_path: Path, name: str = "tiny-bert") -> Path:
+    return Path(shutil.copytree(Path(__file__).resolve().parent.parent / "weights" / name, tmp_path / name))
+
+
+def write_json(path: Path, data) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data), encoding="utf-8")
+
+
+MODULES = {kind: {"type": f"sentence_transformers.models.{kind}", "path": path} for kind, path in (
+    ("Transformer", ""), ("Pooling", "1_Pooling"), ("Normalize", "2_Normalize"), ("Dense", "2_Dense"))}
+
+
+@pytest.mark.parametrize("kinds", [["Pooling", "Normalize"], ["Transformer", "Pooling", "Pooling"],
+                                   ["Transformer", "Normalize", "Pooling"], ["Pooling", "Transformer"]])
+def test_modules_out_of_order_are_refused(tmp_path, kinds):
+    folder = tiny_copy(tmp_path)
+    write_json(folder / "modules.json", [MODULES[kind] for kind in kinds])
+    with pytest.raises(ValueError, match=r"modules.json: modules .*; SentenceEncoder reads Transformer, Pooling, any "
+                                         r"Dense, then an optional Normalize"):
+        minienc.SentenceEncoder.from_pretrained(folder)
+
+
+@pytest.mark.parametrize("file, content, message", [
+    ("modules.json", [{"path": ""}], "modules.json: expected a list of modules, each an object with a 'type'"),
+    ("sentence_bert_config.json", {"do_lower_case": "false"}, "do_lower_case must be bool, got 'false'"),
+    ("sentence_bert_config.json", {"max_seq_length": "64"}, "max_seq_length must be a positive integer, got '64'"),
+    ("sentence_bert_config.json", {"max_seq_length": 0}, "max_seq_length must be a positive integer, got 0"),
+    ("1_Pooling/config.json", {"pooling_mode": 3}, "pooling_mode must be a name or a list of names"),
+])
+def test_bad_settings_are_named(tmp_path, file, content, message):
+    folder = tiny_copy(tmp_path)
+    write_json(folder / file, content)
+    with pytest.raises(ValueError, match=message):
+        minienc.SentenceEncoder.from_pretrained(folder)
+
+
+def test_dense_of_the_wrong_width_or_layout_is_refused(tmp_path):
+    folder = tiny_copy(tmp_path)
+    write_json(folder / "modules.json", [MODULES["Transformer"], MODULES["Pooling"], MODULES["Dense"]])
+    dense = folder / "2_Dense"
+    write_json(dense / "config.json", {"in_features": 64, "out_features": 8, "bias": True,
+                                       "activation_function": "torch.nn.modules.linear.Identity"})
+    save_file({"linear.weight": torch.zeros(8, 64), "linear.bias": torch.zeros(8)}, dense / "model.safetensors")
+    with pytest.raises(CheckpointError, match="2_Dense: a Dense with in_features 64, but the vector it gets is 32 wide"):
+        minienc.SentenceEncoder.from_pretrained(folder)
+    write_json(dense / "config.json", {"in_features": 32, "out_features": 8, "bias": True,
+                                       "activation_function": "torch.nn.modules.linear.Identity"})
+    save_file({"linear.weight": torch.zeros(32, 8), "linear.bias": torch.zeros(8)}, dense / "model.safetensors")
+    with pytest.raises(CheckpointError, match=r"2_Dense/model.safetensors: expected weight \(8, 32\) and bias \(8,\); "
+                                              r"found .*\(32, 8\)"):
+        minienc.SentenceEncoder.from_pretrained(folder)
+
+
+def test_tokenizer_that_is_unreadable_or_another_models(tmp_path, minilm_dir):
+    folder = tiny_copy(tmp_path)
+    (folder / "tokenizer.json").write_text("{}")
+    with pytest.raises(ValueError, match="tokenizer.json is not a tokenizer the tokenizers library can read"):
+        minienc.SentenceEncoder.from_pretrained(folder)
+    shutil.copy(minilm_dir / "tokenizer.json", folder / "tokenizer.json")
+    with pytest.raises(ValueError, match="has 30522 tokens, but the model's word-embedding table has 305 rows"):
+        minienc.SentenceEncoder.from_pretrained(folder)
+
+
+def test_older_layout_with_the_transformer_in_its_own_folder(tmp_path):
+    """sentence-transformers' older folders keep config, weights and tokenizer in modules.json's Transformer path."""
+    flat = tiny_copy(tmp_path)
+    nested = Path(shutil.copytree(flat, tmp_path / "nested"))
+    (nested / "0_Transformer").mkdir()
+    for name in ("config.json", "model.safetensors", "tokenizer.json", "sentence_bert_config.json"):
+        (nested / name).rename(nested / "0_Transformer" / name)
+    write_json(nested / "modules.json", [{**MODULES["Transformer"], "path": "0_Transformer"}, MODULES["Pooling"],
+                                         MODULES["Normalize"]])
+    texts = ["a b c", "hello world"]
+    assert np.array_equal(minienc.SentenceEncoder.from_pretrained(nested).encode(texts),
+                          minienc.SentenceEncoder.from_pretrained(flat).encode(texts))
