@@ -60,12 +60,14 @@ def check_options(output_value: str | None, batch_size: int, token_budget: int, 
                          f"model.to({str(device)!r})")
 
 
-def report_truncation(tokenized: list[Tokens], max_seq_length: int, hint: str = "") -> None:
-    """One warning (logger "minienc") for the texts of one encode() call that were cut at max_seq_length."""
+def report_truncation(tokenized: list[Tokens], max_seq_length: int, hint: str = "", name: str = "max_seq_length"
+                      ) -> None:
+    """One warning (logger "minienc") for the texts of one encode() call that were cut at max_seq_length (called
+    `name` in the message)."""
     cut = sum(t.truncated for t in tokenized)
     if cut:
-        logger.warning("%d of %d texts were longer than max_seq_length (%d tokens) and were truncated%s",
-                       cut, len(tokenized), max_seq_length, hint)
+        logger.warning("%d of %d texts were longer than %s (%d tokens) and were truncated%s",
+                       cut, len(tokenized), name, max_seq_length, hint)
 
 
 def batches(lengths: list[int], packed: bool, batch_size: int, token_budget: int,

@@ -19,7 +19,6 @@ FOLDER`) rewrites them once as safetensors, reading the pickles with torch.load(
 
 from __future__ import annotations
 
-import logging
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,13 +32,12 @@ from torch import nn
 from tokenizers import Tokenizer
 from torch.nn.utils.rnn import pad_sequence
 
-from .batching import batches, check_options, check_texts, check_unicode, to_numpy
+from .batching import batches, check_options, check_texts, check_unicode, report_truncation, to_numpy
 from .checkpoint import CheckpointError, read_json, read_linear, resolve_model_dir
 from .model import Linear
 from .sentence import ROW_BLOCK, SentenceEncoder
 from .tokenizer import Tokens
 
-logger = logging.getLogger("minienc")
 HEADS = ("colbert_linear", "sparse_linear")  # file stems, beside the encoder's weights
 # FlagEmbedding leaves these out of lexical weights; the token strings are transformers' XLMRobertaTokenizer
 # defaults, replaced by what the folder's tokenizer_config.json, then special_tokens_map.json, names
@@ -261,16 +259,9 @@ class M3Encoder(nn.Module):
         if not 2 <= max_length <= limit:
             raise ValueError(f"max_length must be from 2 (<s> and </s>) to the model's {limit} positions, got "
                              f"{max_length}")
-        tokenizer = self.sentence.tokenizer
-        kept, tokenizer.max_length = tokenizer.max_length, max_length
-        try:
-            tokenized = tokenizer.tokenize(texts)
-        finally:
-            tokenizer.max_length = kept
-        cut = sum(t.truncated for t in tokenized)
-        if cut:
-            logger.warning("%d of %d texts were longer than max_length (%d tokens) and were truncated",
-                           cut, len(tokenized), max_length)
+        with self.sentence.tokenizer.truncating_at(max_length):
+            tokenized = self.sentence.tokenizer.tokenize(texts)
+        report_truncation(tokenized, max_length, name="max_length")
         return tokenized
 
     def groups(self, lengths: list[int], batch_size: int, token_budget: int, by_length: bool) -> list[list[int]]:

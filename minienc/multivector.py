@@ -143,11 +143,8 @@ class MultiVectorEncoder(nn.Module):
         """Each text's tokens, cut at the task's length and, for queries, expanded; and how many of them attention
         sees (all but the expansion tokens, when attend is False)."""
         tokenizer = self.sentence.tokenizer
-        default, tokenizer.max_length = tokenizer.max_length, self.task_length(task)
-        try:
+        with tokenizer.truncating_at(self.task_length(task)):
             tokenized = tokenizer.tokenize(texts)
-        finally:
-            tokenizer.max_length = default
         report_truncation(tokenized, self.task_length(task))
         expansion = self.query_expansion if task == "query" else None
         if expansion is None:

@@ -6,6 +6,8 @@ model reads 256 tokens). The model's max_seq_length decides, as in sentence-tran
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import NamedTuple
 
@@ -66,6 +68,16 @@ class TextTokenizer:
             pairs = None if pairs is None else [t.lower() for t in pairs]
         inputs = texts if pairs is None else list(zip(texts, pairs))
         return self.tokenizer.encode_batch(inputs)
+
+    @contextmanager
+    def truncating_at(self, max_length: int) -> Iterator[None]:
+        """Within the block, texts are cut at max_length tokens (a query's length, bge-m3's max_length); the
+        tokenizer's own length comes back after it."""
+        kept, self.max_length = self.max_length, max_length
+        try:
+            yield
+        finally:
+            self.max_length = kept
 
     def tokenize(self, texts: list[str], pairs: list[str] | None = None) -> list[Tokens]:
         """The same, keeping only ids, segment ids and whether the text was cut, CHUNK texts at a time."""
