@@ -132,6 +132,16 @@ def read_safetensors(path: Path) -> dict[str, torch.Tensor]:
                               f"download it again") from err
 
 
+def prefix_hint(unexpected: list[str], table: dict[str, str | None], model_type: str) -> str:
+    """Where every unexpected key is a model key behind one other prefix ("model.", or BERT's under an XLM-R config),
+    a line saying so; else nothing."""
+    heads = {key.split(".", 1)[0] for key in unexpected if "." in key}
+    if len(heads) != 1 or not all(checkpoint_name(key.split(".", 1)[1], model_type) in table for key in unexpected):
+        return ""
+    return (f"\n  every unexpected key starts with '{heads.pop()}.', a prefix {model_type} checkpoints do not use "
+            f"(minienc strips '{PREFIXES[model_type]}'): check config.json's model_type, or save the bare encoder")
+
+
 def bad_weight(tensor: torch.Tensor) -> str | None:
     """Why a weight tensor cannot be a model's: not floating-point (an integer or bool file would be cast to float
     silently), or holding NaN / infinity; None when it can."""
@@ -214,7 +224,8 @@ def load_weights(
     ]
     if missing or twice or wrong_shape or bad_values or unexpected:
         report = "\n".join(f"  {title}:\n" + "\n".join(f"    {item}" for item in items) for title, items in problems if items)
-        raise CheckpointError(f"{folder} does not match its config.json ({model_type}):\n{report}")
+        raise CheckpointError(f"{folder} does not match its config.json ({model_type}):\n{report}"
+                              f"{prefix_hint(unexpected, table, model_type)}")
     return weights
 
 

@@ -263,3 +263,11 @@ def test_config_values_are_checked_and_the_file_named(reference_dir, tmp_path, c
     (folder / "config.json").write_text("[1, 2]")
     with pytest.raises(ValueError, match="config.json: config.json must hold a JSON object, got list"):
         hidden(folder)
+
+
+def test_keys_behind_another_prefix_get_a_hint(reference_dir, tmp_path):
+    folder = copy_of(reference_dir, tmp_path, family="bert")
+    rewrite_weights(folder, lambda t: t.update({"model." + k: t.pop(k) for k in list(t)}))
+    with pytest.raises(CheckpointError, match=r"every unexpected key starts with 'model\.', a prefix bert checkpoints "
+                                              r"do not use \(minienc strips 'bert\.'\)"):
+        hidden(folder)
