@@ -70,24 +70,28 @@ def report_truncation(tokenized: list[Tokens], max_seq_length: int, hint: str = 
                        cut, len(tokenized), name, max_seq_length, hint)
 
 
-def batches(lengths: list[int], packed: bool, batch_size: int, token_budget: int,
-            order: list[int] | None = None) -> list[list[int]]:
-    """Indices of the texts (by token count `lengths`), longest first, cut into batches: padded execution takes
-    batch_size texts at a time, in `order` if given (padded_order: sentence-transformers'); packed execution fills
-    each batch up to token_budget tokens (a longer text gets a batch of its own)."""
-    if not packed:
-        order = order if order is not None else sorted(range(len(lengths)), key=lambda i: -lengths[i])
-        return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
-    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+def longest_first(lengths: list[int]) -> list[int]:
+    """Indices of the texts by token count `lengths`, longest first (ties in input order)."""
+    return sorted(range(len(lengths)), key=lambda i: -lengths[i])
+
+
+def packed_batches(lengths: list[int], token_budget: int) -> list[list[int]]:
+    """Packed execution's batches: the texts longest first, each batch filled up to token_budget tokens (a longer
+    text gets a batch of its own)."""
     cut: list[list[int]] = []
     used = 0
-    for i in order:
+    for i in longest_first(lengths):
         if not cut or used + lengths[i] > token_budget:
             cut.append([])
             used = 0
         cut[-1].append(i)
         used += lengths[i]
     return cut
+
+
+def padded_batches(order: list[int], batch_size: int) -> list[list[int]]:
+    """Padded execution's batches: batch_size texts at a time, in `order` (padded_order: sentence-transformers')."""
+    return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
 
 
 # reproduces sentence-transformers v6.x BaseModel._input_length + the sort in SentenceTransformer._inference

@@ -32,7 +32,8 @@ from torch import nn
 from tokenizers import Tokenizer
 from torch.nn.utils.rnn import pad_sequence
 
-from .batching import batches, check_options, check_texts, check_unicode, report_truncation, to_numpy
+from .batching import (check_options, check_texts, check_unicode, packed_batches, padded_batches, report_truncation,
+                       to_numpy)
 from .checkpoint import CheckpointError, read_json, read_linear, resolve_model_dir
 from .model import Linear
 from .sentence import ROW_BLOCK, SentenceEncoder
@@ -269,9 +270,9 @@ class M3Encoder(nn.Module):
         FlagEmbedding, for its bits: batch_size texts at a time, longest first in np.argsort's order (encode), or
         in input order (compute_score)."""
         if self.sentence.execution == "packed":
-            return batches(lengths, True, batch_size, token_budget)
+            return packed_batches(lengths, token_budget)
         order = np.argsort([-n for n in lengths]).tolist() if by_length else list(range(len(lengths)))
-        return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+        return padded_batches(order, batch_size)
 
     @torch.inference_mode()
     def outputs(self, texts: list[str], max_length: int, batch_size: int, token_budget: int | None,

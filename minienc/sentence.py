@@ -14,8 +14,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from .batching import (batches, check_options, check_texts, format_output, padded_order, progress_bar,
-                       report_truncation)
+from .batching import (check_options, check_texts, format_output, longest_first, packed_batches, padded_batches,
+                       padded_order, progress_bar, report_truncation)
 from .checkpoint import CheckpointError, read_linear, resolve_model_dir
 from .chunks import encode_chunks
 from .devices import check_device
@@ -259,6 +259,15 @@ class SentenceEncoder(nn.Module):
                                              order=padded_order(texts))
         return format_output(vectors, tokens, output_value, single, precision, convert_to_numpy, convert_to_tensor)
 
+    def batches(self, tokenized: list[Tokens], batch_size: int, token_budget: int, order: list[int] | None = None
+                ) -> list[list[int]]:
+        """Which texts run together (indices into tokenized): packed, filled up to token_budget tokens; padded,
+        batch_size texts in `order` (default: by tokens, longest first)."""
+        lengths = [len(t.ids) for t in tokenized]
+        if self.execution == "packed":
+            return packed_batches(lengths, token_budget)
+        return padded_batches(longest_first(lengths) if order is None else order, batch_size)
+
     def embed_all(
         self, tokenized: list[Tokens], dim: int, batch_size: int, token_budget: int, *, normalize: bool = False,
         keep_tokens: bool = False, skip: int = 0, bar: Any = None, order: list[int] | None = None,
@@ -268,8 +277,7 @@ class SentenceEncoder(nn.Module):
         a batch outlives it. order: padded execution's batch order (default: by tokens, longest first)."""
         vectors = torch.empty(len(tokenized), dim, dtype=next(self.encoder.parameters()).dtype, device=self.device)
         tokens: list[Any] | None = [None] * len(tokenized) if keep_tokens else None
-        for indices in batches([len(t.ids) for t in tokenized], self.execution == "packed", batch_size, token_budget,
-                               order):
+        for indices in self.batches(tokenized, batch_size, token_budget, order):
             batch_tokens, batch_vectors = self.embed([tokenized[i] for i in indices], skip)
             vectors[indices] = l2_normalize(batch_vectors[:, :dim]) if normalize else batch_vectors[:, :dim]
             if tokens is not None:

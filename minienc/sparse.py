@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .batching import batches, check_options, check_texts, padded_order, progress_bar, report_truncation
+from .batching import check_options, check_texts, padded_order, progress_bar, report_truncation
 from .checkpoint import (LEGACY_SUFFIXES, CheckpointError, bad_weight, read_json, read_safetensors, resolve_model_dir,
                          weight_files)
 from .config import EncoderConfig
@@ -356,8 +356,7 @@ class SparseEncoder(nn.Module):
         report_truncation(tokenized, self.max_seq_length)
         rows: list[Any] = [None] * len(texts)
         with progress_bar(show_progress_bar, len(texts)) as bar:
-            for indices in batches([len(t.ids) for t in tokenized], self.sentence.execution == "packed", batch_size,
-                                   token_budget, padded_order(texts)):
+            for indices in self.sentence.batches(tokenized, batch_size, token_budget, padded_order(texts)):
                 vectors = self.embed([tokenized[i] for i in indices])  # (B, V)
                 vectors = keep_largest(vectors, limit) if limit is not None else vectors
                 vectors = vectors.to_sparse() if convert_to_sparse_tensor else vectors  # each batch: never n x V dense

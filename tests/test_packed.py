@@ -286,7 +286,7 @@ def test_batch_invariance_with_dense_and_xlmr(tmp_path):
 def test_token_budget_batches(minilm_packed):
     encodings = minilm_packed.tokenizer.tokenize(["a " * 100, "b " * 10, "c", "d " * 60])
     lengths = [len(e.ids) for e in encodings]
-    batches = minienc.batching.batches(lengths, packed=True, batch_size=32, token_budget=110)
+    batches = minienc.batching.packed_batches(lengths, token_budget=110)
     assert sorted(i for b in batches for i in b) == [0, 1, 2, 3]
     assert all(sum(lengths[i] for i in b) <= 110 or len(b) == 1 for b in batches)
     assert batches[0] == [0]  # longest first; a text over the budget still gets a batch of its own

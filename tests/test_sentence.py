@@ -16,7 +16,7 @@ from sentence_transformers.sentence_transformer.modules import Dense, Normalize,
 
 import minienc
 from minienc import CheckpointError
-from minienc.batching import batches, padded_order
+from minienc.batching import longest_first, padded_batches, padded_order
 from minienc.pooling import POOLERS, pool
 
 WEIGHTS = Path(__file__).resolve().parent.parent / "weights"
@@ -59,8 +59,8 @@ def test_minilm_small_batches_identical_to_sentence_transformers(minilm, texts):
     so the batches, their shapes and the bits are its own, also where sorting by tokens would batch otherwise."""
     ours, st = minilm
     assert np.array_equal(ours.encode(texts, batch_size=2), st.encode(texts, batch_size=2))
-    by_tokens = batches([len(t.ids) for t in ours.tokenizer.tokenize(BY_CHARACTERS)], False, 2, 1)
-    assert by_tokens != batches([], False, 2, 1, padded_order(BY_CHARACTERS))  # not vacuous
+    by_tokens = padded_batches(longest_first([len(t.ids) for t in ours.tokenizer.tokenize(BY_CHARACTERS)]), 2)
+    assert by_tokens != padded_batches(padded_order(BY_CHARACTERS), 2)  # not vacuous
 
 
 def test_minilm_token_embeddings_and_normalize_flag(minilm):
