@@ -30,7 +30,7 @@ import torch
 from torch import nn
 
 from .batching import check_options, check_texts, padded_order, progress_bar, report_truncation, to_numpy
-from .checkpoint import read_json, resolve_model_dir
+from .checkpoint import resolve_model_dir
 from .devices import check_device
 from .maxsim import MULTIVECTOR_SIMILARITIES, check_multivector_similarity
 from .model import Encoder
@@ -39,7 +39,7 @@ from .multivector_folder import (MultiVectorConfig, QueryExpansion, read_multive
 from .packed import run_packed
 from .pooling import l2_normalize
 from .sentence import ROW_BLOCK, Dense, SentenceEncoder, default_matmul
-from .sentence_folder import SentenceConfig
+from .sentence_folder import SentenceConfig, text_length, tokenizer_limit
 from .similarity import Embeddings
 from .tokenizer import TextTokenizer, Tokens
 
@@ -110,13 +110,7 @@ class MultiVectorEncoder(nn.Module):
         folder = config.transformer
         matmul = matmul or default_matmul(execution, device)
         encoder = Encoder.from_pretrained(folder, attention=attention, matmul=matmul, device=device, dtype=dtype)
-        tokenizer_file = folder / "tokenizer_config.json"
-        limit = read_json(tokenizer_file).get("model_max_length") if tokenizer_file.is_file() else None
-        limit = limit if isinstance(limit, (int, float)) and limit < 1e9 else encoder.config.max_tokens
-        length = config.max_seq_length or min(int(limit), encoder.config.max_tokens)  # as SentenceEncoder's
-        if not 1 <= length <= encoder.config.max_tokens:
-            raise ValueError(f"{folder}: max_seq_length must be from 1 to the model's {encoder.config.max_tokens} "
-                             f"positions, got {length}")
+        length = text_length(config.max_seq_length, tokenizer_limit(folder), encoder.config.max_tokens)
         tokenizer = TextTokenizer.from_file(folder / "tokenizer.json", max_length=length,
                                             pad_token_id=encoder.config.pad_token_id, lowercase=config.lowercase,
                                             vocab_size=encoder.config.vocab_size)

@@ -23,7 +23,7 @@ from .matmul import RowBlocks, fastest_on_cpu
 from .model import Encoder, Linear
 from .packed import run_packed
 from .pooling import l2_normalize, pool, pool_packed
-from .sentence_folder import DenseSpec, SentenceConfig, check_pooling, read_sentence_folder
+from .sentence_folder import DenseSpec, SentenceConfig, check_pooling, read_sentence_folder, text_length
 from .similarity import SIMILARITIES, Embeddings, check_similarity
 from .tokenizer import TextTokenizer, Tokens
 
@@ -194,11 +194,7 @@ class SentenceEncoder(nn.Module):
                      "max_seq_length": max_seq_length, "truncate_dim": truncate_dim,
                      "similarity_fn_name": similarity_fn_name}
         config = replace(config, **{k: v for k, v in overrides.items() if v is not None})
-        limit, length = encoder.config.max_tokens, config.max_seq_length
-        if length is not None and (isinstance(length, bool) or not isinstance(length, int) or not 1 <= length <= limit):
-            raise ValueError(f"max_seq_length must be from 1 to the model's {limit} positions, got {length!r}")
-        # as sentence-transformers: the folder's max_seq_length, else the tokenizer's limit capped by the positions
-        length = config.max_seq_length or min(config.tokenizer_max_length or limit, limit)
+        length = text_length(config.max_seq_length, config.tokenizer_max_length, encoder.config.max_tokens)
         tokenizer = TextTokenizer.from_file(transformer / "tokenizer.json", max_length=length,
                                             pad_token_id=encoder.config.pad_token_id, lowercase=config.lowercase,
                                             vocab_size=encoder.config.vocab_size)

@@ -119,7 +119,9 @@ def module_list(modules_file: Path) -> list[tuple[str, str, Path]]:
     """modules.json as (type, kind: the type's last name, folder) per module; anything but a list of objects with
     a "type" is a ValueError naming the file."""
     folder, modules = modules_file.parent, read_json(modules_file)
-    if not isinstance(modules, list) or not all(isinstance(m, dict) and isinstance(m.get("type"), str) for m in modules):
+    well_formed = isinstance(modules, list) and all(isinstance(m, dict) and isinstance(m.get("type"), str)
+                                                    for m in modules)
+    if not well_formed:
         raise ValueError(f"{modules_file}: expected a list of modules, each an object with a 'type'")
     return [(m["type"], m["type"].rsplit(".", 1)[-1], folder / str(m.get("path") or "")) for m in modules]
 
@@ -155,6 +157,24 @@ def setting(settings: dict, key: str, kind: type, default: Any, file: Path) -> A
     return value
 
 
+def tokenizer_limit(folder: Path) -> int | None:
+    """tokenizer_config.json's model_max_length in `folder`; None where there is none, or where transformers wrote
+    its ~1e30 for "no limit"."""
+    file = folder / "tokenizer_config.json"
+    limit = read_json(file).get("model_max_length") if file.is_file() else None
+    return int(limit) if isinstance(limit, (int, float)) and not isinstance(limit, bool) and 1 <= limit < 1e9 else None
+
+
+def text_length(max_seq_length: int | None, tokenizer_max_length: int | None, positions: int) -> int:
+    """Tokens kept per text, as sentence-transformers decides: the folder's (or the caller's) max_seq_length, which
+    must fit the model's positions, else the tokenizer's limit capped by the positions."""
+    if max_seq_length is None:
+        return min(tokenizer_max_length or positions, positions)
+    if isinstance(max_seq_length, bool) or not isinstance(max_seq_length, int) or not 1 <= max_seq_length <= positions:
+        raise ValueError(f"max_seq_length must be from 1 to the model's {positions} positions, got {max_seq_length!r}")
+    return max_seq_length
+
+
 def read_sentence_folder(folder: Path) -> SentenceConfig:
     """The description of `folder`; a plain transformers folder gives the defaults."""
     pooling, dense, normalize, include_prompt, transformer = ("mean",), [], False, True, folder
@@ -176,15 +196,13 @@ def read_sentence_folder(folder: Path) -> SentenceConfig:
     settings = read_json(settings_file) if settings_file.is_file() else {}
     extras_file = folder / "config_sentence_transformers.json"
     extras = read_json(extras_file) if extras_file.is_file() else {}
-    tokenizer_file = transformer / "tokenizer_config.json"
-    tokenizer_max = read_json(tokenizer_file).get("model_max_length") if tokenizer_file.is_file() else None
     return SentenceConfig(
         pooling=pooling,
         dense=tuple(dense),
         normalize=normalize,
         transformer=transformer,
         max_seq_length=setting(settings, "max_seq_length", int, None, settings_file),
-        tokenizer_max_length=int(tokenizer_max) if isinstance(tokenizer_max, (int, float)) and tokenizer_max < 1e9 else None,
+        tokenizer_max_length=tokenizer_limit(transformer),
         lowercase=setting(settings, "do_lower_case", bool, False, settings_file),
         prompts={name: text or "" for name, text in (extras.get("prompts") or {}).items()},
         default_prompt_name=extras.get("default_prompt_name"),

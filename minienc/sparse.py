@@ -31,7 +31,7 @@ from .devices import check_device
 from .model import Encoder, Linear
 from .packed import run_packed
 from .sentence import EXECUTIONS, ROW_BLOCK, SentenceEncoder, default_matmul
-from .sentence_folder import SentenceConfig, module_list
+from .sentence_folder import SentenceConfig, module_list, setting, text_length, tokenizer_limit
 from .similarity import SIMILARITIES, check_similarity, vector_count
 from .tokenizer import TextTokenizer, Tokens
 
@@ -203,15 +203,13 @@ def read_sparse_folder(folder: Path) -> SparseFolder:
     extras_file = folder / "config_sentence_transformers.json"
     settings = read_json(settings_file) if settings_file.is_file() else {}
     extras = read_json(extras_file) if extras_file.is_file() else {}
-    tokenizer_file = model_folder / "tokenizer_config.json"
-    tokenizer_max = read_json(tokenizer_file).get("model_max_length") if tokenizer_file.is_file() else None
     similarity = extras.get("similarity_fn_name")
     return SparseFolder(
         model_folder=model_folder, pooling=pooling, activation=activation,
         sentence=SentenceConfig(
-            max_seq_length=settings.get("max_seq_length"), lowercase=settings.get("do_lower_case", False),
-            tokenizer_max_length=int(tokenizer_max) if isinstance(tokenizer_max, (int, float))
-            and tokenizer_max < 1e9 else None,  # transformers writes ~1e30 for "no limit"
+            max_seq_length=setting(settings, "max_seq_length", int, None, settings_file),
+            lowercase=setting(settings, "do_lower_case", bool, False, settings_file),
+            tokenizer_max_length=tokenizer_limit(model_folder),
             prompts={name: text or "" for name, text in (extras.get("prompts") or {}).items()},
             default_prompt_name=extras.get("default_prompt_name")),
         similarity_fn_name=similarity if similarity in SIMILARITIES else "dot",  # as sentence-transformers
@@ -302,12 +300,8 @@ class SparseEncoder(nn.Module):
         encoder = Encoder.from_pretrained(spec.model_folder, attention=attention, device=device, dtype=dtype,
                                           matmul=matmul or default_matmul(execution, device))
         head = MLMHead.from_checkpoint(spec.model_folder, encoder)
-        limit = encoder.config.max_tokens
-        # as SentenceEncoder: the folder's max_seq_length, else the tokenizer's limit capped by the positions
-        length = max_seq_length or spec.sentence.max_seq_length or min(spec.sentence.tokenizer_max_length or limit,
-                                                                       limit)
-        if length > limit:
-            raise ValueError(f"max_seq_length {length} exceeds the model's {limit} positions")
+        length = text_length(spec.sentence.max_seq_length if max_seq_length is None else max_seq_length,
+                             spec.sentence.tokenizer_max_length, encoder.config.max_tokens)
         tokenizer = TextTokenizer.from_file(spec.model_folder / "tokenizer.json", max_length=length,
                                             pad_token_id=encoder.config.pad_token_id, lowercase=spec.sentence.lowercase,
                                             vocab_size=encoder.config.vocab_size)

@@ -3,7 +3,6 @@ conftest points the Hub endpoint at a closed local port."""
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import pytest
 import torch
