@@ -18,7 +18,7 @@ FAMILIES: dict[str, bool] = {
     "roberta": True,
     "xlm-roberta": True,
 }
-# model_type -> pad_token_id where config.json leaves it out: transformers' BertConfig / RobertaConfig defaults
+# model_type -> pad_token_id where config.json leaves it out (or writes null): BertConfig / RobertaConfig defaults
 PAD_TOKEN_IDS: dict[str, int] = {"bert": 0, "roberta": 1, "xlm-roberta": 1}
 # our field name -> config.json's, where they differ (for errors)
 CONFIG_NAMES = {"num_layers": "num_hidden_layers", "num_heads": "num_attention_heads"}
@@ -106,7 +106,7 @@ class EncoderConfig:
             max_position_embeddings=raw.get("max_position_embeddings", defaults.max_position_embeddings),
             type_vocab_size=raw.get("type_vocab_size", defaults.type_vocab_size),
             layer_norm_eps=raw.get("layer_norm_eps", defaults.layer_norm_eps),
-            pad_token_id=raw.get("pad_token_id", PAD_TOKEN_IDS[model_type]),
+            pad_token_id=PAD_TOKEN_IDS[model_type] if raw.get("pad_token_id") is None else raw["pad_token_id"],
             positions_from_input_ids=FAMILIES[model_type],
         )
 

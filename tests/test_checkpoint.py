@@ -245,6 +245,8 @@ def test_roberta_family_pad_token_id_defaults_to_1(reference_dir, tmp_path):
     before = hidden(folder)
     edit_config(folder, pad_token_id=DROP)
     assert torch.equal(hidden(folder), before)
+    edit_config(folder, pad_token_id=None)  # null: the same default
+    assert torch.equal(hidden(folder), before)
 
 
 @pytest.mark.parametrize("changes, message", [
