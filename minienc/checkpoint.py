@@ -115,6 +115,14 @@ def weight_files(folder: Path) -> list[Path]:
     raise FileNotFoundError(f"{folder} has no {WEIGHTS_FILE} and no {SHARD_INDEX_FILE}")
 
 
+def read_json_object(path: Path) -> dict:
+    """read_json for a settings file, which must hold a JSON object (a ValueError naming the file otherwise)."""
+    data = read_json(path)
+    if not isinstance(data, dict):
+        raise ValueError(f"{path} must hold a JSON object, got {type(data).__name__}")
+    return data
+
+
 def read_json(path: Path) -> Any:
     """A JSON file (config.json, modules.json, ...) as Python data, or a ValueError naming the file."""
     try:
@@ -135,7 +143,9 @@ def read_safetensors(path: Path) -> dict[str, torch.Tensor]:
 def prefix_hint(unexpected: list[str], table: dict[str, str | None], model_type: str) -> str:
     """Where every unexpected key is a model key behind one other prefix ("model.", or BERT's under an XLM-R config),
     a line saying so; else nothing."""
-    heads = {key.split(".", 1)[0] for key in unexpected if "." in key}
+    if not unexpected or not all("." in key for key in unexpected):
+        return ""
+    heads = {key.split(".", 1)[0] for key in unexpected}
     if len(heads) != 1 or not all(checkpoint_name(key.split(".", 1)[1], model_type) in table for key in unexpected):
         return ""
     return (f"\n  every unexpected key starts with '{heads.pop()}.', a prefix {model_type} checkpoints do not use "

@@ -198,7 +198,7 @@ def cmd_convert_heads(args: argparse.Namespace) -> None:
 
 
 def cmd_similarity(args: argparse.Namespace) -> None:
-    first = read_texts(args.texts, args.input)
+    first = read_texts(args.texts, args.input, text_field=args.text_field)
     if not first:
         raise ValueError(f"--input {args.input} holds no text")
     if args.to is None and args.to_input is None:
@@ -206,7 +206,7 @@ def cmd_similarity(args: argparse.Namespace) -> None:
             raise ValueError("give the second list with --to TEXT ... or --to-input FILE (or exactly two texts)")
         first, second = first[:1], first[1:]
     else:
-        second = read_texts(args.to or [], args.to_input, option="--to-input")
+        second = read_texts(args.to or [], args.to_input, option="--to-input", text_field=args.text_field)
         if not second:
             raise ValueError(f"--to-input {args.to_input} holds no text")
     model = load_model(args)
@@ -274,7 +274,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     encode = commands.add_parser("encode", help="embed texts; print JSON lines or write .npy / .jsonl")
     encode.add_argument("texts", nargs="*", help="texts to embed")
-    encode.add_argument("--input", help="file with one text a line; - reads standard input")
+    encode.add_argument("--input", help="file with one text a line (- reads standard input), or .jsonl / .parquet "
+                                        "records (their --text-field)")
     encode.add_argument("--output", help="NAME.npy or NAME.jsonl: one file; FOLDER: a corpus from --input, streamed "
                                          "into shards that --resume can continue (default: JSON lines on stdout)")
     encode.add_argument("--text-field", default="text", help="the text's field in .jsonl / .parquet input")
@@ -306,9 +307,11 @@ def build_parser() -> argparse.ArgumentParser:
         description="Rows: the texts given as arguments and by --input; columns: those given by --to and "
                     "--to-input. Two texts and no --to print one number.")
     similarity.add_argument("texts", nargs="*", help="the first list")
-    similarity.add_argument("--input", help="the first list from a file, one text a line; - reads standard input")
+    similarity.add_argument("--input", help="the first list from a file: one text a line (- reads standard input), "
+                                            "or .jsonl / .parquet records (their --text-field)")
     similarity.add_argument("--to", nargs="+", help="the second list")
-    similarity.add_argument("--to-input", help="the second list from a file, one text a line")
+    similarity.add_argument("--to-input", help="the second list from a file, as --input")
+    similarity.add_argument("--text-field", default="text", help="the text's field in .jsonl / .parquet input")
     add_model_options(similarity)
     add_dtype_option(similarity)
     similarity.set_defaults(run=cmd_similarity, execution="packed")

@@ -34,7 +34,7 @@ from torch.nn.utils.rnn import pad_sequence
 
 from .batching import (check_options, check_texts, check_unicode, packed_batches, padded_batches, report_truncation,
                        to_numpy)
-from .checkpoint import CheckpointError, read_json, read_linear, resolve_model_dir
+from .checkpoint import CheckpointError, read_json_object, read_linear, resolve_model_dir
 from .model import Linear
 from .sentence import ROW_BLOCK, SentenceEncoder
 from .tokenizer import Tokens
@@ -93,7 +93,7 @@ def unused_token_ids(folder: Path, vocab: Tokenizer) -> frozenset[int]:
     """The ids of the cls, eos, pad and unk tokens (FlagEmbedding reads them from transformers' special_tokens_map)."""
     names = dict(UNUSED_TOKENS)
     for file in ("tokenizer_config.json", "special_tokens_map.json"):
-        found = read_json(folder / file) if (folder / file).is_file() else {}
+        found = read_json_object(folder / file) if (folder / file).is_file() else {}
         for key in names:
             value = found.get(key)
             value = value.get("content") if isinstance(value, dict) else value

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from tokenizers import AddedToken, Tokenizer
 
-from .checkpoint import read_json
+from .checkpoint import read_json_object
 from .maxsim import MULTIVECTOR_SIMILARITIES
 from .sentence_folder import DENSE_ACTIVATIONS, DenseSpec, module_list
 
@@ -73,7 +73,7 @@ def pylate_settings(extras: dict) -> tuple[dict, dict[str, str]]:
 
 
 def read_token_dense(folder: Path, converting: bool) -> DenseSpec:
-    config = read_json(folder / "config.json")
+    config = read_json_object(folder / "config.json")
     name = config.get("activation_function", "torch.nn.modules.activation.Tanh")
     if name not in DENSE_ACTIVATIONS:
         raise ValueError(f"{folder}/config.json: unsupported activation_function {name!r}; minienc supports "
@@ -92,7 +92,7 @@ def read_multivector_folder(folder: Path) -> MultiVectorConfig:
     """A MultiVectorEncoder folder, a PyLate one, or a sentence-transformers one with a Dense head (converted as
     sentence-transformers converts it); anything else is a ValueError saying why."""
     extras_file, modules_file = folder / "config_sentence_transformers.json", folder / "modules.json"
-    extras = read_json(extras_file) if extras_file.is_file() else {}
+    extras = read_json_object(extras_file) if extras_file.is_file() else {}
     if not modules_file.is_file():
         raise ValueError(f"{folder} has no modules.json: sentence-transformers would add a randomly initialized "
                          f"projection (or, for a Stanford ColBERT checkpoint, read its pickled one); minienc reads "
@@ -108,7 +108,7 @@ def read_multivector_folder(folder: Path) -> MultiVectorConfig:
             raise ValueError(f"{modules_file}: module type {full_type!r} is not supported by minienc's "
                              f"multi-vector encoder (supported: Transformer, Dense, MultiVectorMask, Normalize)")
         file = path / ("sentence_bert_config.json" if kind == "Transformer" else "config.json")
-        config = read_json(file) if file.is_file() else {}
+        config = read_json_object(file) if file.is_file() else {}
         if kind == "Transformer":
             transformer = path
             settings = {**knobs, **config}  # the saved module config wins over PyLate's top-level values
@@ -152,7 +152,7 @@ def read_multivector_folder(folder: Path) -> MultiVectorConfig:
 def special_token(folder: Path, name: str) -> str | None:
     """tokenizer_config.json's (or special_tokens_map.json's) mask_token / eos_token, e.g. "[MASK]"."""
     for file in ("tokenizer_config.json", "special_tokens_map.json"):
-        value = read_json(folder / file).get(name) if (folder / file).is_file() else None
+        value = read_json_object(folder / file).get(name) if (folder / file).is_file() else None
         if value is not None:
             return value["content"] if isinstance(value, dict) else value
     return None

@@ -15,6 +15,7 @@ import torch
 from .attention import MATCHES, get_attention
 from .checkpoint import resolve_model_dir
 from .sentence import SentenceEncoder
+from .sentence_folder import read_sentence_folder
 from .stages import capture, capture_reference
 
 BUILT_IN_TEXTS = [
@@ -69,8 +70,9 @@ def run_parity(
     ours = SentenceEncoder.from_pretrained(model, attention=attention, dtype=dtype, device=device, execution=execution,
                                            matmul=matmul)
     folder = resolve_model_dir(model)
+    transformer = read_sentence_folder(folder).transformer or folder  # where config.json and the weights are
     hf = transformers.AutoModel.from_pretrained(
-        folder, attn_implementation=reference, dtype=dtype or torch.float32, add_pooling_layer=False
+        transformer, attn_implementation=reference, dtype=dtype or torch.float32, add_pooling_layer=False
     )
     hf = hf.to(ours.device).eval()
     batch = ours.tokenizer(texts, device=ours.device)

@@ -124,9 +124,9 @@ class SentenceEncoder(nn.Module):
         """The length of encode()'s vectors: the last module's width, cut to truncate_dim (or the model's)."""
         width = self.dense[-1].linear.out_features if len(self.dense) else self.encoder.config.hidden_size * len(self.pooling)
         cut = self.truncate_dim if truncate_dim is None else truncate_dim
-        if cut is not None and (isinstance(cut, bool) or not isinstance(cut, int) or cut < 1):
+        if cut is not None and (isinstance(cut, bool) or not isinstance(cut, (int, np.integer)) or cut < 1):
             raise ValueError(f"truncate_dim must be a positive integer or None, got {cut!r}")
-        return width if cut is None else min(width, cut)
+        return width if cut is None else min(width, int(cut))
 
     get_embedding_dimension = get_sentence_embedding_dimension  # sentence-transformers 6's name for it
 

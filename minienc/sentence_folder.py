@@ -2,7 +2,8 @@
 the settings around it (text length, lowercasing, prompts).
 
 A sentence-transformers folder lists its modules in modules.json, each in a subfolder with its own config.json:
-Transformer (the encoder: config.json and weights at the top level), Pooling, Dense (a linear layer and an
+Transformer (the encoder: config.json, the weights and the tokenizer, at the top level or, in older folders, in
+the module's own folder such as 0_Transformer), Pooling, Dense (a linear layer and an
 activation, applied to the pooled vector), Normalize. Module types are class paths, old
 (`sentence_transformers.models.Pooling`) or new (`sentence_transformers.sentence_transformer.modules.pooling.Pooling`):
 the class name decides. The text length limit is sentence_bert_config.json's max_seq_length where it is given
@@ -19,10 +20,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .checkpoint import read_json
+from .checkpoint import read_json, read_json_object
 from .pooling import POOLERS
 from .similarity import check_similarity
 
@@ -98,9 +100,7 @@ def pooling_modes(config: dict) -> tuple[str, ...]:
 
 def read_dense(folder: Path) -> DenseSpec:
     config_file = folder / "config.json"
-    config = read_json(config_file)
-    if not isinstance(config, dict):
-        raise ValueError(f"{config_file}: expected a JSON object")
+    config = read_json_object(config_file)
     name = config.get("activation_function", "torch.nn.modules.activation.Tanh")
     if name not in DENSE_ACTIVATIONS:
         raise ValueError(f"{config_file}: unsupported activation_function {name!r}; "
@@ -161,7 +161,7 @@ def tokenizer_limit(folder: Path) -> int | None:
     """tokenizer_config.json's model_max_length in `folder`; None where there is none, or where transformers wrote
     its ~1e30 for "no limit"."""
     file = folder / "tokenizer_config.json"
-    limit = read_json(file).get("model_max_length") if file.is_file() else None
+    limit = read_json_object(file).get("model_max_length") if file.is_file() else None
     return int(limit) if isinstance(limit, (int, float)) and not isinstance(limit, bool) and 1 <= limit < 1e9 else None
 
 
@@ -170,9 +170,11 @@ def text_length(max_seq_length: int | None, tokenizer_max_length: int | None, po
     must fit the model's positions, else the tokenizer's limit capped by the positions."""
     if max_seq_length is None:
         return min(tokenizer_max_length or positions, positions)
-    if isinstance(max_seq_length, bool) or not isinstance(max_seq_length, int) or not 1 <= max_seq_length <= positions:
-        raise ValueError(f"max_seq_length must be from 1 to the model's {positions} positions, got {max_seq_length!r}")
-    return max_seq_length
+    whole = not isinstance(max_seq_length, bool) and isinstance(max_seq_length, (int, np.integer))
+    if not whole or not 1 <= max_seq_length <= positions:
+        raise ValueError(f"max_seq_length must be an integer from 1 to the model's {positions} positions, got "
+                         f"{max_seq_length!r}")
+    return int(max_seq_length)
 
 
 def read_sentence_folder(folder: Path) -> SentenceConfig:
@@ -183,9 +185,7 @@ def read_sentence_folder(folder: Path) -> SentenceConfig:
         if kind == "Transformer":
             transformer = path
         elif kind == "Pooling":
-            pooling_config = read_json(path / "config.json")
-            if not isinstance(pooling_config, dict):
-                raise ValueError(f"{path / 'config.json'}: expected a JSON object")
+            pooling_config = read_json_object(path / "config.json")
             pooling = pooling_modes(pooling_config)
             include_prompt = pooling_config.get("include_prompt", True) is not False
         elif kind == "Dense":
@@ -193,9 +193,9 @@ def read_sentence_folder(folder: Path) -> SentenceConfig:
         elif kind == "Normalize":
             normalize = True
     settings_file = transformer / "sentence_bert_config.json"
-    settings = read_json(settings_file) if settings_file.is_file() else {}
+    settings = read_json_object(settings_file) if settings_file.is_file() else {}
     extras_file = folder / "config_sentence_transformers.json"
-    extras = read_json(extras_file) if extras_file.is_file() else {}
+    extras = read_json_object(extras_file) if extras_file.is_file() else {}
     return SentenceConfig(
         pooling=pooling,
         dense=tuple(dense),

@@ -24,8 +24,8 @@ import torch
 from torch import nn
 
 from .batching import check_options, check_texts, padded_order, progress_bar, report_truncation
-from .checkpoint import (LEGACY_SUFFIXES, CheckpointError, bad_weight, read_json, read_safetensors, resolve_model_dir,
-                         weight_files)
+from .checkpoint import (LEGACY_SUFFIXES, CheckpointError, bad_weight, read_json_object, read_safetensors,
+                         resolve_model_dir, weight_files)
 from .config import EncoderConfig
 from .devices import check_device
 from .model import Encoder, Linear
@@ -119,7 +119,7 @@ def read_head_tensors(folder: Path, model_type: str) -> dict[str, torch.Tensor]:
     shared_bias = found.pop("bias", None)
     if shared_bias is not None:
         found.setdefault("decoder.bias", shared_bias)
-    tied = read_json(folder / "config.json").get("tie_word_embeddings", True)
+    tied = read_json_object(folder / "config.json").get("tie_word_embeddings", True)
     needed = ["dense.weight", "dense.bias", "norm.weight", "norm.bias", "decoder.bias"]
     needed += [] if tied else ["decoder.weight"]
     theirs = {ours: key for key, ours in table.items()}
@@ -172,7 +172,7 @@ def transformer_task(kind: str, path: Path) -> str:
     sentence_bert_config.json (sentence-transformers 6), else it gives token vectors ("feature-extraction")."""
     settings = path / "sentence_bert_config.json"
     default = "fill-mask" if kind == "MLMTransformer" else "feature-extraction"
-    return (read_json(settings) if settings.is_file() else {}).get("transformer_task", default)
+    return (read_json_object(settings) if settings.is_file() else {}).get("transformer_task", default)
 
 
 def read_sparse_folder(folder: Path) -> SparseFolder:
@@ -188,9 +188,9 @@ def read_sparse_folder(folder: Path) -> SparseFolder:
             raise ValueError(f"{modules_file}: modules {names} are not a SPLADE model; minienc's SparseEncoder reads "
                              f"MLMTransformer (or Transformer with transformer_task 'fill-mask') then SpladePooling")
         model_folder = kinds[0][1]
-        splade = read_json(kinds[1][1] / "config.json")
+        splade = read_json_object(kinds[1][1] / "config.json")
     else:
-        architectures = read_json(folder / "config.json").get("architectures") or []
+        architectures = read_json_object(folder / "config.json").get("architectures") or []
         if not any(name.endswith("ForMaskedLM") for name in architectures):
             raise ValueError(f"{folder} is neither a sentence-transformers sparse folder (no modules.json) nor a "
                              f"masked-language model (config.json's architectures: {architectures}); "
@@ -201,8 +201,8 @@ def read_sparse_folder(folder: Path) -> SparseFolder:
                          f"is one of {sorted(SPLADE_POOLERS)}, activation_function one of {sorted(SPLADE_ACTIVATIONS)}")
     settings_file = model_folder / "sentence_bert_config.json"
     extras_file = folder / "config_sentence_transformers.json"
-    settings = read_json(settings_file) if settings_file.is_file() else {}
-    extras = read_json(extras_file) if extras_file.is_file() else {}
+    settings = read_json_object(settings_file) if settings_file.is_file() else {}
+    extras = read_json_object(extras_file) if extras_file.is_file() else {}
     similarity = extras.get("similarity_fn_name")
     return SparseFolder(
         model_folder=model_folder, pooling=pooling, activation=activation,

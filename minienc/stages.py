@@ -106,12 +106,14 @@ def trace_sentence(model, text: str) -> dict[str, Any]:
 @torch.inference_mode()
 def trace_sparse(model, text: str) -> dict[str, Any]:
     """Then a SparseEncoder's head, activation and pooling (steps 4-6): SparseEncoder.embed's ops on one text."""
-    from .sparse import SPLADE_ACTIVATIONS, SPLADE_POOLERS
+    from .sparse import SPLADE_ACTIVATIONS, SPLADE_POOLERS, keep_largest
 
     data, last, _ = trace_encoder(model.sentence, text)
     scores = model.head(last)[0]  # (T, V): how strongly each token predicts each vocabulary entry
     weights = SPLADE_ACTIVATIONS[model.activation](scores.clone())  # (T, V)
     vector = SPLADE_POOLERS[model.pooling](weights, 0)  # (V,)
+    if model.max_active_dims is not None:  # as encode(): only the largest values stay
+        vector = keep_largest(vector[None], model.max_active_dims)[0]
     return {**data, "head": summary(scores), "activation": model.activation, "weights": summary(weights),
             "pooling": model.pooling, "pooled": summary(vector), "nonzero": int((vector != 0).sum()),
             "terms": [(token, round(weight, 6)) for token, weight in model.decode(vector, top_k=8)]}

@@ -273,3 +273,7 @@ def test_keys_behind_another_prefix_get_a_hint(reference_dir, tmp_path):
     with pytest.raises(CheckpointError, match=r"every unexpected key starts with 'model\.', a prefix bert checkpoints "
                                               r"do not use \(minienc strips 'bert\.'\)"):
         hidden(folder)
+    rewrite_weights(folder, lambda t: t.update({"logit_scale": torch.ones(1)}))  # a key with no prefix at all
+    with pytest.raises(CheckpointError, match=r"unexpected tensors \(\d+\)") as err:
+        hidden(folder)
+    assert "    logit_scale" in str(err.value) and "every unexpected key" not in str(err.value)

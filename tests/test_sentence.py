@@ -16,6 +16,7 @@ from sentence_transformers.sentence_transformer.modules import Dense, Normalize,
 
 import minienc
 from minienc import CheckpointError
+from minienc.cli import main
 from minienc.batching import longest_first, padded_batches, padded_order
 from minienc.pooling import POOLERS, pool
 
@@ -331,15 +332,40 @@ def test_tokenizer_that_is_unreadable_or_another_models(tmp_path, minilm_dir):
         minienc.SentenceEncoder.from_pretrained(folder)
 
 
-def test_older_layout_with_the_transformer_in_its_own_folder(tmp_path):
-    """sentence-transformers' older folders keep config, weights and tokenizer in modules.json's Transformer path."""
-    flat = tiny_copy(tmp_path)
-    nested = Path(shutil.copytree(flat, tmp_path / "nested"))
+def test_older_layout_with_the_transformer_in_its_own_folder(tmp_path, capsys):
+    """sentence-transformers' older folders keep config, weights, tokenizer and sentence_bert_config.json in
+    modules.json's Transformer path: read from there (a length of 4 and lowercasing, which the top level lacks), the
+    vectors are sentence-transformers' own, and `minienc parity` finds the weights too."""
+    nested = tiny_copy(tmp_path)
     (nested / "0_Transformer").mkdir()
     for name in ("config.json", "model.safetensors", "tokenizer.json", "sentence_bert_config.json"):
         (nested / name).rename(nested / "0_Transformer" / name)
-    write_json(nested / "modules.json", [{**MODULES["Transformer"], "path": "0_Transformer"}, MODULES["Pooling"],
-                                         MODULES["Normalize"]])
-    texts = ["a b c", "hello world"]
-    assert np.array_equal(minienc.SentenceEncoder.from_pretrained(nested).encode(texts),
-                          minienc.SentenceEncoder.from_pretrained(flat).encode(texts))
+    write_json(nested / "0_Transformer" / "sentence_bert_config.json", {"max_seq_length": 4, "do_lower_case": True})
+    modules = [{**MODULES["Transformer"], "path": "0_Transformer"}, MODULES["Pooling"], MODULES["Normalize"]]
+    write_json(nested / "modules.json", [{"idx": i, "name": str(i), **m} for i, m in enumerate(modules)])
+    ours = minienc.SentenceEncoder.from_pretrained(nested, execution="padded")
+    st = SentenceTransformer(str(nested), device="cpu")
+    assert ours.max_seq_length == st.max_seq_length == 4 and ours.tokenizer.lowercase
+    texts = ["The Encoder Reads THE TOKEN again", "Hello World"]
+    assert np.array_equal(ours.encode(texts), st.encode(texts))
+    # the settings act: lowercased and cut at 4 tokens, these are the same texts; at 16 tokens they are not
+    assert np.array_equal(ours.encode(texts), ours.encode([t.lower() + " x y z" for t in texts]))
+    longer = minienc.SentenceEncoder.from_pretrained(nested, execution="padded", max_seq_length=16)
+    assert not np.array_equal(longer.encode(texts), ours.encode(texts))
+    assert main(["parity", "--model", str(nested), "hello world"]) == 0
+    assert "sentence_embedding" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("file", ["sentence_bert_config.json", "config_sentence_transformers.json",
+                                  "tokenizer_config.json"])
+def test_settings_file_that_is_not_an_object(tmp_path, file):
+    folder = tiny_copy(tmp_path)
+    write_json(folder / file, [])
+    with pytest.raises(ValueError, match=f"{file} must hold a JSON object, got list"):
+        minienc.SentenceEncoder.from_pretrained(folder)
+
+
+def test_numpy_integers_are_integers(tmp_path):
+    folder = tiny_copy(tmp_path)
+    model = minienc.SentenceEncoder.from_pretrained(folder, max_seq_length=np.int64(16))
+    assert model.max_seq_length == 16 and model.encode("a b", truncate_dim=np.int64(8)).shape == (8,)

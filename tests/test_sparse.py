@@ -209,6 +209,14 @@ def test_trace_walks_through_the_head(layouts, capsys, layout, formula, pooling)
     assert f"{data['nonzero']} non-zero of {vocab}; largest: {data['terms'][0][0]} " in page
 
 
+def test_trace_applies_max_active_dims(mlm, tmp_path, capsys):
+    folder = st_save(tmp_path / "st", MLMTransformer(str(mlm)), SpladePooling("max"), max_active_dims=7)
+    assert main(["trace", "--sparse", "--model", str(folder), "--json", "capital of France"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    vector = OurSparseEncoder.from_pretrained(folder, execution="padded").encode("capital of France").to_dense()
+    assert data["nonzero"] == int((vector != 0).sum()) == 7 and data["pooled"]["norm"] == float(vector.norm())
+
+
 def test_max_active_dims_prompts_and_similarity_from_the_folder(mlm, tmp_path):
     """max_active_dims keeps each vector's largest values, from the folder or per call; prompts and similarity_fn_name
     come from the folder as well."""
