@@ -52,7 +52,8 @@ def encode_chunks(
     per_text = torch.split(vectors.float().cpu(), [len(w) for w in windows])
     if aggregate == "mean":
         dim = model.get_sentence_embedding_dimension()
-        result = np.stack([l2_normalize(v).mean(dim=0).numpy() for v in per_text]) if texts else np.empty((0, dim), np.float32)
+        empty = np.empty((0, dim), np.float32)
+        result = np.stack([l2_normalize(v).mean(dim=0).numpy() for v in per_text]) if texts else empty
     else:
         result = [v.numpy() for v in per_text]
     return result[0] if single else result

@@ -25,14 +25,7 @@ def decode_lines(data: bytes, name: str) -> list[str]:
     lines = data.split(b"\n")
     if lines[-1] == b"":  # the file's last newline ends its last line; it does not start another
         lines.pop()
-    texts = []
-    for number, raw in enumerate(lines, start=1):
-        try:
-            texts.append(raw.decode("utf-8-sig" if number == 1 else "utf-8").rstrip("\r"))
-        except UnicodeDecodeError as err:
-            raise ValueError(f"{name}: line {number} is not UTF-8 (byte 0x{raw[err.start]:02x}); minienc reads UTF-8 "
-                             f"text, one text a line") from None
-    return texts
+    return [corpus.decode_line(raw, number, name) for number, raw in enumerate(lines, start=1)]
 
 
 def read_texts(texts: list[str], input_path: str | None, option: str = "--input", text_field: str = "text"

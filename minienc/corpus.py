@@ -66,10 +66,7 @@ def numbered_records(path: Path, text_field: str, id_field: str | None) -> Itera
         return
     with open(path, "rb") as f:
         for number, raw in enumerate(f, start=1):
-            try:
-                line = raw.decode("utf-8-sig" if number == 1 else "utf-8").rstrip("\r\n")
-            except UnicodeDecodeError:
-                raise ValueError(f"--input {path}: line {number} is not UTF-8") from None
+            line = decode_line(raw, number, f"--input {path}")
             if kind == "text":
                 yield number, number, line
                 continue
@@ -85,6 +82,16 @@ def numbered_records(path: Path, text_field: str, id_field: str | None) -> Itera
                 raise ValueError(f"--input {path}: line {number} has no field {id_field!r} (--id-field)")
             id_ = check_id(record[id_field], path, number) if id_field else number
             yield number, id_, check_text(record[text_field], path, number, text_field)
+
+
+def decode_line(raw: bytes, number: int, name: str) -> str:
+    """Line `number` (from 1) of a UTF-8 text file without its line end ("\n", and any "\r" before it); the first
+    line's byte-order mark is dropped. Not UTF-8: a ValueError naming the file (`name`), the line and the byte."""
+    try:
+        return raw.decode("utf-8-sig" if number == 1 else "utf-8").rstrip("\r\n")
+    except UnicodeDecodeError as err:
+        raise ValueError(f"{name}: line {number} is not UTF-8 (byte 0x{raw[err.start]:02x}); minienc reads UTF-8 "
+                         f"text, one text a line") from None
 
 
 def check_text(text: object, path: Path, number: int, field: str) -> str:

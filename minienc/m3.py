@@ -375,8 +375,8 @@ class M3Encoder(nn.Module):
         else:
             weights, weight_sum = list(weights_for_different_modes), sum(weights_for_different_modes)
         batch_size = self.batch_size if batch_size is None else batch_size
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
         scores: dict[str, list[float]] = {mode: [] for mode in SCORE_MODES}
         for start in range(0, len(pairs), batch_size):
             batch = pairs[start : start + batch_size]  # each side one batch, in input order, as FlagEmbedding

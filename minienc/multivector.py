@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .batching import check_options, check_texts, padded_order, progress_bar, report_truncation, to_numpy
+from .batching import check_options, check_texts, progress_bar, report_truncation, to_numpy
 from .checkpoint import resolve_model_dir
 from .devices import check_device
 from .maxsim import MULTIVECTOR_SIMILARITIES, check_multivector_similarity
@@ -211,7 +211,7 @@ class MultiVectorEncoder(nn.Module):
         tokenized, attended = self.tokenize([prefix + t for t in texts], task)
         found: list[Any] = [None] * len(texts)
         with progress_bar(show_progress_bar, len(texts)) as bar:
-            for indices in self.sentence.batches(tokenized, batch_size, token_budget, padded_order(texts)):
+            for indices in self.sentence.batches(tokenized, batch_size, token_budget, texts):
                 vectors = self.embed([tokenized[i] for i in indices], [attended[i] for i in indices], task)
                 for i, v in zip(indices, vectors):
                     v = l2_normalize(v) if normalize_embeddings else v.clone()  # its own storage, not the batch's

@@ -179,8 +179,8 @@ class SentenceEncoder(nn.Module):
         matmul (the linear layers' kernel, minienc/matmul.py) defaults to "onednn" for packed execution on x86 CPUs,
         else "torch": padded execution keeps sentence-transformers' bits. row_block: packed execution's rows per
         block of a matrix multiply ("auto": ROW_BLOCKS for the device; whole blocks go in merged calls, see
-        minienc/matmul.py); None calls the kernel once per matrix, no longer batch-invariant. dtype: float32 by default; "bfloat16", or
-        "auto" (bfloat16 where the device has it natively), is the fast path (README).
+        minienc/matmul.py); None calls the kernel once per matrix, no longer batch-invariant. dtype: float32 by
+        default; "bfloat16", or "auto" (bfloat16 where the device has it natively), is the fast path (README).
         """
         if execution not in EXECUTIONS:
             raise ValueError(f"unknown execution {execution!r}; choose one of {list(EXECUTIONS)}")
@@ -188,8 +188,8 @@ class SentenceEncoder(nn.Module):
         folder = resolve_model_dir(name_or_path, revision=revision)
         config = read_sentence_folder(folder)
         transformer = config.transformer or folder  # modules.json's Transformer path: the older layouts' 0_Transformer
-        encoder = Encoder.from_pretrained(transformer, attention=attention,
-                                          matmul=matmul or default_matmul(execution, device), device=device, dtype=dtype)
+        matmul = matmul or default_matmul(execution, device)
+        encoder = Encoder.from_pretrained(transformer, attention=attention, matmul=matmul, device=device, dtype=dtype)
         overrides = {"pooling": (pooling,) if isinstance(pooling, str) else pooling, "normalize": normalize,
                      "max_seq_length": max_seq_length, "truncate_dim": truncate_dim,
                      "similarity_fn_name": similarity_fn_name}
@@ -252,28 +252,29 @@ class SentenceEncoder(nn.Module):
         with progress_bar(show_progress_bar, len(texts)) as bar:
             vectors, tokens = self.embed_all(tokenized, dim, batch_size, token_budget, normalize=normalize_embeddings,
                                              keep_tokens=output_value != "sentence_embedding", skip=skip, bar=bar,
-                                             order=padded_order(texts))
+                                             texts=texts)
         return format_output(vectors, tokens, output_value, single, precision, convert_to_numpy, convert_to_tensor)
 
-    def batches(self, tokenized: list[Tokens], batch_size: int, token_budget: int, order: list[int] | None = None
+    def batches(self, tokenized: list[Tokens], batch_size: int, token_budget: int, texts: list[str] | None = None
                 ) -> list[list[int]]:
         """Which texts run together (indices into tokenized): packed, filled up to token_budget tokens; padded,
-        batch_size texts in `order` (default: by tokens, longest first)."""
+        batch_size texts in sentence-transformers' order where the texts themselves are given (padded_order), else
+        by tokens, longest first."""
         lengths = [len(t.ids) for t in tokenized]
         if self.execution == "packed":
             return packed_batches(lengths, token_budget)
-        return padded_batches(longest_first(lengths) if order is None else order, batch_size)
+        return padded_batches(longest_first(lengths) if texts is None else padded_order(texts), batch_size)
 
     def embed_all(
         self, tokenized: list[Tokens], dim: int, batch_size: int, token_budget: int, *, normalize: bool = False,
-        keep_tokens: bool = False, skip: int = 0, bar: Any = None, order: list[int] | None = None,
+        keep_tokens: bool = False, skip: int = 0, bar: Any = None, texts: list[str] | None = None,
     ) -> tuple[torch.Tensor, list[torch.Tensor] | None]:
         """Every tokenized text through embed(), batch by batch: the (n, dim) vectors (cut to dim, then normalized if
         asked, as sentence-transformers orders it) and, if keep_tokens, each text's token vectors; nothing else of
-        a batch outlives it. order: padded execution's batch order (default: by tokens, longest first)."""
+        a batch outlives it. texts: the texts tokenized, which order padded execution's batches (`batches`)."""
         vectors = torch.empty(len(tokenized), dim, dtype=next(self.encoder.parameters()).dtype, device=self.device)
         tokens: list[Any] | None = [None] * len(tokenized) if keep_tokens else None
-        for indices in self.batches(tokenized, batch_size, token_budget, order):
+        for indices in self.batches(tokenized, batch_size, token_budget, texts):
             batch_tokens, batch_vectors = self.embed([tokenized[i] for i in indices], skip)
             vectors[indices] = l2_normalize(batch_vectors[:, :dim]) if normalize else batch_vectors[:, :dim]
             if tokens is not None:

@@ -64,16 +64,17 @@ def manhattan(a: Embeddings, b: Embeddings) -> torch.Tensor:
     return -torch.cdist(*as_matrices(a, b), p=1.0)
 
 
-def vector_count(t: torch.Tensor) -> str:
-    return "one vector" if t.dim() == 1 else f"{len(t)} vector{'' if len(t) == 1 else 's'}"
+def check_pairwise(a: torch.Tensor, b: torch.Tensor) -> None:
+    """A pairwise function compares a[i] with b[i]: as many vectors in each, no broadcasting of one against many."""
+    if a.shape[:-1] != b.shape[:-1]:
+        count = lambda t: "one vector" if t.dim() == 1 else f"{len(t)} vector{'' if len(t) == 1 else 's'}"  # noqa: E731
+        raise ValueError(f"pairwise similarity compares a[i] with b[i]: got {count(a)} and {count(b)}")
 
 
 def as_pairs(a: Embeddings, b: Embeddings) -> tuple[torch.Tensor, torch.Tensor]:
-    """a and b for a pairwise function: as many vectors in each (no broadcasting of one against many)."""
+    """a and b for a pairwise function (check_pairwise), as float tensors."""
     a, b = as_float_tensor(a), as_float_tensor(b)
-    if a.shape[:-1] != b.shape[:-1]:
-        raise ValueError(f"pairwise similarity compares a[i] with b[i]: got {vector_count(a)} and "
-                         f"{vector_count(b)}")
+    check_pairwise(a, b)
     return a, b
 
 

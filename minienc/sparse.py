@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .batching import check_options, check_texts, padded_order, progress_bar, report_truncation
+from .batching import check_options, check_texts, progress_bar, report_truncation
 from .checkpoint import (LEGACY_SUFFIXES, CheckpointError, bad_weight, read_json_object, read_safetensors,
                          resolve_model_dir, weight_files)
 from .config import EncoderConfig
@@ -32,7 +32,7 @@ from .model import Encoder, Linear
 from .packed import run_packed
 from .sentence import EXECUTIONS, ROW_BLOCK, SentenceEncoder, default_matmul
 from .sentence_folder import SentenceConfig, module_list, setting, text_length, tokenizer_limit
-from .similarity import SIMILARITIES, check_similarity, vector_count
+from .similarity import SIMILARITIES, check_pairwise, check_similarity
 from .tokenizer import TextTokenizer, Tokens
 
 # checkpoint name -> our name in MLMHead, per family. "bias" and "decoder.bias" are one tensor tied in transformers
@@ -350,7 +350,7 @@ class SparseEncoder(nn.Module):
         report_truncation(tokenized, self.max_seq_length)
         rows: list[Any] = [None] * len(texts)
         with progress_bar(show_progress_bar, len(texts)) as bar:
-            for indices in self.sentence.batches(tokenized, batch_size, token_budget, padded_order(texts)):
+            for indices in self.sentence.batches(tokenized, batch_size, token_budget, texts):
                 vectors = self.embed([tokenized[i] for i in indices])  # (B, V)
                 vectors = keep_largest(vectors, limit) if limit is not None else vectors
                 vectors = vectors.to_sparse() if convert_to_sparse_tensor else vectors  # each batch: never n x V dense
@@ -438,9 +438,7 @@ def dot(a: Any, b: Any) -> torch.Tensor:
 
 def pairwise_dot(a: Any, b: Any) -> torch.Tensor:
     a, b = as_float(a), as_float(b)
-    if a.shape[:-1] != b.shape[:-1]:
-        raise ValueError(f"pairwise similarity compares a[i] with b[i]: got {vector_count(a)} and "
-                         f"{vector_count(b)}")
+    check_pairwise(a, b)
     return (a * b).sum(dim=-1).to_dense()
 
 
