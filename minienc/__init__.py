@@ -1,15 +1,16 @@
 """minienc: a minimal, hand-written Transformer encoder that matches transformers bit for bit."""
 
-from .attention import ATTENTION, get_attention, register_attention
-from .checkpoint import CheckpointError
-from .config import EncoderConfig
+from .model.attention import ATTENTION, get_attention, register_attention
+from .loading.checkpoint import CheckpointError
+from .model.config import EncoderConfig
 from .corpus import read_vectors
-from .model import Encoder
-from .pooling import POOLERS, l2_normalize
-from .m3 import M3Encoder, convert_heads
-from .multivector import MultiVectorEncoder
-from .sentence import SentenceEncoder, SentenceTransformer
-from .sparse import SparseEncoder
+from .loading.encoder import Encoder
+from .model.pooling import POOLERS, l2_normalize
+from .formats.m3 import convert_heads
+from .heads.m3 import M3Encoder
+from .heads.multivector import MultiVectorEncoder
+from .heads.sentence import SentenceEncoder, SentenceTransformer
+from .heads.sparse import SparseEncoder
 
 __all__ = [
     "ATTENTION",

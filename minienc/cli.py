@@ -12,10 +12,11 @@ from pathlib import Path
 import numpy as np
 
 from . import __version__, corpus
-from .attention import ATTENTION
-from .devices import DTYPES, check_device, check_dtype
-from .matmul import MATMUL
-from .sentence import DEFAULT_MODEL, EXECUTIONS, TOKEN_BUDGETS, SentenceEncoder, default_matmul
+from .model.attention import ATTENTION
+from .runtime.devices import DTYPES, check_device, check_dtype
+from .runtime.matmul import MATMUL
+from .heads.pipeline import EXECUTIONS, TOKEN_BUDGETS, default_matmul
+from .heads.sentence import DEFAULT_MODEL, SentenceEncoder
 
 
 def decode_lines(data: bytes, name: str) -> list[str]:
@@ -180,7 +181,7 @@ def encode_on_ray(args: argparse.Namespace) -> None:
 
 
 def cmd_convert_heads(args: argparse.Namespace) -> None:
-    from .m3 import convert_heads
+    from .formats.m3 import convert_heads
 
     try:
         written = convert_heads(args.folder)
@@ -216,7 +217,7 @@ def cmd_trace(args: argparse.Namespace) -> None:
     from .stages import format_trace, trace
 
     if args.sparse:
-        from .sparse import SparseEncoder
+        from .heads.sparse import SparseEncoder
 
         model = SparseEncoder.from_pretrained(args.model, attention=args.attention, execution="padded",
                                               matmul=args.matmul, device=args.device)
@@ -227,7 +228,7 @@ def cmd_trace(args: argparse.Namespace) -> None:
 
 
 def cmd_parity(args: argparse.Namespace) -> int:
-    from .attention import MATCHES
+    from .model.attention import MATCHES
     from .parity import format_table, run_parity
 
     matmul = args.matmul or default_matmul(args.execution, args.device)
@@ -257,7 +258,7 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
 def add_dtype_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dtype", default="float32", choices=[*sorted(DTYPES), "auto"],
                         help="number format: float32 (default); bfloat16, or auto (bfloat16 where the CPU or GPU has "
-                             "it natively), is the fast path (accuracy measured in the README)")
+                             "it natively), is the fast path (accuracy: docs/performance.md)")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .batching import progress_bar
+from .runtime.batching import progress_bar
 
 MANIFEST = "manifest.json"
 FORMATS = {".jsonl": "jsonl", ".parquet": "parquet"}  # anything else is plain text, one text a line

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from .sentence import DEFAULT_MODEL, SentenceEncoder
+from .heads.sentence import DEFAULT_MODEL, SentenceEncoder
 
 
 class Embed:

@@ -17,8 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .model import Encoder
-from .pooling import l2_normalize, pool
+from .model.pooling import l2_normalize, pool
 
 
 def _capture(points: list[tuple[str, nn.Module, bool]], run) -> dict[str, torch.Tensor]:
@@ -45,7 +44,7 @@ def _capture(points: list[tuple[str, nn.Module, bool]], run) -> dict[str, torch.
     return stages
 
 
-def capture(encoder: Encoder, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+def capture(encoder: nn.Module, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """minienc's stages for one batch (see the module docstring for the names)."""
     points = [("embedding_sum", encoder.embeddings.norm, True), ("embeddings", encoder.embeddings, False)]
     for i, layer in enumerate(encoder.layers):
@@ -69,7 +68,7 @@ def summary(t: torch.Tensor, values: int = 4) -> dict[str, Any]:
 
 def trace(model, text: str) -> dict[str, Any]:
     """One text through a SentenceEncoder, or a SparseEncoder (SPLADE), stage by stage, as plain data."""
-    from .sparse import SparseEncoder
+    from .heads.sparse import SparseEncoder
 
     return trace_sparse(model, text) if isinstance(model, SparseEncoder) else trace_sentence(model, text)
 
@@ -106,9 +105,10 @@ def trace_sentence(model, text: str) -> dict[str, Any]:
 @torch.inference_mode()
 def trace_sparse(model, text: str) -> dict[str, Any]:
     """Then a SparseEncoder's head, activation and pooling (steps 4-6): SparseEncoder.embed's ops on one text."""
-    from .sparse import SPLADE_ACTIVATIONS, SPLADE_POOLERS, keep_largest
+    from .heads.sparse import keep_largest
+    from .model.pooling import SPLADE_ACTIVATIONS, SPLADE_POOLERS
 
-    data, last, _ = trace_encoder(model.sentence, text)
+    data, last, _ = trace_encoder(model, text)
     scores = model.head(last)[0]  # (T, V): how strongly each token predicts each vocabulary entry
     weights = SPLADE_ACTIVATIONS[model.activation](scores.clone())  # (T, V)
     vector = SPLADE_POOLERS[model.pooling](weights, 0)  # (V,)

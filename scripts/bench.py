@@ -112,8 +112,8 @@ def cpu_description() -> str:
 
 
 def bfloat16_attention() -> str:
-    """Which attention minienc's packed bfloat16 execution runs on this CPU (minienc/attention.py)."""
-    from minienc.attention import BFLOAT16_MATH_FROM, bfloat16_without_amx
+    """Which attention minienc's packed bfloat16 execution runs on this CPU (minienc/model/attention.py)."""
+    from minienc.model.attention import BFLOAT16_MATH_FROM, bfloat16_without_amx
 
     if bfloat16_without_amx():
         return f"PyTorch's flash kernel per text, two bfloat16 matrix multiplies from {BFLOAT16_MATH_FROM} tokens"
@@ -179,7 +179,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     args.model = args.model or default_model()
 
-    from minienc.matmul import MATMUL
+    from minienc.runtime.matmul import MATMUL
 
     runners, formats, peers, reference, invariant = systems(args.model, args.batch_size, args.threads, args.peers,
                                                             args.openvino_direct)

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from bench import corpora, default_model  # scripts/bench.py
-from minienc.sentence import ROW_BLOCKS, TOKEN_BUDGETS
+from minienc.heads.pipeline import ROW_BLOCKS, TOKEN_BUDGETS
 
 # minienc packed runs: (dtype, token budget, row block); row blocks keep a text's vector independent of its batch.
 # The CPU's sizes, then the GPU's, then the GPU's batches without row blocks.

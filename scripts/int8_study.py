@@ -34,8 +34,8 @@ from bench import corpora, cpu_description, default_model  # scripts/bench.py
 from sts_accuracy import spearman, sts_test  # scripts/sts_accuracy.py
 
 import minienc
-from minienc.matmul import activate, fastest_on_cpu, get_matmul
-from minienc.model import Linear
+from minienc.runtime.matmul import activate, fastest_on_cpu, get_matmul
+from minienc.model.linear import Linear
 
 ROWS = 2048  # rows of the per-shape timings: the CPU token budget of one packed batch
 
@@ -47,7 +47,7 @@ def quantize_rows(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 class Int8Linear:
-    """A minienc matmul kernel (minienc/matmul.py's signature): fn(x, weight, bias, activation) in int8.
+    """A minienc matmul kernel (minienc/runtime/matmul.py's signature): fn(x, weight, bias, activation) in int8.
 
     With calibrating set, it runs the fast path's kernel instead and records each input channel's largest |x|;
     with smooth set, it applies SmoothQuant from what was recorded."""

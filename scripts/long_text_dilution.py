@@ -37,10 +37,10 @@ The scores; each ranks all documents for every query, by cosine similarity unles
   chunked, mean        encode_chunks(aggregate="mean"): the whole document in overlapping windows, one vector per
                        window, and their mean as the document's one vector (nothing truncated, still one vector)
   chunked, best        encode_chunks(aggregate=None): the same windows kept apart, a document scoring its best
-                       window (minienc.chunks.best_window); with 256- and with 128-token windows
+                       window (minienc.heads.chunks.best_window); with 256- and with 128-token windows
   token MaxSim         late interaction over MiniLM's own token vectors (no trained ColBERT head exists offline):
                        each query token is matched to its most similar document token and the similarities are
-                       summed (minienc.maxsim.maxsim); token vectors L2-normalized, [CLS] and [SEP] left out,
+                       summed (minienc.heads.maxsim.maxsim); token vectors L2-normalized, [CLS] and [SEP] left out,
                        documents read in overlapping windows so that no token is truncated
   sections alone       each section embedded by itself with the model's own encode(), a document scoring its best
                        section: the same model with nothing diluted and nothing truncated, the reference
@@ -78,9 +78,9 @@ from pydoc_data.topics import topics as reference_topics
 from bench import cpu_name, default_model, docstrings  # scripts/bench.py, beside this file
 
 import minienc
-from minienc.chunks import best_window
-from minienc.maxsim import maxsim as token_maxsim
-from minienc.pooling import l2_normalize
+from minienc.heads.chunks import best_window
+from minienc.heads.maxsim import maxsim as token_maxsim
+from minienc.model.pooling import l2_normalize
 
 SLOTS = 8  # sections per document, each from a different topic
 SECTION_WORDS = 40  # a section: consecutive paragraphs of one topic, at least this many words

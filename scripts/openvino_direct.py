@@ -4,7 +4,7 @@ converted from transformers by `openvino.convert_model`, batched and pooled as s
 For machines where the OpenVINO peer's venv (scripts/peers.sh) cannot be built, such as one that reaches no package
 index: this needs only the `openvino` wheel (its dependencies: numpy, openvino-telemetry) beside the test
 environment. It ran as fast as sentence-transformers' OpenVINO backend, with the same vectors, where both could
-run (README, "Speed"). `python scripts/bench.py --openvino-direct` adds it, and takes it for the "vs OpenVINO"
+run (docs/performance.md, "Speed"). `python scripts/bench.py --openvino-direct` adds it, and takes it for the "vs OpenVINO"
 column where the peer is missing.
 """
 

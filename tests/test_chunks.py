@@ -9,7 +9,7 @@ import torch
 from sentence_transformers import SentenceTransformer
 
 import minienc
-from minienc.chunks import best_window
+from minienc.heads.chunks import best_window
 
 from .test_packed import corpus
 

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 import minienc
-import minienc.matmul
+import minienc.runtime.matmul
 from minienc.cli import main, read_texts
 from minienc.corpus import read_records
 
@@ -131,7 +131,7 @@ def test_version_and_help_list_the_choices(capsys):
     with pytest.raises(SystemExit):
         main(["encode", "--help"])
     help_text = " ".join(capsys.readouterr().out.split())
-    assert all(name in help_text for name in [*minienc.ATTENTION, *minienc.matmul.MATMUL])
+    assert all(name in help_text for name in [*minienc.ATTENTION, *minienc.runtime.matmul.MATMUL])
 
 
 def test_unwritable_output_fails_before_any_work(tmp_path, capsys):

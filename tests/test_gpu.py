@@ -11,8 +11,8 @@ import pytest
 import torch
 
 import minienc
-from minienc.attention import VARLEN, per_text, sdpa, sdpa_packed
-from minienc.sentence import ROW_BLOCKS, TOKEN_BUDGETS
+from minienc.model.attention import VARLEN, per_text, sdpa, sdpa_packed
+from minienc.heads.pipeline import ROW_BLOCKS, TOKEN_BUDGETS
 
 from .test_packed import corpus
 
@@ -66,7 +66,7 @@ def test_packed_half_batch_invariance(minilm_dir, dtype):
 def test_gpu_sizes(minilm_dir):
     """A GPU gets packed execution's GPU sizes: 1024-row blocks, 16384 tokens a batch."""
     model = minienc.SentenceEncoder.from_pretrained(minilm_dir, device="cuda", dtype="float16")
-    assert model.encoder.row_block == ROW_BLOCKS["cuda"] and model.token_budget == TOKEN_BUDGETS["cuda"]
+    assert model.row_block == ROW_BLOCKS["cuda"] and model.token_budget == TOKEN_BUDGETS["cuda"]
 
 
 def test_auto_dtype_on_cuda(minilm_dir):

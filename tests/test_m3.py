@@ -1,4 +1,4 @@
-"""bge-m3 (minienc/m3.py) against a reference written here from FlagEmbedding v1.4.2, run on transformers'
+"""bge-m3 (minienc/heads/m3.py) against a reference written here from FlagEmbedding v1.4.2, run on transformers'
 XLMRobertaModel; and the heads' conversion from pickles, the one place where minienc reads a pickle.
 
 FlagEmbedding itself is not a test dependency (its package imports datasets, peft, accelerate and rerankers that
@@ -28,9 +28,10 @@ import torch
 import torch.nn.functional as F
 import transformers
 
-import minienc.m3
-from minienc.checkpoint import CheckpointError
-from minienc.m3 import M3Encoder, convert_heads
+import minienc.heads.m3
+from minienc.loading.checkpoint import CheckpointError
+from minienc.formats.m3 import convert_heads
+from minienc.heads.m3 import M3Encoder
 
 from .conftest import add_to_hf_cache
 
@@ -270,7 +271,7 @@ def test_convert_heads_writes_the_same_tensors(tmp_path, monkeypatch):
     assert calls == [{"weights_only": True, "map_location": "cpu"}] * 2
     for path in written:
         pickled = real_load(path.with_suffix(".pt"), weights_only=True)
-        converted = minienc.checkpoint.read_safetensors(path)
+        converted = minienc.loading.checkpoint.read_safetensors(path)
         assert set(converted) == set(pickled) == {"weight", "bias"}
         assert all(torch.equal(converted[k], pickled[k]) for k in pickled)
 
@@ -369,7 +370,7 @@ def test_special_tokens_are_flagembeddings(folder, reference, tmp_path):
     assert model.unused_ids == reference.unused_tokens()
     renamed = Path(shutil.copytree(folder, tmp_path / "renamed"))
     (renamed / "special_tokens_map.json").write_text('{"unk_token": {"content": "\\u2581the"}}')
-    vocab = model.sentence.tokenizer.tokenizer
+    vocab = model.tokenizer.tokenizer
     expected = {vocab.token_to_id(t) for t in ("<s>", "</s>", "<pad>", "\u2581the")}
     assert M3Encoder.from_pretrained(renamed).unused_ids == expected
 
@@ -412,7 +413,7 @@ def test_packed_close_to_flagembedding(folder, reference):
 def test_batch_invariance_in_packed_execution(folder):
     model = M3Encoder.from_pretrained(folder)
     if not model.batch_invariant:
-        pytest.skip("the row blocks failed their probe on this machine (minienc/matmul.py reports it)")
+        pytest.skip("the row blocks failed their probe on this machine (minienc/runtime/matmul.py reports it)")
     together = model.encode(TEXTS, return_sparse=True, return_colbert_vecs=True)
     for i, text in enumerate(TEXTS):
         alone = model.encode(text, return_sparse=True, return_colbert_vecs=True)
@@ -424,7 +425,7 @@ def test_batch_invariance_in_packed_execution(folder):
 def test_set_matmul_reaches_the_heads(folder):
     model = M3Encoder.from_pretrained(folder)
     model.set_matmul("torch", None)
-    assert model.colbert_linear.matmul is model.sparse_linear.matmul is model.sentence.encoder.kernel
+    assert model.colbert_linear.matmul is model.sparse_linear.matmul is model.kernel
     assert model.batch_invariant is False  # one call per matrix: nothing is promised
 
 
@@ -434,7 +435,7 @@ def test_output_forms(folder):
     assert default["dense_vecs"].shape == (2, 32) and default["lexical_weights"] is default["colbert_vecs"] is None
     one = model.encode("a b", return_dense=False, return_sparse=True, return_colbert_vecs=True)
     assert one["dense_vecs"] is None and isinstance(one["lexical_weights"], dict)
-    assert one["colbert_vecs"].shape[0] == len(model.sentence.tokenizer.tokenize(["a b"])[0].ids) - 1
+    assert one["colbert_vecs"].shape[0] == len(model.tokenizer.tokenize(["a b"])[0].ids) - 1
     empty = model.encode([], return_sparse=True, return_colbert_vecs=True)
     assert empty["dense_vecs"].shape == (0, 32) and empty["lexical_weights"] == empty["colbert_vecs"] == []
     assert np.array_equal(model.encode(TEXTS[::-1])["dense_vecs"][::-1], model.encode(TEXTS)["dense_vecs"])
@@ -457,10 +458,10 @@ def test_lexical_and_colbert_scores_as_flagembedding(folder):
         assert mine == theirs and type(mine) is type(theirs)
         assert torch.equal(M3Encoder.colbert_score(cv[i], cv[j]), reference_colbert_score(cv[i], cv[j]))
     assert any(reference_lexical_matching_score(lw[i], lw[j]) > 0 for i, j in pairs)  # shared tokens exist
-    assert np.array_equal(minienc.m3.compute_lexical_matching_score(lw[:3], lw[2:]),
+    assert np.array_equal(minienc.heads.m3.compute_lexical_matching_score(lw[:3], lw[2:]),
                           reference_lexical_matching_score(lw[:3], lw[2:]))
     with pytest.raises(ValueError, match="The input format of lexical_weights is not correct"):
-        minienc.m3.compute_lexical_matching_score(lw[0], lw)
+        minienc.heads.m3.compute_lexical_matching_score(lw[0], lw)
 
 
 @pytest.mark.parametrize("batch_size", [256, 3])
@@ -507,7 +508,7 @@ def test_bad_pairs_and_options_are_named(folder):
 def test_compute_score_forms(folder):
     model = M3Encoder.from_pretrained(folder)
     one = model.compute_score(PAIRS[0], weights_for_different_modes=[0.4, 0.2, 0.4])
-    assert set(one) == set(minienc.m3.SCORE_MODES) and all(type(v) is float for v in one.values())
+    assert set(one) == set(minienc.heads.m3.SCORE_MODES) and all(type(v) is float for v in one.values())
     listed = model.compute_score(PAIRS[:1], weights_for_different_modes=[0.4, 0.2, 0.4])
     assert one == {mode: scores[0] for mode, scores in listed.items()}
     assert model.compute_score([]) == []

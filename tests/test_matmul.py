@@ -1,4 +1,4 @@
-"""The linear layers' kernels (minienc/matmul.py): both sum in float32, "onednn" steps aside where it must, and the
+"""The linear layers' kernels (minienc/runtime/matmul.py): both sum in float32, "onednn" steps aside where it must, and the
 defaults keep each execution's promise (padded: transformers' bits; packed: close, and fast)."""
 
 from __future__ import annotations
@@ -12,11 +12,11 @@ import transformers
 from torch.profiler import profile
 
 import minienc
-import minienc.matmul
-from minienc.activations import ACTIVATIONS
-from minienc.matmul import (MATMUL, ONEDNN_POST_OPS, RowBlocks, activate, fastest_on_cpu, get_matmul, onednn,
-                            onednn_available, onednn_bfloat16, torch_linear)
-from minienc.sentence import ROW_BLOCKS, default_matmul
+import minienc.runtime.matmul
+from minienc.model.activations import ACTIVATIONS
+from minienc.runtime.matmul import (MATMUL, ONEDNN_POST_OPS, RowBlocks, activate, fastest_on_cpu, get_matmul, onednn,
+                            onednn_available, onednn_bfloat16, plain_linear)
+from minienc.heads.pipeline import ROW_BLOCKS, default_matmul
 
 from .test_sentence import TEXTS
 
@@ -69,10 +69,10 @@ def test_onednn_leaves_float16_to_f_linear():
 @pytest.mark.parametrize("activation", [None, "gelu"])
 def test_onednn_without_bfloat16_is_the_torch_kernel(monkeypatch, activation):
     """Below AVX-512 oneDNN has no bfloat16 inner product: the layer is transformers' own, bit for bit."""
-    monkeypatch.setattr(minienc.matmul, "onednn_bfloat16", lambda: False)
+    monkeypatch.setattr(minienc.runtime.matmul, "onednn_bfloat16", lambda: False)
     x, w, b = torch.randn(20, 16).bfloat16(), torch.randn(8, 16).bfloat16(), torch.randn(8).bfloat16()
     with torch.inference_mode():
-        assert torch.equal(onednn(x, w, b, activation), torch_linear(x, w, b, activation))
+        assert torch.equal(onednn(x, w, b, activation), plain_linear(x, w, b, activation))
 
 
 @needs_onednn
@@ -110,33 +110,37 @@ def test_unknown_matmul():
 
 
 def test_without_onednn(monkeypatch):
-    monkeypatch.setattr(minienc.matmul, "onednn_available", lambda: False)
+    monkeypatch.setattr(minienc.runtime.matmul, "onednn_available", lambda: False)
     with pytest.raises(ValueError, match="matmul 'onednn' needs a PyTorch built with oneDNN"):
         get_matmul("onednn")
-    assert minienc.SentenceEncoder.from_pretrained(WEIGHTS / "tiny-bert").encoder.matmul_name == "torch"
+    assert minienc.SentenceEncoder.from_pretrained(WEIGHTS / "tiny-bert").matmul_name == "torch"
 
 
 @pytest.mark.parametrize("capability, expected", [("AVX512", "onednn"), ("AVX2", "onednn"), ("DEFAULT", "torch")])
 def test_fastest_on_cpu(monkeypatch, capability, expected):
     """oneDNN only where it was measured faster: x86 with AVX2 or AVX-512 (on SSE4.1 alone it was 2x slower)."""
     monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: capability)
-    monkeypatch.setattr(minienc.matmul, "onednn_available", lambda: True)
+    monkeypatch.setattr(minienc.runtime.matmul, "onednn_available", lambda: True)
     assert fastest_on_cpu() == expected
 
 
 def test_defaults():
     """The bare Encoder and padded execution keep transformers' kernel; packed takes oneDNN where it exists."""
-    assert minienc.Encoder.from_pretrained(WEIGHTS / "tiny-bert").matmul_name == "torch"
+    assert kernels_of(minienc.Encoder.from_pretrained(WEIGHTS / "tiny-bert")) == {MATMUL["torch"]}
     assert default_matmul("padded") == "torch" and default_matmul("packed", "cuda") == "torch"
     assert default_matmul("packed") == fastest_on_cpu()
     model = minienc.SentenceEncoder.from_pretrained(WEIGHTS / "tiny-bert")
-    assert model.encoder.matmul_name == default_matmul("packed") and model.encoder.row_block == ROW_BLOCKS["cpu"]
-    kernels = {layer.matmul for layer in model.encoder.modules() if isinstance(layer, minienc.model.Linear)}
-    assert len(kernels) == 1 and isinstance(kernels.pop(), RowBlocks)
-    assert model.encoder.kernel.kernel is MATMUL[default_matmul("packed")]
-    assert model.encoder.kernel.rows == ROW_BLOCKS["cpu"] and model.token_budget == 2048
+    assert model.matmul_name == default_matmul("packed") and model.row_block == ROW_BLOCKS["cpu"]
+    assert kernels_of(model) == {model.kernel} and isinstance(model.kernel, RowBlocks)
+    assert model.kernel.kernel is MATMUL[default_matmul("packed")]
+    assert model.kernel.rows == ROW_BLOCKS["cpu"] and model.token_budget == 2048
     padded = minienc.SentenceEncoder.from_pretrained(WEIGHTS / "tiny-bert", execution="padded")
-    assert padded.encoder.row_block is None and padded.encoder.kernel is MATMUL["torch"]
+    assert padded.row_block is None and kernels_of(padded) == {MATMUL["torch"]}
+
+
+def kernels_of(model: torch.nn.Module) -> set:
+    """The kernels of every linear layer in model."""
+    return {layer.matmul for layer in model.modules() if isinstance(layer, minienc.model.linear.Linear)}
 
 
 @pytest.mark.skipif(fastest_on_cpu() != "onednn", reason="packed execution keeps F.linear on this CPU")

@@ -1,4 +1,4 @@
-"""minienc.multivector against sentence-transformers 6.2's MultiVectorEncoder: seeded tiny models built with its own
+"""minienc.heads.multivector against sentence-transformers 6.2's MultiVectorEncoder: seeded tiny models built with its own
 classes and saved by its save_pretrained, loaded by both; token vectors, scores, skiplist, query expansion, PyLate
 folders as it reads them, and what minienc refuses."""
 
@@ -20,8 +20,8 @@ from sentence_transformers.sentence_transformer.modules import Pooling
 from sentence_transformers.util import similarity as st_similarity
 from torch import nn
 
-from minienc.maxsim import maxsim, maxsim_pairwise, mean_maxsim
-from minienc.multivector import MultiVectorEncoder
+from minienc.heads.maxsim import maxsim, maxsim_pairwise, mean_maxsim
+from minienc.heads.multivector import MultiVectorEncoder
 
 from .test_sentence import BY_CHARACTERS
 
@@ -146,8 +146,8 @@ def test_meanmaxsim_read_from_the_folder(tmp_path):
 def test_skiplist_drops_punctuation_from_documents_only(model_dir):
     ours = MultiVectorEncoder.from_pretrained(model_dir("fixed"), execution="padded")
     text = "Hello, world! (what) is it?"
-    ids = ours.sentence.tokenizer.tokenize(["[D] " + text])[0].ids  # on this vocabulary "[D]" is "[", "d", "]"
-    punctuation = {ours.sentence.tokenizer.tokenizer.token_to_id(c) for c in string.punctuation} - {None}
+    ids = ours.tokenizer.tokenize(["[D] " + text])[0].ids  # on this vocabulary "[D]" is "[", "d", "]"
+    punctuation = {ours.tokenizer.tokenizer.token_to_id(c) for c in string.punctuation} - {None}
     assert set(ours.skiplist_ids.tolist()) == punctuation  # the words not in the vocabulary are left out, as ST does
     kept = [i for i in ids if i not in punctuation]
     assert len(kept) == len(ids) - 7
@@ -162,9 +162,9 @@ def test_query_expansion_pads_with_mask_tokens(model_dir):
     """fixed, attend=False: every query is 12 vectors, the last ones [MASK]s the text cannot see, so the text's own
     vectors are those of the unexpanded query; attend=True changes them."""
     ours = MultiVectorEncoder.from_pretrained(model_dir("fixed"), execution="padded")
-    n = len(ours.sentence.tokenizer.tokenize(["[Q] x"])[0].ids)
+    n = len(ours.tokenizer.tokenize(["[Q] x"])[0].ids)
     tokens, attended = ours.tokenize(["[Q] x"], "query")
-    mask_id = ours.sentence.tokenizer.tokenizer.token_to_id("[MASK]")
+    mask_id = ours.tokenizer.tokenizer.token_to_id("[MASK]")
     assert n < 12 and len(tokens[0].ids) == 12 and attended == [n] and set(tokens[0].ids[n:]) == {mask_id}
     expanded = ours.encode_query(["x", "long " * 80])
     assert [len(v) for v in expanded] == [12, 12]
@@ -216,7 +216,7 @@ def test_pylate_folder_read_as_sentence_transformers_reads_it(tmp_path, config):
     folder = pylate_folder(tmp_path / "pylate", **config)
     ours = MultiVectorEncoder.from_pretrained(folder)
     assert ours.prompts["query"] == "[Q] " and ours.similarity_fn_name == "maxsim"
-    assert ours.sentence.tokenizer.tokenize(["[Q] hi"])[0].ids[1] == ours.sentence.tokenizer.tokenizer.token_to_id("[Q] ")
+    assert ours.tokenizer.tokenize(["[Q] hi"])[0].ids[1] == ours.tokenizer.tokenizer.token_to_id("[Q] ")
     compare(folder, TEXTS + ["[q] lowercase marker text, not the token"])
 
 
@@ -253,7 +253,7 @@ def test_pairwise_scores_match_sentence_transformers():
 
 
 def test_half_precision_scored_in_float32():
-    """minienc widens half precision before the products (as minienc/similarity.py does); sentence-transformers
+    """minienc widens half precision before the products (as minienc/heads/similarity.py does); sentence-transformers
     multiplies in half and sums in float32."""
     q, d = torch.randn(3, 8).half(), torch.randn(5, 8).half()
     assert torch.equal(maxsim(q, d), maxsim(q.float(), d.float()))
@@ -324,4 +324,4 @@ def test_output_forms(model_dir):
     assert torch.allclose(one.norm(dim=-1), torch.ones(len(one)), atol=1e-6)
     assert ours.encode_query([]) == []
     ours.set_matmul("torch")
-    assert all(layer.linear.matmul is ours.sentence.encoder.kernel for layer in ours.dense)
+    assert all(layer.linear.matmul is ours.kernel for layer in ours.dense)

@@ -1,6 +1,6 @@
 """Packed execution: close to the reference, and a text's vector independent of the batch it is encoded in.
 
-Batch invariance is promised where the row blocks' probe passes (minienc/matmul.py); where it fails, the promise is
+Batch invariance is promised where the row blocks' probe passes (minienc/runtime/matmul.py); where it fails, the promise is
 that the library says so. Both branches are tests of minienc, whatever the CPU, thread count or instruction set."""
 
 from __future__ import annotations
@@ -16,10 +16,10 @@ from sentence_transformers import SentenceTransformer
 from sentence_transformers.sentence_transformer.modules import Dense, Normalize, Pooling
 
 import minienc
-import minienc.batching
-from minienc.matmul import RowBlocks, probe_cases, random_rows, rows_independent, same_as_blocks, torch_linear
-from minienc.packed import filler, pack, run_packed
-from minienc.sentence import ROW_BLOCKS
+import minienc.runtime.batching
+from minienc.runtime.matmul import RowBlocks, probe_cases, random_rows, rows_independent, same_as_blocks, plain_linear
+from minienc.runtime.batching import filler, pack, run_packed
+from minienc.heads.pipeline import ROW_BLOCKS
 
 from .test_sentence import TEXTS, st_folder
 
@@ -69,7 +69,7 @@ def test_batch_invariance(minilm_packed, minilm_dir, matmul, dtype):
         minilm_packed = minienc.SentenceEncoder.from_pretrained(
             minilm_dir, matmul=None if matmul == "default" else matmul, dtype=dtype)
     if not minilm_packed.batch_invariant:
-        pytest.skip(f"matmul {minilm_packed.encoder.matmul_name!r} failed the row-block probe on this machine; "
+        pytest.skip(f"matmul {minilm_packed.matmul_name!r} failed the row-block probe on this machine; "
                     f"minienc reports it (test_probe_failure_is_reported)")
     texts = corpus(64, seed=1)
     in_64 = minilm_packed.encode(texts)
@@ -86,12 +86,12 @@ def test_batch_invariance(minilm_packed, minilm_dir, matmul, dtype):
 
 def shape_dependent(x, weight, bias, activation=None):
     """A kernel whose result depends on how many rows it is given, as real kernels' rounding may."""
-    return torch_linear(x, weight, bias, activation) + 1e-3 * x.shape[0]
+    return plain_linear(x, weight, bias, activation) + 1e-3 * x.shape[0]
 
 
 def place_dependent(x, weight, bias, activation=None):
     """A kernel whose result depends on where a row sits in the matrix: row blocks cannot fix that."""
-    return torch_linear(x, weight, bias, activation) + 1e-3 * torch.arange(x.shape[0])[:, None]
+    return plain_linear(x, weight, bias, activation) + 1e-3 * torch.arange(x.shape[0])[:, None]
 
 
 def test_row_blocks_make_a_shape_dependent_kernel_batch_invariant():
@@ -109,7 +109,7 @@ def test_row_blocks_make_a_shape_dependent_kernel_batch_invariant():
 
 def row_by_row(x, weight, bias, activation=None):
     """A kernel that computes each row in a call of its own: independent of the other rows by construction."""
-    return torch.cat([torch_linear(row[None], weight, bias, activation) for row in x])
+    return torch.cat([plain_linear(row[None], weight, bias, activation) for row in x])
 
 
 def test_row_blocks_merge_calls_only_where_the_probe_allows():
@@ -162,9 +162,9 @@ def test_rows_under_a_block_go_in_a_call_of_their_own_where_the_probe_allows():
 
 def test_filler_tops_a_row_under_one_block_up_to_tail_rows():
     model = minienc.SentenceEncoder.from_pretrained(WEIGHTS / "tiny-bert", row_block=64)
-    assert [sum(len(t.ids) for t in filler(n, model.encoder)) for n in (1, 16, 17, 63, 64, 65)] == [15, 0, 15, 1, 0, 63]
+    assert [sum(len(t.ids) for t in filler(n, model.encoder.config, model.row_block)) for n in (1, 16, 17, 63, 64, 65)] == [15, 0, 15, 1, 0, 63]
     odd = minienc.SentenceEncoder.from_pretrained(WEIGHTS / "tiny-bert", row_block=40)  # not a multiple of 16
-    assert sum(len(t.ids) for t in filler(1, odd.encoder)) == 39
+    assert sum(len(t.ids) for t in filler(1, odd.encoder.config, odd.row_block)) == 39
 
 
 def split_sum(x: torch.Tensor, weight: torch.Tensor, rows: slice) -> torch.Tensor:
@@ -228,7 +228,7 @@ def test_probe_copy_of_the_weight_takes_the_weights_path():
 
 def neighbour_dependent(x, weight, bias, activation=None):
     """A kernel whose row results depend on the values of the other rows."""
-    return torch_linear(x, weight, bias, activation) + 1e-3 * x.sum()
+    return plain_linear(x, weight, bias, activation) + 1e-3 * x.sum()
 
 
 def test_probe_passes_a_kernel_that_is_row_independent_by_construction():
@@ -251,7 +251,7 @@ def test_spans_must_cover_the_row_in_order(minilm_packed):
 def test_probe_failure_is_reported(minilm_dir, monkeypatch):
     """A kernel that rounds a row by its place: the probe catches it, warns once, and batch_invariant says False."""
     assert not rows_independent(place_dependent, torch.randn(8, 16), torch.randn(8), None, rows=16)
-    monkeypatch.setitem(minienc.matmul.MATMUL, "place_dependent", place_dependent)
+    monkeypatch.setitem(minienc.runtime.matmul.MATMUL, "place_dependent", place_dependent)
     model = minienc.SentenceEncoder.from_pretrained(WEIGHTS / "tiny-bert", matmul="place_dependent")
     with pytest.warns(RuntimeWarning, match=f"rounds a row by its place in a {ROW_BLOCKS['cpu']}-row block"):
         model.encode(["hello", "world"])
@@ -263,7 +263,7 @@ def test_batch_invariant_with_a_kernel_that_is_row_independent_by_construction(m
     """On any machine: with a kernel that computes each row alone, every probe passes, batch_invariant says True,
     and a text's vector is the same bits alone, in a batch and with filler (the tests with real kernels skip where
     this machine's probes fail; this one cannot)."""
-    monkeypatch.setitem(minienc.matmul.MATMUL, "row_by_row", row_by_row)
+    monkeypatch.setitem(minienc.runtime.matmul.MATMUL, "row_by_row", row_by_row)
     for name in ("tiny-bert", "tiny-xlm-roberta"):
         model = minienc.SentenceEncoder.from_pretrained(WEIGHTS / name, matmul="row_by_row", row_block=32)
         assert model.batch_invariant is True
@@ -286,7 +286,7 @@ def test_batch_invariance_with_dense_and_xlmr(tmp_path):
 def test_token_budget_batches(minilm_packed):
     encodings = minilm_packed.tokenizer.tokenize(["a " * 100, "b " * 10, "c", "d " * 60])
     lengths = [len(e.ids) for e in encodings]
-    batches = minienc.batching.packed_batches(lengths, token_budget=110)
+    batches = minienc.runtime.batching.packed_batches(lengths, token_budget=110)
     assert sorted(i for b in batches for i in b) == [0, 1, 2, 3]
     assert all(sum(lengths[i] for i in b) <= 110 or len(b) == 1 for b in batches)
     assert batches[0] == [0]  # longest first; a text over the budget still gets a batch of its own
@@ -312,18 +312,18 @@ def test_filler_tops_the_row_up_and_changes_no_bit(row_block):
     model = minienc.SentenceEncoder.from_pretrained(WEIGHTS / "tiny-xlm-roberta", row_block=row_block)
     texts = model.tokenizer.tokenize(corpus(7, seed=4))
     n = sum(len(t.ids) for t in texts)
-    fill = filler(n, model.encoder)
+    fill = filler(n, model.encoder.config, model.row_block)
     assert (n + sum(len(t.ids) for t in fill)) % row_block == 0 and all(0 < len(t.ids) <= 128 for t in fill)
     assert all((t.ids == model.encoder.config.pad_token_id).all() for t in fill)
     assert len(fill) == (1 if row_block == 32 else 3)  # 304 tokens: 16 more; or 296 more, as 128 + 128 + 40
-    hidden, spans = run_packed(model.encoder, texts)
+    hidden, spans = run_packed(model.encoder, texts, None, model.row_block)
     batch, unfilled_spans = pack(texts)
     assert spans == unfilled_spans and hidden.shape == (n, 32)
     if model.batch_invariant:
         assert torch.equal(hidden, model.encoder(**batch, spans=spans)[0])
-    assert filler(row_block * 3, model.encoder) == []  # already whole blocks
+    assert filler(row_block * 3, model.encoder.config, model.row_block) == []  # already whole blocks
     unblocked = minienc.SentenceEncoder.from_pretrained(WEIGHTS / "tiny-xlm-roberta", row_block=None)
-    assert filler(n, unblocked.encoder) == []
+    assert filler(n, unblocked.encoder.config, unblocked.row_block) == []
 
 
 def test_unknown_execution():
@@ -351,7 +351,7 @@ def test_packed_pooling_is_per_text_pooling(dtype, skip):
     """pool_packed reduces each text over its own rows: the per-text poolers' result (a float32 mean is summed in
     another order: within the float32 rounding bound of its sum; everything else the same bits), and a text's
     vector is the same bits alone and among others."""
-    from minienc.pooling import POOLERS, pool, pool_packed
+    from minienc.model.pooling import POOLERS, pool, pool_packed
 
     gen = torch.Generator().manual_seed(0)
     lengths = [1, 5, 17, 3, 64, 6]  # 1, 3 and 5 tokens: shorter than or as long as the prompt at skip 6
@@ -373,7 +373,7 @@ def test_packed_pooling_is_per_text_pooling(dtype, skip):
 
 def test_packed_pooling_needs_spans_that_cut_the_rows():
     """Each text is reduced as one run of rows from the top: a gap, an overlap or an empty text is an error."""
-    from minienc.pooling import pool_packed
+    from minienc.model.pooling import pool_packed
 
     hidden = torch.randn(10, 4)
     for spans in ([], [(0, 4), (5, 10)], [(0, 6), (4, 10)], [(0, 4), (4, 4), (4, 10)], [(1, 10)], [(0, 9)]):

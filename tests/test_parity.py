@@ -10,7 +10,7 @@ import torch
 import transformers
 
 import minienc
-from minienc.activations import ACTIVATIONS
+from minienc.model.activations import ACTIVATIONS
 
 from .conftest import FAMILIES, TINY, padded_batch
 

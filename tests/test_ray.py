@@ -31,7 +31,7 @@ def cluster():
 @pytest.fixture(scope="module")
 def expected():
     """Each Ray worker gets one CPU and runs torch on one thread; the reference does too (a kernel's bits depend
-    on its thread count: README, "How batch invariance is built")."""
+    on its thread count: docs/batch-invariance.md, "How batch invariance is built")."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:

@@ -14,11 +14,25 @@ def test_ci_runs_the_readme_test_command():
     assert commands[1] in ROOT.joinpath(".ci", "run").read_text(encoding="utf-8").splitlines()
 
 
-def test_model_file_knows_nothing_of_tokenizers_or_packing():
-    """model.py is the forward pass alone: packed and padded input arrive as tensors and spans."""
+def test_the_model_imports_only_torch_and_itself():
+    """minienc/model/ is the textbook: every file in it imports torch, the standard library and the other files of
+    model/ only. Tokenizers, packing, kernels, checkpoints and the Hub live outside it; packed and padded input arrive
+    as tensors and spans."""
     import ast
+    import sys
 
-    tree = ast.parse(ROOT.joinpath("minienc", "model.py").read_text(encoding="utf-8"))
-    imported = {node.module or "" for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
-    imported |= {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
-    assert not {"tokenizers", "packed", "sentence", "tokenizer"} & {name.split(".")[-1] for name in imported}
+    allowed = {"torch"} | set(sys.stdlib_module_names)
+    files = sorted(ROOT.joinpath("minienc", "model").glob("*.py"))
+    assert len(files) >= 6, files
+    for path in files:
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom):
+                assert node.level <= 1, f"{path.name} imports from outside model/: {'.' * node.level}{node.module}"
+                names = [node.module] if node.level == 0 else []
+            elif isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            else:
+                continue
+            for name in names:
+                assert name.split(".")[0] in allowed, f"{path.name} imports {name}"

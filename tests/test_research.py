@@ -9,9 +9,10 @@ import pytest
 import torch
 
 import minienc
-from minienc.attention import ATTENTION, MATCHES, eager, linear, sliding_window
+from minienc.model.attention import ATTENTION, MATCHES, eager, linear, sliding_window
 from minienc.cli import main
-from minienc.matmul import onednn_available
+from minienc.loading.encoder import read_config
+from minienc.runtime.matmul import onednn_available
 from minienc.parity import run_parity
 
 WEIGHTS = Path(__file__).resolve().parent.parent / "weights"
@@ -112,7 +113,7 @@ def test_user_variant_selected_by_name(user_variants, minilm_dir):
 def test_user_variant_on_packed_input(user_variants):
     """A variant runs once per text on packed input; a registered packed form replaces that loop, and switching
     the attention switches both."""
-    from minienc.attention import PACKED, register_packed
+    from minienc.model.attention import PACKED, register_packed
 
     weights = Path(__file__).resolve().parent.parent / "weights" / "tiny-bert"
     ids, spans = torch.tensor([[101, 7, 8, 102, 101, 9, 102]]), [(0, 4), (4, 7)]
@@ -141,7 +142,7 @@ def test_parity_bit_exact_at_every_stage(folder, attention, minilm_dir):
     path = minilm_dir if folder == "minilm" else WEIGHTS / folder
     rows, reference = run_parity(path, attention)
     assert reference == attention
-    layers = minienc.EncoderConfig.from_json(path / "config.json").num_layers
+    layers = read_config(path / "config.json").num_layers
     assert [r.stage for r in rows][:2] == ["embedding_sum", "embeddings"]
     assert len(rows) == 2 + 2 * layers + 2  # + last_hidden_state + sentence_embedding
     assert all(r.identical and r.max_abs == 0 for r in rows)

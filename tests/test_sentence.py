@@ -17,8 +17,8 @@ from sentence_transformers.sentence_transformer.modules import Dense, Normalize,
 import minienc
 from minienc import CheckpointError
 from minienc.cli import main
-from minienc.batching import longest_first, padded_batches, padded_order
-from minienc.pooling import POOLERS, pool
+from minienc.runtime.batching import longest_first, padded_batches, padded_order
+from minienc.model.pooling import POOLERS, pool
 
 WEIGHTS = Path(__file__).resolve().parent.parent / "weights"
 TEXTS = [

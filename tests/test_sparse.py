@@ -14,9 +14,9 @@ import transformers
 from sentence_transformers import SparseEncoder
 from sentence_transformers.sparse_encoder.modules import MLMTransformer, SpladePooling
 
-from minienc.checkpoint import CheckpointError
+from minienc.loading.checkpoint import CheckpointError
 from minienc.cli import main
-from minienc.sparse import SparseEncoder as OurSparseEncoder
+from minienc.heads.sparse import SparseEncoder as OurSparseEncoder
 
 from .test_sentence import BY_CHARACTERS, TEXTS
 
@@ -241,7 +241,7 @@ def test_packed_batch_invariance(layouts):
     """A text's vector is the same bits alone, in a batch, and in many small batches."""
     ours = OurSparseEncoder.from_pretrained(layouts["plain"])
     if not ours.batch_invariant:
-        pytest.skip(f"matmul {ours.encoder.matmul_name!r} failed the row-block probe on this machine")
+        pytest.skip(f"matmul {ours.matmul_name!r} failed the row-block probe on this machine")
     together = ours.encode(TEXTS_SPARSE).to_dense()
     alone = torch.stack([ours.encode(t).to_dense() for t in TEXTS_SPARSE])
     assert torch.equal(alone, together)

@@ -1,6 +1,6 @@
 """Reading a multi-vector (ColBERT) folder into a plain description: the modules, the token Dense head, the
 scoring mask, query and document lengths, query expansion and prompts, as sentence-transformers v6.2 reads its own
-MultiVectorEncoder folders and converts PyLate's and sentence-transformers' (minienc/multivector.py uses it).
+MultiVectorEncoder folders and converts PyLate's and sentence-transformers' (minienc/heads/multivector.py uses it).
 """
 
 from __future__ import annotations
@@ -11,9 +11,9 @@ from pathlib import Path
 
 from tokenizers import AddedToken, Tokenizer
 
-from .checkpoint import read_json_object
-from .maxsim import MULTIVECTOR_SIMILARITIES
-from .sentence_folder import DENSE_ACTIVATIONS, DenseSpec, module_list
+from ..loading.checkpoint import read_json_object
+from ..heads.maxsim import MULTIVECTOR_SIMILARITIES
+from .sentence import DENSE_ACTIVATIONS, DenseSpec, module_list
 
 # what each saved module type becomes; Pooling and a sentence-level Normalize occur only in a sentence-transformers
 # folder converted to multi-vector, where sentence-transformers drops them
@@ -88,20 +88,10 @@ def read_token_dense(folder: Path, converting: bool) -> DenseSpec:
                      DENSE_ACTIVATIONS[name])
 
 
-def read_multivector_folder(folder: Path) -> MultiVectorConfig:
-    """A MultiVectorEncoder folder, a PyLate one, or a sentence-transformers one with a Dense head (converted as
-    sentence-transformers converts it); anything else is a ValueError saying why."""
-    extras_file, modules_file = folder / "config_sentence_transformers.json", folder / "modules.json"
-    extras = read_json_object(extras_file) if extras_file.is_file() else {}
-    if not modules_file.is_file():
-        raise ValueError(f"{folder} has no modules.json: sentence-transformers would add a randomly initialized "
-                         f"projection (or, for a Stanford ColBERT checkpoint, read its pickled one); minienc reads "
-                         f"MultiVectorEncoder and PyLate folders only")
-    model_type = extras.get("model_type", "SentenceTransformer")
-    converting = model_type == "SentenceTransformer"
-    if model_type not in ("MultiVectorEncoder", "ColBERT", "SentenceTransformer"):
-        raise ValueError(f"{extras_file}: model_type {model_type!r} is not a multi-vector model")
-    knobs, prefixes = pylate_settings(extras)
+def read_modules(modules_file: Path, knobs: dict, converting: bool
+                 ) -> tuple[Path, dict, list[DenseSpec], bool, dict | None]:
+    """modules.json's modules, read: the Transformer's folder and settings (its saved config over PyLate's top-level
+    knobs), the Dense projections, whether a token-level Normalize is there, and the MultiVectorMask's config."""
     transformer, settings, dense, normalize, mask = None, {}, [], False, None
     for full_type, kind, path in module_list(modules_file):
         if kind not in MODULE_KINDS or (kind == "Pooling" and not converting):
@@ -124,6 +114,24 @@ def read_multivector_folder(folder: Path) -> MultiVectorConfig:
         raise ValueError(f"{modules_file}: a multi-vector model needs a Transformer and (converting a "
                          f"sentence-transformers folder) a Dense head; sentence-transformers would add a randomly "
                          f"initialized one")
+    return transformer, settings, dense, normalize, mask
+
+
+def read_multivector_folder(folder: Path) -> MultiVectorConfig:
+    """A MultiVectorEncoder folder, a PyLate one, or a sentence-transformers one with a Dense head (converted as
+    sentence-transformers converts it); anything else is a ValueError saying why."""
+    extras_file, modules_file = folder / "config_sentence_transformers.json", folder / "modules.json"
+    extras = read_json_object(extras_file) if extras_file.is_file() else {}
+    if not modules_file.is_file():
+        raise ValueError(f"{folder} has no modules.json: sentence-transformers would add a randomly initialized "
+                         f"projection (or, for a Stanford ColBERT checkpoint, read its pickled one); minienc reads "
+                         f"MultiVectorEncoder and PyLate folders only")
+    model_type = extras.get("model_type", "SentenceTransformer")
+    converting = model_type == "SentenceTransformer"
+    if model_type not in ("MultiVectorEncoder", "ColBERT", "SentenceTransformer"):
+        raise ValueError(f"{extras_file}: model_type {model_type!r} is not a multi-vector model")
+    knobs, prefixes = pylate_settings(extras)
+    transformer, settings, dense, normalize, mask = read_modules(modules_file, knobs, converting)
     if mask is None and (converting or model_type == "ColBERT"):  # ST appends a mask and a token-level Normalize
         normalize = True
         words = extras.get("skiplist_words")

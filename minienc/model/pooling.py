@@ -7,6 +7,10 @@ Right and left padding both work: every pooler reads the mask, never assumes whe
 Packed input (texts end to end, no padding) has `pool_packed`: the same poolers text by text, except mean and cls,
 which take one call for the whole batch (mean sums each text in another order: within float32 rounding, not the
 same bits as sentence-transformers).
+
+SPLADE's pooling (sparse vectors) closes the file: an activation on each token's vocabulary scores, then max or sum
+over the text's tokens. Those activations work in place, as sentence-transformers' SpladePooling does: the scores are
+as large as the text times the vocabulary, and nothing reads them after.
 """
 
 from collections.abc import Callable, Sequence
@@ -144,3 +148,15 @@ def pool_packed(hidden: torch.Tensor, spans: Sequence[tuple[int, int]], modes: t
 def l2_normalize(vectors: torch.Tensor) -> torch.Tensor:
     """Scale each row to unit Euclidean length (a zero row stays zero)."""
     return F.normalize(vectors, p=2, dim=-1)
+
+
+# reproduces sentence-transformers v6.2 SpladePooling: the activation, then max or sum over the text's tokens.
+# In place on the (tokens, V) scores, which are as large as the text times the vocabulary, as SpladePooling does.
+SPLADE_ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
+    "relu": lambda scores: scores.relu_().log1p_(),  # log(1 + relu(x)): every SPLADE model
+    "log1p_relu": lambda scores: scores.relu_().log1p_().log1p_(),  # log(1 + log(1 + relu(x))): OpenSearch's
+}
+SPLADE_POOLERS: dict[str, Callable[[torch.Tensor, int], torch.Tensor]] = {
+    "max": lambda scores, dim: scores.amax(dim),  # SPLADE v2 and later
+    "sum": lambda scores, dim: scores.sum(dim),  # the first SPLADE
+}

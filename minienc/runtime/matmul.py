@@ -6,7 +6,7 @@ Every kernel has one signature:
     fn(x, weight, bias, activation=None) -> activation(x @ weight.T + bias)
 
 - x (..., in); weight (out, in); bias (out,) or None
-- activation: a `hidden_act` name from minienc/activations.py, or None. The feed-forward up-projection passes its
+- activation: a `hidden_act` name from minienc/model/activations.py, or None. The feed-forward up-projection passes its
   activation here, so that a kernel can apply it while the result is still in cache instead of in a second pass.
 
 The linear layers are nearly all of an encoder's arithmetic, so the kernel decides most of its speed; it also
@@ -19,8 +19,9 @@ decides the last bits of every result, since kernels sum the products in differe
             kernel (oneDNN's op has no backward). In bfloat16 the fused GELU reads the float32 sum before it is
             rounded to bfloat16: one rounding, not two.
 
-`Encoder.from_pretrained(..., matmul=name)` or `Encoder.set_matmul(name)` selects one; the default "torch" keeps
-transformers' bits. SentenceEncoder's packed execution on the CPU takes fastest_on_cpu(), in row blocks.
+`use_kernel(module, name)` (end of this file) sets one on every linear layer of a model or a pipeline:
+`Encoder.from_pretrained(..., matmul=name)` and every head's `set_matmul` call it. The default "torch" keeps
+transformers' bits; the text pipeline's packed execution on the CPU takes fastest_on_cpu(), in row blocks.
 
 Row blocks (`RowBlocks`): a kernel chooses its blocking, threading and order of summation from the matrix shape, so
 the same row can round differently in a matrix of 9 rows and in one of 900. Cut every matrix into whole blocks of
@@ -30,7 +31,7 @@ result can then depend only on its own values, its place in the call and the cal
 checked, not assumed, on the machine itself:
 - the first call for each weight shape, dtype, device and thread count runs a probe (`rows_independent`): in a call
   of one block, does a row get the same bits wherever it sits and whatever the other rows hold? A kernel that fails
-  is reported with a warning, and `check` returns False (`SentenceEncoder.batch_invariant` reads it);
+  is reported with a warning, and `check` returns False (the pipeline's `batch_invariant` reads it);
 - calls of one block each are slow (a small matrix runs below the kernel's best rate, and every output is copied
   once more), so a matrix is multiplied in calls of up to BLOCKS_PER_CALL blocks: full calls of that many, then one
   for the rest. A call of k blocks is made only after a probe (`same_as_blocks`, once per k) showed that it gives
@@ -50,44 +51,31 @@ from __future__ import annotations
 import functools
 import math
 import warnings
-from collections.abc import Callable
 
 import torch
-import torch.nn.functional as F
+from torch import nn
 
-from .activations import ACTIVATIONS
+from ..model.linear import Linear, MatmulFn, activate, plain_linear
 
-MatmulFn = Callable[..., torch.Tensor]  # (x, weight, bias, activation=None) -> tensor
 # hidden_act -> oneDNN post-op (attr, algorithm) that computes it inside the multiply; "none" selects the erf form
 ONEDNN_POST_OPS = {"gelu": ("gelu", "none")}
-
-
-def activate(y: torch.Tensor, activation: str | None) -> torch.Tensor:
-    return y if activation is None else ACTIVATIONS[activation](y)
-
-
-def torch_linear(
-    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, activation: str | None = None
-) -> torch.Tensor:
-    """F.linear, then the activation as its own op: transformers' computation, bit for bit."""
-    return activate(F.linear(x, weight, bias), activation)
 
 
 def onednn(
     x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, activation: str | None = None
 ) -> torch.Tensor:
-    """The same by oneDNN, for float32 and bfloat16 CPU inference; torch_linear for everything else."""
+    """The same by oneDNN, for float32 and bfloat16 CPU inference; plain_linear for everything else."""
     needs_grad = torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad)
     supported = x.dtype == torch.float32 or (x.dtype == torch.bfloat16 and onednn_bfloat16())
     if x.device.type != "cpu" or not supported or needs_grad:
-        return torch_linear(x, weight, bias, activation)
+        return plain_linear(x, weight, bias, activation)
     if activation in ONEDNN_POST_OPS:
         attr, algorithm = ONEDNN_POST_OPS[activation]
         return torch.ops.mkldnn._linear_pointwise(x, weight, bias, attr, [], algorithm)
     return activate(torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [], ""), activation)
 
 
-MATMUL: dict[str, MatmulFn] = {"torch": torch_linear, "onednn": onednn}
+MATMUL: dict[str, MatmulFn] = {"torch": plain_linear, "onednn": onednn}
 
 
 def onednn_available() -> bool:
@@ -104,7 +92,7 @@ def onednn_bfloat16() -> bool:
 
 def fastest_on_cpu() -> str:
     """The kernel to prefer on this CPU when the last bits are free: "onednn" on x86 CPUs with AVX2 or AVX-512,
-    "torch" elsewhere (on SSE4.1 alone oneDNN is slower than MKL; the README gives the measurements)."""
+    "torch" elsewhere (on SSE4.1 alone oneDNN is slower than MKL; docs/batch-invariance.md gives the measurements)."""
     fast = torch.backends.cpu.get_cpu_capability() in ("AVX2", "AVX512")
     return "onednn" if fast and onednn_available() else "torch"
 
@@ -315,3 +303,22 @@ class RowBlocks:
             out.append(self.kernel(part[start : start + size * self.rows], weight, bias, activation))
             start += size * self.rows
         return (out[0] if len(out) == 1 else torch.cat(out))[:m]
+
+
+def use_kernel(module: nn.Module, name: str, row_block: int | None = None) -> MatmulFn:
+    """Every Linear inside `module` (an encoder, or a pipeline with its encoder and head) runs the kernel registered
+    as `name`; with row_block, on blocks of that many rows (RowBlocks), so that a row's result does not depend on the
+    matrix it is in. The one place where kernels are set. Returns the kernel."""
+    kernel = get_matmul(name) if row_block is None else RowBlocks(get_matmul(name), row_block, name)
+    for layer in module.modules():
+        if isinstance(layer, Linear):
+            layer.matmul = kernel
+    return kernel
+
+
+@torch.inference_mode()  # the mode encode() runs in: kernels may choose their code by it
+def rows_independent_everywhere(module: nn.Module) -> bool:
+    """Whether every Linear inside `module` runs in row blocks that passed their probe on this machine, at this thread
+    count: then a packed text's results do not depend on the other texts of its batch."""
+    return all(isinstance(layer.matmul, RowBlocks) and layer.matmul.check(layer.weight, layer.bias, layer.activation)
+               for layer in module.modules() if isinstance(layer, Linear))

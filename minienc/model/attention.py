@@ -15,7 +15,7 @@ Add your own with `@register_attention("name")` and select it with `Encoder.from
 A variant that reproduces one of transformers' implementations says so with `matches=`; `minienc parity` then holds
 it to bit-exactness against that implementation by default, and the tests compare it with `eager`.
 
-Packed input (minienc/packed.py) lays the texts of a batch end to end in one row, and each text must attend to itself
+Packed input (runtime/packing.py) lays the texts of a batch end to end in one row, and each text must attend to itself
 alone. By default that is one call of the variant per text (`per_text`); a variant may register a faster way with
 `@register_packed("name")`: same inputs with (1, heads, N, head_dim) and the texts' spans instead of a mask, and
 the same result for each text as it gets alone.
@@ -28,7 +28,6 @@ from collections.abc import Callable, Sequence
 import torch
 import torch.nn.functional as F
 
-from .matmul import onednn_bfloat16
 
 AttentionFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None, float], torch.Tensor]
 Spans = Sequence[tuple[int, int]]  # text i is tokens spans[i][0]:spans[i][1] of the packed row
@@ -111,7 +110,7 @@ def sdpa_packed(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, spans: Spans,
     """sdpa on packed (1, nh, N, hs) input: on CUDA in float16 / bfloat16, one variable-length flash-attention call
     for the whole row; elsewhere one call per text, in bfloat16 on a CPU without AMX the long texts as two matrix
     multiplies (`bfloat16_math`). (Stacking texts of one length into one call of PyTorch's CPU flash kernel is not the
-    same: a stacked text's bits can depend on the stack it is in; README, "The fast path".)"""
+    same: a stacked text's bits can depend on the stack it is in; docs/performance.md, "Measured and not kept".)"""
     if varlen_fits(q):
         return varlen(q, k, v, spans, scale)
     if not bfloat16_math_fits(q):
@@ -120,7 +119,7 @@ def sdpa_packed(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, spans: Spans,
         q[:, :, a:b], k[:, :, a:b], v[:, :, a:b], None, scale) for a, b in spans], dim=2)
 
 
-BFLOAT16_MATH_FROM = 128  # tokens: below it, PyTorch's flash kernel was the faster (README, "The fast path")
+BFLOAT16_MATH_FROM = 128  # tokens: below it, PyTorch's flash kernel was the faster (docs/performance.md)
 
 
 def bfloat16_math_fits(q: torch.Tensor) -> bool:
@@ -131,10 +130,11 @@ def bfloat16_math_fits(q: torch.Tensor) -> bool:
 @functools.cache
 def bfloat16_without_amx() -> bool:
     """Whether oneDNN multiplies bfloat16 on this CPU (AVX512-BF16) and there is no AMX: the CPUs `bfloat16_math` was
-    measured faster on, for long texts (README, "The fast path"). With AMX that was not measured: the texts keep
+    measured faster on, for long texts (docs/performance.md). With AMX that was not measured: the texts keep
     PyTorch's flash kernel there."""
     amx = hasattr(torch.cpu, "get_capabilities") and torch.cpu.get_capabilities().get("amx_bf16")
-    return onednn_bfloat16() and not amx
+    onednn = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
+    return onednn and torch.ops.mkldnn._is_mkldnn_bf16_supported() and not amx
 
 
 def bfloat16_math(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None,

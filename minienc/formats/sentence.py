@@ -24,9 +24,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .checkpoint import read_json, read_json_object
-from .pooling import POOLERS
-from .similarity import check_similarity
+from ..loading.checkpoint import read_json, read_json_object
+from ..model.pooling import POOLERS
+from ..heads.similarity import check_similarity
 
 # sentence-transformers' legacy Pooling config keys -> pooling mode
 LEGACY_POOLING_KEYS = {
@@ -78,7 +78,7 @@ class SentenceConfig:
     prompts: dict[str, str] = field(default_factory=dict)  # prompt name -> text put before each input
     default_prompt_name: str | None = None  # the prompt used when encode() names none
     include_prompt: bool = True             # False: the prompt's tokens (and [CLS]) are left out of pooling
-    similarity_fn_name: str = "cosine"      # a minienc/similarity.py name
+    similarity_fn_name: str = "cosine"      # a minienc/heads/similarity.py name
     truncate_dim: int | None = None         # keep only the first truncate_dim dimensions (Matryoshka)
 
 

@@ -1,4 +1,4 @@
-"""EncoderConfig: every size and constant the model needs, read from a checkpoint's config.json.
+"""EncoderConfig: every size and constant the model needs, from the fields of a checkpoint's config.json.
 
 BERT, MiniLM (a small BERT), RoBERTa and XLM-RoBERTa share one architecture. The only numerical difference
 is how position ids are formed, so that is a config field, not a second model class.
@@ -7,10 +7,8 @@ is how position ids are formed, so that is a config field, not a second model cl
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 from .activations import ACTIVATIONS
-from .checkpoint import read_json
 
 # model_type -> whether position ids come from the input ids (RoBERTa family) rather than 0..T-1 (BERT family)
 FAMILIES: dict[str, bool] = {
@@ -109,14 +107,3 @@ class EncoderConfig:
             pad_token_id=PAD_TOKEN_IDS[model_type] if raw.get("pad_token_id") is None else raw["pad_token_id"],
             positions_from_input_ids=FAMILIES[model_type],
         )
-
-    @classmethod
-    def from_json(cls, path: str | Path) -> EncoderConfig:
-        path = Path(path)
-        raw = read_json(path)
-        try:
-            return cls.from_dict(raw)
-        except KeyError as err:
-            raise ValueError(f"{path} lacks the field {err.args[0]!r}") from err
-        except ValueError as err:
-            raise ValueError(f"{path}: {err}") from err

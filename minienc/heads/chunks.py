@@ -16,8 +16,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from .batching import check_options, check_texts
-from .pooling import l2_normalize
+from .pipeline import check_options, check_texts
+from ..model.pooling import l2_normalize
 
 AGGREGATES = ("mean", None)
 

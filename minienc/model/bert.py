@@ -11,31 +11,12 @@ Two inputs, one forward pass:
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import torch
 from torch import nn
 
 from .attention import AttentionFn, PackedAttentionFn, Spans, get_attention, get_packed_attention
-from .checkpoint import load_weights, resolve_model_dir
 from .config import EncoderConfig
-from .devices import check_device, check_dtype
-from .matmul import MatmulFn, RowBlocks, get_matmul, torch_linear
-
-
-class Linear(nn.Linear):
-    """nn.Linear whose multiply is a kernel from minienc/matmul.py ("torch", F.linear, by default), with an optional
-    activation that the kernel may fuse into it: activation(x @ weight.T + bias)."""
-
-    matmul: MatmulFn = staticmethod(torch_linear)
-
-    def __init__(self, in_features: int, out_features: int, bias: bool = True, activation: str | None = None,
-                 dtype: torch.dtype | None = None):
-        super().__init__(in_features, out_features, bias=bias, dtype=dtype)
-        self.activation = activation  # a name from minienc/activations.py, or None
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.matmul(x, self.weight, self.bias, self.activation)
+from .linear import Linear
 
 
 # reproduces transformers v5.x BertEmbeddings / XLMRobertaEmbeddings (eval mode)
@@ -97,7 +78,7 @@ class SelfAttention(nn.Module):
         v = self.value(x).view(heads).transpose(1, 2)
         if spans is None:
             y = self.attend(q, k, v, mask, self.scale)  # (B, nh, T, hs)
-        else:  # packed: each text attends to itself alone (minienc/attention.py)
+        else:  # packed: each text attends to itself alone (minienc/model/attention.py)
             y = self.attend_packed(q, k, v, spans, self.scale)  # (1, nh, N, hs)
         y = y.transpose(1, 2).contiguous().reshape(B, T, -1)  # (B, T, H): heads side by side again
         return self.out(y)
@@ -153,18 +134,17 @@ def check_spans(spans: Spans, input_ids: torch.Tensor, attention_mask: torch.Ten
                          f"each starting where the last ended, from 0; got {list(spans)[:8]}")
 
 
-class Encoder(nn.Module):
-    """The whole encoder. `Encoder(input_ids, attention_mask, token_type_ids)` -> last hidden state (B, T, H);
-    packed, `Encoder(input_ids, spans=spans)` with (1, N) inputs -> (1, N, H)."""
+class BertModel(nn.Module):
+    """The whole encoder. `model(input_ids, attention_mask, token_type_ids)` -> last hidden state (B, T, H);
+    packed, `model(input_ids, spans=spans)` with (1, N) inputs -> (1, N, H)."""
 
-    def __init__(self, config: EncoderConfig, attention: str = "sdpa", matmul: str = "torch"):
+    def __init__(self, config: EncoderConfig, attention: str = "sdpa"):
         super().__init__()
         self.config = config
         self.embeddings = Embeddings(config)
         self.layers = nn.ModuleList(EncoderLayer(config, get_attention(attention), get_packed_attention(attention))
                                     for _ in range(config.num_layers))
         self.set_attention(attention)
-        self.set_matmul(matmul)
 
     def set_attention(self, name: str) -> None:
         """Switch every layer to the attention implementation registered as `name`."""
@@ -172,24 +152,6 @@ class Encoder(nn.Module):
         for layer in self.layers:
             layer.attention.attend, layer.attention.attend_packed = attend, attend_packed
         self.attention_name = name
-
-    def set_matmul(self, name: str, row_block: int | None = None) -> None:
-        """Switch every linear layer to the matrix-multiply kernel registered as `name` (minienc/matmul.py); with
-        row_block, on blocks of that many rows, so that a row's result does not depend on the matrix it is in."""
-        kernel = get_matmul(name)
-        self.kernel = kernel if row_block is None else RowBlocks(kernel, row_block, name)
-        for module in self.modules():
-            if isinstance(module, Linear):
-                module.matmul = self.kernel
-        self.matmul_name, self.row_block = name, row_block
-
-    @property
-    @torch.inference_mode()
-    def batch_invariant(self) -> bool:
-        """Whether every linear layer runs in row blocks that passed their probe on this machine, at this thread
-        count (minienc/matmul.py): then a packed text's hidden states do not depend on the other texts."""
-        return isinstance(self.kernel, RowBlocks) and all(
-            self.kernel.check(m.weight, m.bias, m.activation) for m in self.modules() if isinstance(m, Linear))
 
     def forward(
         self,
@@ -216,33 +178,3 @@ class Encoder(nn.Module):
         for layer in self.layers:
             x = layer(x, mask, spans)
         return x
-
-    @classmethod
-    def from_pretrained(
-        cls,
-        name_or_path: str | Path,
-        *,
-        attention: str = "sdpa",
-        matmul: str = "torch",
-        device: str | torch.device | None = None,
-        dtype: torch.dtype | str | None = None,
-        revision: str | None = None,
-    ) -> Encoder:
-        """Load a BERT / MiniLM / RoBERTa / XLM-R checkpoint from a local folder or a Hub repo id, in eval mode.
-
-        dtype (a torch.dtype, "float32", "float16", "bfloat16", or "auto": bfloat16 where the device computes it
-        natively) defaults to float32 whatever the file stores; device defaults to the CPU. matmul "torch" (the
-        default) keeps transformers' bits; "onednn" is faster on x86 CPUs with AVX2 or AVX-512 (minienc/matmul.py).
-        """
-        device = check_device(device)
-        dtype = check_dtype(dtype, device)
-        folder = resolve_model_dir(name_or_path, revision=revision)
-        if not (folder / "config.json").is_file():
-            raise FileNotFoundError(f"{folder} has no config.json")
-        config = EncoderConfig.from_json(folder / "config.json")
-        with torch.device("meta"):  # shapes only: the checkpoint supplies every value
-            model = cls(config, attention=attention, matmul=matmul)
-        expected = {name: t.shape for name, t in model.state_dict().items()}
-        weights = load_weights(folder, config.model_type, expected, config.num_layers, dtype=dtype)
-        model.load_state_dict(weights, strict=True, assign=True)
-        return model.to(device).eval()

@@ -1,0 +1,72 @@
+"""From a checkpoint folder to a model: config.json -> the family's model class -> its weights, strictly.
+
+`Encoder.from_pretrained` is the entry point users call; the model classes themselves (model/) know nothing of
+files, the Hub or kernels.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ..model.bert import BertModel
+from ..model.config import EncoderConfig
+from ..runtime.devices import check_device, check_dtype
+from ..runtime.matmul import use_kernel
+from .checkpoint import load_weights, read_json
+from .hub import resolve_model_dir
+
+# config.json's model_type -> the model class that computes it
+MODEL_CLASSES: dict[str, type[nn.Module]] = {"bert": BertModel, "roberta": BertModel, "xlm-roberta": BertModel}
+
+
+def read_config(path: Path) -> EncoderConfig:
+    """config.json as an EncoderConfig; an error naming the file and the field that is missing or wrong."""
+    raw = read_json(path)
+    try:
+        return EncoderConfig.from_dict(raw)
+    except KeyError as err:
+        raise ValueError(f"{path} lacks the field {err.args[0]!r}") from err
+    except ValueError as err:
+        raise ValueError(f"{path}: {err}") from err
+
+
+class Encoder:
+    """The bare model of a checkpoint: `Encoder.from_pretrained(folder)(input_ids, attention_mask, token_type_ids)`
+    -> last hidden state (B, T, H). The class it returns is the family's (BertModel for BERT, MiniLM, RoBERTa and
+    XLM-R), chosen by config.json's model_type."""
+
+    def __new__(cls, *args, **kwargs):
+        raise TypeError("Encoder is built from a checkpoint: Encoder.from_pretrained(name_or_path)")
+
+    @staticmethod
+    def from_pretrained(
+        name_or_path: str | Path,
+        *,
+        attention: str = "sdpa",
+        matmul: str = "torch",
+        device: str | torch.device | None = None,
+        dtype: torch.dtype | str | None = None,
+        revision: str | None = None,
+    ) -> nn.Module:
+        """Load a BERT / MiniLM / RoBERTa / XLM-R checkpoint from a local folder or a Hub repo id, in eval mode.
+
+        dtype (a torch.dtype, "float32", "float16", "bfloat16", or "auto": bfloat16 where the device computes it
+        natively) defaults to float32 whatever the file stores; device defaults to the CPU. matmul "torch" (the
+        default) keeps transformers' bits; "onednn" is faster on x86 CPUs with AVX2 or AVX-512 (runtime/matmul.py).
+        """
+        device = check_device(device)
+        dtype = check_dtype(dtype, device)
+        folder = resolve_model_dir(name_or_path, revision=revision)
+        if not (folder / "config.json").is_file():
+            raise FileNotFoundError(f"{folder} has no config.json")
+        config = read_config(folder / "config.json")
+        with torch.device("meta"):  # shapes only: the checkpoint supplies every value
+            model = MODEL_CLASSES[config.model_type](config, attention=attention)
+        expected = {name: t.shape for name, t in model.state_dict().items()}
+        weights = load_weights(folder, config.model_type, expected, config.num_layers, dtype=dtype)
+        model.load_state_dict(weights, strict=True, assign=True)
+        use_kernel(model, matmul)
+        return model.to(device).eval()
