@@ -218,8 +218,8 @@ def main() -> None:
                   f"| {st_median / median:.2f}x | {versus_openvino} | {share} | {diff:.1e} |")
         sys.stdout.flush()
     for system, model in invariant.items():  # which calls of several row blocks the probes refused on this machine
-        refused = sorted({blocks for (_, blocks), merges in model.encoder.kernel.merged.items() if not merges})
-        print(f"# {system}: batch_invariant {model.batch_invariant}, row blocks of {model.encoder.row_block}; merged "
+        refused = sorted({blocks for (_, blocks), merges in model.kernel.merged.items() if not merges})
+        print(f"# {system}: batch_invariant {model.batch_invariant}, row blocks of {model.row_block}; merged "
               f"calls refused by the probe: {refused or 'none'}")
     for peer in peers:
         peer.close()

@@ -82,7 +82,7 @@ def main() -> None:
             print(f"| {name} | {len(texts)} | {system} | {median * 1000:.1f} | {baseline / median:.2f}x | {diff:.1e} |")
         sys.stdout.flush()
     for system, model in blocked.items():  # which calls of several row blocks the probes refused on this GPU
-        refused = sorted({blocks for (_, blocks), merges in model.encoder.kernel.merged.items() if not merges})
+        refused = sorted({blocks for (_, blocks), merges in model.kernel.merged.items() if not merges})
         print(f"# {system}: batch_invariant {model.batch_invariant}; merged calls refused by the probe: "
               f"{refused or 'none'}")
 

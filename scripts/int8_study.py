@@ -102,7 +102,7 @@ def int8_model(folder: Path, smooth: bool = False, calibration: list[str] | None
     """The bfloat16 fast path's model with every linear layer (encoder and Dense) in int8."""
     model = minienc.SentenceEncoder.from_pretrained(folder, dtype="bfloat16", row_block=None)
     kernel = Int8Linear(get_matmul(fastest_on_cpu()), smooth=smooth)
-    model.encoder.kernel = kernel
+    model.kernel = kernel
     for module in model.modules():
         if isinstance(module, Linear):
             module.matmul = kernel

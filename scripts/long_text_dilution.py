@@ -79,7 +79,7 @@ from bench import cpu_name, default_model, docstrings  # scripts/bench.py, besid
 
 import minienc
 from minienc.heads.chunks import best_window
-from minienc.heads.maxsim import maxsim as token_maxsim
+from minienc.heads.similarity import maxsim as token_maxsim
 from minienc.model.pooling import l2_normalize
 
 SLOTS = 8  # sections per document, each from a different topic

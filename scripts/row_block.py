@@ -30,7 +30,7 @@ def main() -> None:
     models = {b: minienc.SentenceEncoder.from_pretrained(args.model or default_model(), row_block=b, dtype=args.dtype)
               for b in blocks}
     print(f"# {cpu_name()}; {torch.get_num_threads()} threads; "
-          f"matmul {models[blocks[0]].encoder.matmul_name}; {args.dtype}; median of {args.repeats}")
+          f"matmul {models[blocks[0]].matmul_name}; {args.dtype}; median of {args.repeats}")
     print("| row_block | " + " | ".join(f"{name} s" for name in ("short", "mixed", "long")) + " | one query ms |")
     print("|---" * 5 + "|")
     rows = {b: [] for b in blocks}

@@ -64,8 +64,8 @@ def test_input_lines_as_a_corpus_reads_them(tmp_path):
 def test_jsonl_and_parquet_input_without_a_corpus_folder(minilm_dir, tmp_path, capsys):
     """--input FILE.jsonl / .parquet reads their text field for every output, not only a corpus folder; an empty
     file gives no vectors (as a corpus folder does), and similarity says the file holds no text."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
+    pa = pytest.importorskip("pyarrow")  # the [parquet] extra
+    pq = pytest.importorskip("pyarrow.parquet")
 
     texts = ["first text", "", "third 🙂"]
     (tmp_path / "in.jsonl").write_text("\n".join(json.dumps({"body": t}) for t in texts) + "\n", encoding="utf-8")
@@ -154,12 +154,14 @@ def test_input_that_is_not_utf8_names_file_and_line(minilm_dir, tmp_path, capsys
     assert f"--input {source}: line 3 is not UTF-8 (byte 0xe9)" in err and err.count("\n") == 1
 
 
+@pytest.mark.slow
 def test_pipe_into_head_ends_quietly(minilm_dir):
     script = f"{sys.executable} -m minienc encode --model {minilm_dir} " + " ".join(f"text{i}" for i in range(300))
     done = subprocess.run(f"{script} | head -c 100", shell=True, capture_output=True, text=True, timeout=300)
     assert len(done.stdout) == 100 and done.stderr == ""
 
 
+@pytest.mark.slow
 def test_console_entry_point_default_model_offline(tmp_path, expected):
     """The README's main job: the installed `minienc` command, default model, no network, empty HF cache."""
     scripts = Path(sys.executable).parent  # where pip put the `minienc` console script

@@ -49,8 +49,8 @@ def test_text_file_into_shards(text_file, tmp_path, expected):
 
 
 def test_jsonl_and_parquet_fields_and_ids(tmp_path, expected):
-    import pyarrow as pa
-    import pyarrow.parquet as pq
+    pa = pytest.importorskip("pyarrow")  # the [parquet] extra
+    pq = pytest.importorskip("pyarrow.parquet")
 
     records = [{"doc": f"d{i}", "body": t, "other": i} for i, t in enumerate(TEXTS)]
     lines = [json.dumps(r) for r in records]
@@ -81,8 +81,8 @@ def test_bad_records_are_named(tmp_path, capsys):
 
 
 def test_missing_parquet_column_fails_before_any_output(tmp_path, capsys):
-    import pyarrow as pa
-    import pyarrow.parquet as pq
+    pa = pytest.importorskip("pyarrow")  # the [parquet] extra
+    pq = pytest.importorskip("pyarrow.parquet")
 
     pq.write_table(pa.Table.from_pylist([{"body": "a", "doc": "d0"}]), tmp_path / "c.parquet")
     for options, message in ((["--text-field", "text"], "no column 'text' (--text-field); it has ['body', 'doc']"),
@@ -151,6 +151,7 @@ sys.exit(main(sys.argv[1:]))
 """
 
 
+@pytest.mark.slow
 def test_resume_after_sigkill_mid_write(text_file, tmp_path, expected):
     out = tmp_path / "out"
     argv = ["encode", *MODEL, "--shard-size", "50", "--input", str(text_file), "--output", str(out)]

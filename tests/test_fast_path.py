@@ -43,6 +43,7 @@ def test_dtype_errors_name_the_choices():
     assert check_dtype(torch.float64, torch.device("cpu")) == torch.float64  # research: any floating type
 
 
+@pytest.mark.slow
 def test_bfloat16_within_sentence_transformers_own_drift(minilm_dir):
     """bfloat16 cannot match float32 bit for bit; the tolerance is sentence-transformers' own: our bfloat16 vectors
     may be no further from its float32 vectors than twice the distance of its own bfloat16 vectors."""

@@ -44,6 +44,7 @@ def wide_model(tmp_path_factory) -> Path:
     return folder
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("execution", ["packed", "padded"])
 def test_encode_memory_grows_with_the_vectors_only(wide_model, execution):
     """Peak RSS of a fresh process while it encodes 20,000 texts of ~30 tokens, beyond a warm-up. The vectors

@@ -20,7 +20,7 @@ from sentence_transformers.sentence_transformer.modules import Pooling
 from sentence_transformers.util import similarity as st_similarity
 from torch import nn
 
-from minienc.heads.maxsim import maxsim, maxsim_pairwise, mean_maxsim
+from minienc.heads.similarity import maxsim, maxsim_pairwise, mean_maxsim
 from minienc.heads.multivector import MultiVectorEncoder
 
 from .test_sentence import BY_CHARACTERS

@@ -42,6 +42,7 @@ def test_packed_is_the_default(minilm_packed):
     assert minilm_packed.execution == "packed"
 
 
+@pytest.mark.slow
 def test_within_1e6_of_sentence_transformers(minilm_packed, minilm_dir):
     """Packed attention sees each text alone, unpadded: the same math in other matrix shapes, so the last bits
     may differ. The promise: within 1e-6 of sentence-transformers, about 8 float32 ulps of these entries."""

@@ -44,6 +44,7 @@ def test_todays_layout_is_what_we_read(resaved_minilm):
     assert not any(t.startswith("sentence_transformers.models.") for t in types)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("layout", ["old", "new"])
 def test_folder_layouts_identical_padded_close_packed(layout, minilm_dir, resaved_minilm):
     folder = minilm_dir if layout == "old" else resaved_minilm
@@ -97,6 +98,7 @@ def test_truncate_dim(pair, resaved_minilm, normalize):
     assert np.array_equal(loaded.encode(TEXTS), st32.encode(TEXTS))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("precision", ["float32", "int8", "uint8", "binary", "ubinary"])
 def test_precision(pair, precision):
     ours, _, st = pair

@@ -12,7 +12,7 @@ from pathlib import Path
 from tokenizers import AddedToken, Tokenizer
 
 from ..loading.checkpoint import read_json_object
-from ..heads.maxsim import MULTIVECTOR_SIMILARITIES
+from ..heads.similarity import MULTIVECTOR_SIMILARITIES
 from .sentence import DENSE_ACTIVATIONS, DenseSpec, module_list
 
 # what each saved module type becomes; Pooling and a sentence-level Normalize occur only in a sentence-transformers

@@ -11,7 +11,8 @@ import torch
 
 from ..heads.similarity import SIMILARITIES
 from ..model.pooling import SPLADE_ACTIVATIONS, SPLADE_POOLERS
-from ..loading.checkpoint import LEGACY_SUFFIXES, CheckpointError, bad_weight, read_json_object, read_safetensors, weight_files
+from ..loading.checkpoint import (LEGACY_SUFFIXES, CheckpointError, bad_weight, read_json_object, read_safetensors,
+                                  weight_files)
 from .sentence import SentenceConfig, module_list, setting, tokenizer_limit
 
 # checkpoint name -> our name in MLMHead, per family. "bias" and "decoder.bias" are one tensor tied in transformers
@@ -76,7 +77,7 @@ class SparseFolder:
     pooling: str = "max"                     # a SPLADE_POOLERS name
     activation: str = "relu"                 # a SPLADE_ACTIVATIONS name
     sentence: SentenceConfig = field(default_factory=SentenceConfig)  # text length, lowercasing, prompts
-    similarity_fn_name: str = "dot"          # a minienc/heads/similarity.py name; sparse-aware here (SPARSE_SIMILARITIES)
+    similarity_fn_name: str = "dot"          # a name in heads/similarity.py's SPARSE_SIMILARITIES
     max_active_dims: int | None = None       # keep only this many largest values per vector; None: all
 
 

@@ -13,7 +13,7 @@ Dense head (its pooling dropped, the Dense applied to every token). One text's p
          -> scoring mask: documents drop their skiplist tokens (punctuation, in PyLate's models)
          -> L2-normalize each token vector -> (n_kept, D)
 
-Scoring (heads/maxsim.py): MaxSim(q, d) = sum over q's token vectors of the largest dot product with any of d's;
+Scoring (heads/similarity.py): MaxSim(q, d) = sum over q's token vectors of the largest dot product with any of d's;
 "meanmaxsim" divides it by q's number of tokens. Reading the folder is formats/multivector.py. The encoder and
 tokenizer run on the text pipeline (heads/pipeline.py), so packed execution is the default; execution="padded" runs
 sentence-transformers' padded batches. Queries expanded with attend=False always run padded: their [MASK] tokens read the text but the text must not read them, which
@@ -36,7 +36,7 @@ from ..formats.sentence import tokenizer_limit
 from ..loading.tokenizer import TextTokenizer, Tokens
 from ..model.pooling import l2_normalize
 from ..runtime.batching import padded_order
-from .maxsim import MULTIVECTOR_SIMILARITIES, check_multivector_similarity
+from .similarity import MULTIVECTOR_SIMILARITIES, check_multivector_similarity
 from .pipeline import RunOptions, TextPipeline, load_encoder, load_tokenizer, report_truncation, to_numpy
 from .sentence import dense_layers
 from .similarity import Embeddings

@@ -8,7 +8,7 @@ or padded (`run`), the kernel switch (`set_matmul`) and `batch_invariant`.
 
 Two executions:
 - packed: no padding; batches filled up to a token budget; every linear layer in row blocks, so that a text's results
-  do not depend on its batch (runtime/packing.py, runtime/matmul.py). The default.
+  do not depend on its batch (runtime/batching.py, runtime/matmul.py). The default.
 - padded: sentence-transformers' way, batch_size texts padded to the longest; bit-identical to it.
 """
 
@@ -45,7 +45,7 @@ TOKEN_BUDGETS = {"cpu": 2048, "cuda": 16384}
 ROW_BLOCK = "auto"  # the default row_block: ROW_BLOCKS for the model's device (the CPU's where a type is not listed)
 
 
-# --- encode()'s input ---------------------------------------------------------------------------------------------
+# --- encode()'s input -------------------------------------------------------------------------------------------------
 
 
 def check_texts(sentences: Any) -> tuple[list[str], bool]:
@@ -91,7 +91,7 @@ def check_options(output_value: str | None, batch_size: int, token_budget: int, 
                          f"model.to({str(device)!r})")
 
 
-# --- loading --------------------------------------------------------------------------------------------------------
+# --- loading ----------------------------------------------------------------------------------------------------------
 
 
 def default_matmul(execution: str, device: str | torch.device | None = None) -> str:
@@ -292,7 +292,7 @@ class TextPipeline(nn.Module):
 
     @torch.inference_mode()
     def run(self, texts: list[Tokens], attended: list[int] | None = None, padded: bool = False) -> Hidden:
-        """One batch through the encoder: packed, the texts end to end in one row (runtime/packing.py); padded (the
+        """One batch through the encoder: packed, the texts end to end in one row (runtime/batching.py); padded (the
         padded execution, or `padded` asked), a (B, T) batch as sentence-transformers runs it, where text i's first
         attended[i] tokens are all that attention sees (default: all of them; the rest only look)."""
         if self.execution == "packed" and not padded:
@@ -304,7 +304,7 @@ class TextPipeline(nn.Module):
         return Hidden(self.encoder(**batch), None, batch["attention_mask"], [len(t.ids) for t in texts])  # (B, T, H)
 
 
-# --- encode()'s output --------------------------------------------------------------------------------------------
+# --- encode()'s output ------------------------------------------------------------------------------------------------
 
 
 def report_truncation(tokenized: list[Tokens], max_seq_length: int, hint: str = "", name: str = "max_seq_length"

@@ -32,7 +32,7 @@ from ..model.linear import Linear
 from .pipeline import RunOptions, TextPipeline, load_encoder, load_tokenizer
 from ..runtime.batching import padded_order
 from ..model.pooling import SPLADE_ACTIVATIONS, SPLADE_POOLERS
-from .similarity import SIMILARITIES, check_pairwise, check_similarity
+from .similarity import SPARSE_SIMILARITIES, check_similarity
 
 # the activation between the head's dense layer and its LayerNorm: BERT's is config.hidden_act; RobertaLMHead and
 # XLMRobertaLMHead call gelu whatever the config says
@@ -222,47 +222,3 @@ class SparseEncoder(TextPipeline):
             tokens = [self.tokenizer.tokenizer.id_to_token(i) for i in ids[order].tolist()]
             decoded.append(list(zip(tokens, values.tolist())))
         return decoded[0] if vectors.dim() == 1 else decoded
-
-
-def as_float(x: Any) -> torch.Tensor:
-    """A float tensor, sparse kept sparse, from a tensor, an array or a list of either (one row each), half
-    precision widened to float32 (as sentence-transformers v6.2 util._convert_to_float_tensor), and integers too."""
-    if isinstance(x, (list, tuple)):
-        rows = [v.coalesce().float() if isinstance(v, torch.Tensor) and v.is_sparse else torch.as_tensor(v) for v in x]
-        x = torch.stack(rows) if rows else torch.empty(0)
-    x = torch.as_tensor(x)
-    return x.float() if not x.is_floating_point() or torch.finfo(x.dtype).bits < 32 else x
-
-
-def as_rows(a: Any, b: Any) -> tuple[torch.Tensor, torch.Tensor]:
-    """Both as (rows, V), sparse kept sparse: one vector is one row; no vectors (the empty 1-D tensor encode()
-    gives for no texts, or an empty list) are zero rows of the other's width."""
-    a, b = as_float(a), as_float(b)
-    a, b = (a.unsqueeze(0) if a.dim() == 1 and len(a) else a), (b.unsqueeze(0) if b.dim() == 1 and len(b) else b)
-    a = a if len(a) else torch.zeros(0, b.shape[-1], device=b.device).to_sparse()
-    b = b if len(b) else torch.zeros(0, a.shape[-1], device=a.device).to_sparse()
-    return a, b
-
-
-def dot(a: Any, b: Any) -> torch.Tensor:
-    a, b = as_rows(a, b)
-    return torch.mm(a, b.transpose(0, 1)).to_dense()  # sparse x sparse stays sparse until here
-
-
-def pairwise_dot(a: Any, b: Any) -> torch.Tensor:
-    a, b = as_float(a), as_float(b)
-    check_pairwise(a, b)
-    return (a * b).sum(dim=-1).to_dense()
-
-
-def densified(fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> Callable[[Any, Any], torch.Tensor]:
-    return lambda a, b: fn(as_float(a).to_dense(), as_float(b).to_dense())
-
-
-# similarity_fn_name -> (all pairs (n, m), pairwise (n,)). Dot products keep sparse inputs sparse, as
-# sentence-transformers v6.2 util.dot_score does; the others are minienc/heads/similarity.py's, on dense copies.
-SPARSE_SIMILARITIES = {
-    "dot": (dot, pairwise_dot),
-    **{name: (densified(all_pairs), densified(pairwise))
-       for name, (all_pairs, pairwise) in SIMILARITIES.items() if name != "dot"},
-}

@@ -15,7 +15,7 @@ Add your own with `@register_attention("name")` and select it with `Encoder.from
 A variant that reproduces one of transformers' implementations says so with `matches=`; `minienc parity` then holds
 it to bit-exactness against that implementation by default, and the tests compare it with `eager`.
 
-Packed input (runtime/packing.py) lays the texts of a batch end to end in one row, and each text must attend to itself
+Packed input (runtime/batching.py) lays the texts of a batch end to end in one row, and each text must attend to itself
 alone. By default that is one call of the variant per text (`per_text`); a variant may register a faster way with
 `@register_packed("name")`: same inputs with (1, heads, N, head_dim) and the texts' spans instead of a mask, and
 the same result for each text as it gets alone.
@@ -185,7 +185,7 @@ def by_token(t: torch.Tensor) -> torch.Tensor:
     return t[0].transpose(0, 1)
 
 
-# --- research variants: they change the computation on purpose -----------------------------------------------------
+# --- research variants: they change the computation on purpose --------------------------------------------------------
 
 
 def sliding_window(window: int) -> AttentionFn:

@@ -94,7 +94,7 @@ def pool(hidden: torch.Tensor, mask: torch.Tensor, modes: tuple[str, ...]) -> to
     return torch.cat([POOLERS[mode](hidden, mask) for mode in modes], dim=-1)
 
 
-# --- packed input: the texts' token vectors end to end, (N, H), and each text's (start, end) ---------------------
+# --- packed input: the texts' token vectors end to end, (N, H), and each text's (start, end) --------------------------
 
 
 def _pooled_positions(spans: Sequence[tuple[int, int]], skip: int, device: torch.device) -> torch.Tensor:
