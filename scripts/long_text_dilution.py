@@ -40,7 +40,7 @@ The scores; each ranks all documents for every query, by cosine similarity unles
                        window (minienc.heads.chunks.best_window); with 256- and with 128-token windows
   token MaxSim         late interaction over MiniLM's own token vectors (no trained ColBERT head exists offline):
                        each query token is matched to its most similar document token and the similarities are
-                       summed (minienc.heads.maxsim.maxsim); token vectors L2-normalized, [CLS] and [SEP] left out,
+                       summed (minienc.heads.similarity.maxsim); token vectors L2-normalized, [CLS] and [SEP] left out,
                        documents read in overlapping windows so that no token is truncated
   sections alone       each section embedded by itself with the model's own encode(), a document scoring its best
                        section: the same model with nothing diluted and nothing truncated, the reference

@@ -369,3 +369,16 @@ def test_numpy_integers_are_integers(tmp_path):
     folder = tiny_copy(tmp_path)
     model = minienc.SentenceEncoder.from_pretrained(folder, max_seq_length=np.int64(16))
     assert model.max_seq_length == 16 and model.encode("a b", truncate_dim=np.int64(8)).shape == (8,)
+
+
+@pytest.mark.parametrize("cls", [minienc.SentenceEncoder, minienc.SparseEncoder, minienc.MultiVectorEncoder,
+                                 minienc.M3Encoder])
+def test_misspelt_options_are_refused_before_anything_is_read(cls, tmp_path):
+    """Every head's from_pretrained names an option it does not take, and an unknown kernel, before it looks for the
+    model (the folder here does not exist)."""
+    with pytest.raises(TypeError, match=rf"{cls.__name__}.from_pretrained got unknown options \['normalise'\]"):
+        cls.from_pretrained(tmp_path / "missing", normalise=True)
+    with pytest.raises(ValueError, match="unknown matmul 'fast'"):
+        cls.from_pretrained(tmp_path / "missing", matmul="fast")
+    with pytest.raises(ValueError, match="unknown matmul 'fast'"):
+        minienc.Encoder.from_pretrained(tmp_path / "missing", matmul="fast")

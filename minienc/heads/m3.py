@@ -102,6 +102,11 @@ def default(value: int | None, fallback: int) -> int:
     return fallback if value is None else value
 
 
+def check_max_length(max_length: int, limit: int) -> None:
+    if not 2 <= max_length <= limit:
+        raise ValueError(f"max_length must be from 2 (<s> and </s>) to the model's {limit} positions, got {max_length}")
+
+
 def check_pairs(sentence_pairs: Any) -> tuple[list[tuple[str, str]], bool]:
     """(pairs, was_one_pair) from one (query, passage) pair or a list of them; a malformed pair is an error naming
     its index."""
@@ -134,17 +139,17 @@ class M3Encoder(TextPipeline):
         self.normalize = normalize
         self.batch_size = batch_size
         self.query_max_length, self.passage_max_length = query_max_length, passage_max_length
-        self.return_dense, self.return_sparse = return_dense, return_sparse
-        self.return_colbert_vecs = return_colbert_vecs
+        self.return_dense, self.return_sparse, self.return_colbert_vecs = (return_dense, return_sparse,
+                                                                           return_colbert_vecs)
         self.set_matmul(self.matmul_name, self.row_block)
 
     @classmethod
-    def build(cls, folder: Path, options: RunOptions, *, normalize_embeddings: bool = True, batch_size: int = 256,
-              query_max_length: int = MAX_LENGTH, passage_max_length: int = MAX_LENGTH, return_dense: bool = True,
-              return_sparse: bool = False, return_colbert_vecs: bool = False) -> M3Encoder:
+    def build(cls, folder: Path, options: RunOptions, *, normalize_embeddings: bool | None = True,
+              batch_size: int = 256, query_max_length: int = MAX_LENGTH, passage_max_length: int = MAX_LENGTH,
+              return_dense: bool = True, return_sparse: bool = False, return_colbert_vecs: bool = False) -> M3Encoder:
         """A bge-m3 folder: XLM-R weights, tokenizer.json, the heads as .safetensors (formats/m3.py). The settings are
-        FlagEmbedding's: normalize_embeddings (dense and ColBERT vectors), and what encode() / compute_score() use
-        when given None (batch_size, the max lengths, capped at the model's positions, and the return_* flags)."""
+        FlagEmbedding's: normalize_embeddings (None: as the folder's Normalize says), and what encode() and
+        compute_score() use when given None (batch_size, the max lengths, capped at the positions, return_*)."""
         config = read_sentence_folder(folder)
         if config.dense:
             raise ValueError(f"{folder}: M3Encoder's dense vector is the CLS hidden state, not a Dense module's")
@@ -155,16 +160,14 @@ class M3Encoder(TextPipeline):
         colbert_linear, sparse_linear = (read_head(folder, name, encoder.config.hidden_size,
                                                    next(encoder.parameters()).dtype) for name in HEADS)
         limit = encoder.config.max_tokens
+        normalize = config.normalize if normalize_embeddings is None else normalize_embeddings
         return cls(encoder, tokenizer, colbert_linear, sparse_linear, unused_token_ids(folder, tokenizer.tokenizer),
-                   options, normalize_embeddings, batch_size, min(query_max_length, limit),
-                   min(passage_max_length, limit), return_dense, return_sparse, return_colbert_vecs)
+                   options, normalize, batch_size, min(query_max_length, limit), min(passage_max_length, limit),
+                   return_dense, return_sparse, return_colbert_vecs)
 
     def tokenize(self, texts: list[str], max_length: int) -> list[Tokens]:
         """Each text's tokens, <s> and </s> included, cut to max_length as FlagEmbedding's tokenizer call cuts them."""
-        limit = self.encoder.config.max_tokens
-        if not 2 <= max_length <= limit:
-            raise ValueError(f"max_length must be from 2 (<s> and </s>) to the model's {limit} positions, got "
-                             f"{max_length}")
+        check_max_length(max_length, self.encoder.config.max_tokens)
         with self.tokenizer.truncating_at(max_length):
             tokenized = self.tokenizer.tokenize(texts)
         report_truncation(tokenized, max_length, name="max_length")

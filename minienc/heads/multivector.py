@@ -16,9 +16,9 @@ Dense head (its pooling dropped, the Dense applied to every token). One text's p
 Scoring (heads/similarity.py): MaxSim(q, d) = sum over q's token vectors of the largest dot product with any of d's;
 "meanmaxsim" divides it by q's number of tokens. Reading the folder is formats/multivector.py. The encoder and
 tokenizer run on the text pipeline (heads/pipeline.py), so packed execution is the default; execution="padded" runs
-sentence-transformers' padded batches. Queries expanded with attend=False always run padded: their [MASK] tokens read the text but the text must not read them, which
-a packed row (one text, everything visible) cannot express; so do RoBERTa-family queries expanded with the pad
-token, which transformers gives the padding position.
+sentence-transformers' padded batches. Queries expanded with attend=False always run padded: their [MASK] tokens
+read the text but the text must not read them, which a packed row (one text, everything visible) cannot express; so
+do RoBERTa-family queries expanded with the pad token, which transformers gives the padding position.
 """
 from __future__ import annotations
 
@@ -34,12 +34,26 @@ from ..formats.multivector import (MultiVectorConfig, QueryExpansion, read_multi
                                    resolve_expansion)
 from ..formats.sentence import tokenizer_limit
 from ..loading.tokenizer import TextTokenizer, Tokens
+from ..model.config import EncoderConfig
 from ..model.pooling import l2_normalize
 from ..runtime.batching import padded_order
 from .similarity import MULTIVECTOR_SIMILARITIES, check_multivector_similarity
 from .pipeline import RunOptions, TextPipeline, load_encoder, load_tokenizer, report_truncation, to_numpy
 from .sentence import dense_layers
 from .similarity import Embeddings
+
+
+def runs_padded(expansion: QueryExpansion | None, config: EncoderConfig) -> bool:
+    """Whether expanded queries need padded execution: their expansion tokens are ones attention must not see, or
+    (RoBERTa family) the pad token, which takes the padding position in transformers."""
+    return expansion is not None and (not expansion.attend or (
+        config.positions_from_input_ids and expansion.token_id == config.pad_token_id))
+
+
+def vocabulary_ids(tokenizer: TextTokenizer, words: tuple[str, ...]) -> torch.Tensor:
+    """The ids of the words that are in the vocabulary, sorted (a skiplist word not in it is unused)."""
+    vocab = tokenizer.tokenizer.get_vocab(with_added_tokens=True)
+    return torch.tensor(sorted({vocab[w] for w in words if w in vocab}), dtype=torch.long)
 
 
 class MultiVectorEncoder(TextPipeline):
@@ -54,13 +68,8 @@ class MultiVectorEncoder(TextPipeline):
         self.normalize, self.masking = config.normalize, config.masking
         self.query_length, self.document_length, self.query_expansion = (config.query_length, config.document_length,
                                                                          expansion)
-        # expanded queries a packed row cannot hold: tokens attention must not see, or (RoBERTa family) the pad
-        # token, which takes the padding position in transformers
-        self.queries_padded = expansion is not None and (not expansion.attend or (
-            encoder.config.positions_from_input_ids and expansion.token_id == encoder.config.pad_token_id))
-        vocab = tokenizer.tokenizer.get_vocab(with_added_tokens=True)  # a skiplist word not in it is unused
-        self.skiplist_ids = torch.tensor(sorted({vocab[w] for w in config.skiplist_words if w in vocab}),
-                                         dtype=torch.long)
+        self.queries_padded = runs_padded(expansion, encoder.config)
+        self.skiplist_ids = vocabulary_ids(tokenizer, config.skiplist_words)
         self.skiplist_tasks = config.skiplist_tasks
         self.keep_only_token_ids = torch.tensor(config.keep_only_token_ids, dtype=torch.long)
         self.similarity_fn_name = check_multivector_similarity(config.similarity_fn_name)
@@ -80,6 +89,11 @@ class MultiVectorEncoder(TextPipeline):
         register_prefix_tokens(tokenizer.tokenizer, config.prefix_tokens)
         expansion = resolve_expansion(config.query_expansion, tokenizer.tokenizer, transformer, config.query_length)
         return cls(encoder, tokenizer, config, expansion, options)
+
+    @property
+    def batch_invariant(self) -> bool:
+        """As TextPipeline.batch_invariant, for every text: False where expanded queries must run padded."""
+        return super().batch_invariant and not self.queries_padded
 
     def get_embedding_dimension(self) -> int:
         """The length of each token vector."""

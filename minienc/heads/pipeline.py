@@ -14,6 +14,7 @@ Two executions:
 
 from __future__ import annotations
 
+import inspect
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -31,7 +32,7 @@ from ..loading.tokenizer import TextTokenizer, Tokens
 from ..model.pooling import pool, pool_packed
 from ..runtime.batching import packed_batches, padded_batches, progress_bar, run_packed
 from ..runtime.devices import check_device
-from ..runtime.matmul import fastest_on_cpu, rows_independent_everywhere, use_kernel
+from ..runtime.matmul import fastest_on_cpu, get_matmul, rows_independent_everywhere, use_kernel
 from .quantize import PRECISIONS, quantize
 
 logger = logging.getLogger("minienc")
@@ -200,6 +201,12 @@ class TextPipeline(nn.Module):
         name_or_path = cls.default_model if name_or_path is None else name_or_path
         if name_or_path is None:
             raise TypeError(f"{cls.__name__}.from_pretrained needs a model folder or Hub repo id")
+        unknown = sorted(set(settings) - set(inspect.signature(cls.build).parameters) - {"folder", "options"})
+        if unknown:
+            raise TypeError(f"{cls.__name__}.from_pretrained got unknown options {unknown}; its own are "
+                            f"{list(inspect.signature(cls.build).parameters)[2:]}")
+        if matmul is not None:
+            get_matmul(matmul)  # an unknown kernel is refused before anything is read
         options = RunOptions(attention, check_execution(execution), matmul, row_block, check_device(device), dtype)
         return cls.build(resolve_model_dir(name_or_path, revision=revision), options, **settings)
 

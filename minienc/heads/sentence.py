@@ -162,18 +162,17 @@ class SentenceEncoder(TextPipeline):
         """Every tokenized text through embed(), batch by batch: the (n, dim) vectors (cut to dim, then normalized if
         asked, as sentence-transformers orders it) and, if keep_tokens, each text's token vectors. texts: the texts
         tokenized, whose order padded execution batches them in (by tokens where not given)."""
-        def step(indices: list[int]) -> list[tuple[torch.Tensor, torch.Tensor | None]]:
-            batch_tokens, vectors = self.embed([tokenized[i] for i in indices], skip)
-            vectors = l2_normalize(vectors[:, :dim]) if normalize else vectors[:, :dim]
-            kept = [t.clone() if keep_tokens else None for t in batch_tokens]  # own storage: the batch's is freed
-            return list(zip(vectors, kept))
+        vectors = torch.empty(len(tokenized), dim, dtype=next(self.encoder.parameters()).dtype, device=self.device)
+
+        def step(indices: list[int]) -> list[torch.Tensor | None]:
+            batch_tokens, batch_vectors = self.embed([tokenized[i] for i in indices], skip)
+            vectors[indices] = l2_normalize(batch_vectors[:, :dim]) if normalize else batch_vectors[:, :dim]
+            return [t.clone() if keep_tokens else None for t in batch_tokens]  # own storage: the batch's is freed
 
         lengths = [len(t.ids) for t in tokenized]
         order = (lambda: longest_first(lengths)) if texts is None else (lambda: padded_order(texts))
-        found = self.encode_loop(tokenized, step, batch_size, token_budget, order, show_progress_bar)
-        dtype = next(self.encoder.parameters()).dtype
-        vectors = torch.stack([v for v, _ in found]) if found else torch.empty(0, dim, dtype=dtype, device=self.device)
-        return vectors, [t for _, t in found] if keep_tokens else None
+        tokens = self.encode_loop(tokenized, step, batch_size, token_budget, order, show_progress_bar)
+        return vectors, tokens if keep_tokens else None
 
     def encode_chunks(self, sentences: str | list[str], chunk_size: int | None = None, overlap: int = 32,
                       aggregate: str | None = "mean", batch_size: int = 32, token_budget: int | None = None):

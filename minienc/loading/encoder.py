@@ -14,7 +14,7 @@ from torch import nn
 from ..model.bert import BertModel
 from ..model.config import EncoderConfig
 from ..runtime.devices import check_device, check_dtype
-from ..runtime.matmul import use_kernel
+from ..runtime.matmul import get_matmul, use_kernel
 from .checkpoint import load_weights, read_json
 from .hub import resolve_model_dir
 
@@ -59,6 +59,7 @@ class Encoder:
         """
         device = check_device(device)
         dtype = check_dtype(dtype, device)
+        get_matmul(matmul)  # an unknown kernel is refused before anything is read
         folder = resolve_model_dir(name_or_path, revision=revision)
         if not (folder / "config.json").is_file():
             raise FileNotFoundError(f"{folder} has no config.json")
