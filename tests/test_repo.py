@@ -1,7 +1,10 @@
-"""The repository's own promises: CI runs exactly the test command the README gives."""
+"""The repository's own promises: CI runs exactly the test command the README gives, the model folder imports
+only torch and itself, and the benchmark script runs."""
 
 import re
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -36,3 +39,17 @@ def test_the_model_imports_only_torch_and_itself():
                 continue
             for name in names:
                 assert name.split(".")[0] in allowed, f"{path.name} imports {name}"
+
+
+@pytest.mark.slow
+def test_the_benchmark_runs_on_the_tiny_model():
+    """scripts/bench.py, end to end on the bundled tiny model without the peers: a script no other test imports
+    still runs against the library as it is (its last lines read the pipeline's kernel)."""
+    import subprocess
+    import sys
+
+    command = [sys.executable, "scripts/bench.py", "--model", "weights/tiny-bert", "--no-peers", "--corpora", "short",
+               "--repeats", "1"]
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "| short | 1024 |" in done.stdout and "# minienc packed bfloat16: batch_invariant" in done.stdout
