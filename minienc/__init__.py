@@ -1,16 +1,16 @@
 """minienc: a minimal, hand-written Transformer encoder that matches transformers bit for bit."""
 
-from .model.attention import ATTENTION, get_attention, register_attention
-from .loading.checkpoint import CheckpointError
-from .model.config import EncoderConfig
 from .corpus import read_vectors
-from .loading.encoder import Encoder
-from .model.pooling import POOLERS, l2_normalize
 from .formats.m3 import convert_heads
 from .heads.m3 import M3Encoder
 from .heads.multivector import MultiVectorEncoder
 from .heads.sentence import SentenceEncoder, SentenceTransformer
 from .heads.sparse import SparseEncoder
+from .loading.checkpoint import CheckpointError
+from .loading.encoder import Encoder
+from .model.attention import ATTENTION, get_attention, register_attention
+from .model.config import EncoderConfig
+from .model.pooling import POOLERS, l2_normalize
 
 __all__ = [
     "ATTENTION",

@@ -12,11 +12,11 @@ from pathlib import Path
 import numpy as np
 
 from . import __version__, corpus
+from .heads.pipeline import EXECUTIONS, TOKEN_BUDGETS, default_matmul
+from .heads.sentence import DEFAULT_MODEL, SentenceEncoder
 from .model.attention import ATTENTION
 from .runtime.devices import DTYPES, check_device, check_dtype
 from .runtime.matmul import MATMUL
-from .heads.pipeline import EXECUTIONS, TOKEN_BUDGETS, default_matmul
-from .heads.sentence import DEFAULT_MODEL, SentenceEncoder
 
 
 def decode_lines(data: bytes, name: str) -> list[str]:

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import torch
 
-from .model.attention import MATCHES, get_attention
-from .loading.hub import resolve_model_dir
-from .heads.sentence import SentenceEncoder
 from .formats.sentence import read_sentence_folder
+from .heads.sentence import SentenceEncoder
+from .loading.hub import resolve_model_dir
+from .model.attention import MATCHES, get_attention
 from .stages import capture, capture_reference
 
 BUILT_IN_TEXTS = [

@@ -12,7 +12,6 @@ from pathlib import Path
 from tokenizers import AddedToken, Tokenizer
 
 from ..loading.checkpoint import read_json_object
-from ..heads.similarity import MULTIVECTOR_SIMILARITIES
 from .sentence import DENSE_ACTIVATIONS, DenseSpec, module_list
 
 # what each saved module type becomes; Pooling and a sentence-level Normalize occur only in a sentence-transformers
@@ -51,7 +50,7 @@ class MultiVectorConfig:
     query_expansion: dict | None          # as saved; resolved against the tokenizer in from_pretrained
     prompts: dict[str, str]
     default_prompt_name: str | None
-    similarity_fn_name: str
+    similarity_fn_name: str | None        # as the folder says (MultiVectorEncoder falls back to "maxsim")
     prefix_tokens: tuple[str, ...]        # PyLate's markers, e.g. "[Q] ", made special tokens as ST does
 
 
@@ -141,7 +140,6 @@ def read_multivector_folder(folder: Path) -> MultiVectorConfig:
     prompts = dict(extras.get("prompts") or {})
     for task, prefix in prefixes.items():  # PyLate's marker goes before the prompt's own text
         prompts[task] = prefix + (prompts.get(task) or "").removeprefix(prefix)
-    name = extras.get("similarity_fn_name")
     return MultiVectorConfig(
         transformer=transformer, dense=tuple(dense), normalize=normalize, masking=masking,
         skiplist_words=tuple(mask.get("skiplist_words") or ()),
@@ -152,7 +150,7 @@ def read_multivector_folder(folder: Path) -> MultiVectorConfig:
         query_expansion=settings.get("query_expansion"),
         prompts={"query": "", "document": "", **{k: v or "" for k, v in prompts.items()}},
         default_prompt_name=extras.get("default_prompt_name"),
-        similarity_fn_name=name if name in MULTIVECTOR_SIMILARITIES else "maxsim",
+        similarity_fn_name=extras.get("similarity_fn_name"),
         prefix_tokens=tuple(prefixes.values()),
     )
 

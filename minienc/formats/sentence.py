@@ -26,7 +26,6 @@ import torch.nn.functional as F
 
 from ..loading.checkpoint import read_json, read_json_object
 from ..model.pooling import POOLERS
-from ..heads.similarity import check_similarity
 
 # sentence-transformers' legacy Pooling config keys -> pooling mode
 LEGACY_POOLING_KEYS = {
@@ -78,7 +77,7 @@ class SentenceConfig:
     prompts: dict[str, str] = field(default_factory=dict)  # prompt name -> text put before each input
     default_prompt_name: str | None = None  # the prompt used when encode() names none
     include_prompt: bool = True             # False: the prompt's tokens (and [CLS]) are left out of pooling
-    similarity_fn_name: str = "cosine"      # a minienc/heads/similarity.py name
+    similarity_fn_name: str = "cosine"      # a name in heads/similarity.py's SIMILARITIES (checked by the head)
     truncate_dim: int | None = None         # keep only the first truncate_dim dimensions (Matryoshka)
 
 
@@ -207,6 +206,6 @@ def read_sentence_folder(folder: Path) -> SentenceConfig:
         prompts={name: text or "" for name, text in (extras.get("prompts") or {}).items()},
         default_prompt_name=extras.get("default_prompt_name"),
         include_prompt=include_prompt,
-        similarity_fn_name=check_similarity(extras.get("similarity_fn_name") or "cosine"),
+        similarity_fn_name=extras.get("similarity_fn_name") or "cosine",
         truncate_dim=extras.get("truncate_dim"),
     )

@@ -9,10 +9,9 @@ from pathlib import Path
 
 import torch
 
-from ..heads.similarity import SIMILARITIES
-from ..model.pooling import SPLADE_ACTIVATIONS, SPLADE_POOLERS
 from ..loading.checkpoint import (LEGACY_SUFFIXES, CheckpointError, bad_weight, read_json_object, read_safetensors,
                                   weight_files)
+from ..model.pooling import SPLADE_ACTIVATIONS, SPLADE_POOLERS
 from .sentence import SentenceConfig, module_list, setting, tokenizer_limit
 
 # checkpoint name -> our name in MLMHead, per family. "bias" and "decoder.bias" are one tensor tied in transformers
@@ -77,7 +76,7 @@ class SparseFolder:
     pooling: str = "max"                     # a SPLADE_POOLERS name
     activation: str = "relu"                 # a SPLADE_ACTIVATIONS name
     sentence: SentenceConfig = field(default_factory=SentenceConfig)  # text length, lowercasing, prompts
-    similarity_fn_name: str = "dot"          # a name in heads/similarity.py's SPARSE_SIMILARITIES
+    similarity_fn_name: str | None = None    # as the folder says (SparseEncoder falls back to "dot")
     max_active_dims: int | None = None       # keep only this many largest values per vector; None: all
 
 
@@ -117,7 +116,6 @@ def read_sparse_folder(folder: Path) -> SparseFolder:
     extras_file = folder / "config_sentence_transformers.json"
     settings = read_json_object(settings_file) if settings_file.is_file() else {}
     extras = read_json_object(extras_file) if extras_file.is_file() else {}
-    similarity = extras.get("similarity_fn_name")
     return SparseFolder(
         model_folder=model_folder, pooling=pooling, activation=activation,
         sentence=SentenceConfig(
@@ -126,7 +124,7 @@ def read_sparse_folder(folder: Path) -> SparseFolder:
             tokenizer_max_length=tokenizer_limit(model_folder),
             prompts={name: text or "" for name, text in (extras.get("prompts") or {}).items()},
             default_prompt_name=extras.get("default_prompt_name")),
-        similarity_fn_name=similarity if similarity in SIMILARITIES else "dot",  # as sentence-transformers
+        similarity_fn_name=extras.get("similarity_fn_name"),
         max_active_dims=extras.get("max_active_dims"),
     )
 

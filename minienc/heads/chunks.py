@@ -16,8 +16,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from .pipeline import check_options, check_texts
 from ..model.pooling import l2_normalize
+from .pipeline import check_options, check_texts
 
 AGGREGATES = ("mean", None)
 

@@ -30,9 +30,10 @@ from torch.nn.utils.rnn import pad_sequence
 
 from ..formats.m3 import HEADS, read_head, unused_token_ids
 from ..formats.sentence import read_sentence_folder
-from ..loading.tokenizer import TextTokenizer, Tokens
+from ..loading.tokenizer import TextTokenizer
 from ..model.linear import Linear
 from ..model.pooling import l2_normalize
+from ..runtime.batching import Tokens
 from .pipeline import (Hidden, RunOptions, TextPipeline, check_options, check_texts, check_unicode, load_encoder,
                        load_tokenizer, report_truncation, to_numpy)
 

@@ -33,14 +33,13 @@ from torch import nn
 from ..formats.multivector import (MultiVectorConfig, QueryExpansion, read_multivector_folder, register_prefix_tokens,
                                    resolve_expansion)
 from ..formats.sentence import tokenizer_limit
-from ..loading.tokenizer import TextTokenizer, Tokens
+from ..loading.tokenizer import TextTokenizer
 from ..model.config import EncoderConfig
 from ..model.pooling import l2_normalize
-from ..runtime.batching import padded_order
-from .similarity import MULTIVECTOR_SIMILARITIES, check_multivector_similarity
+from ..runtime.batching import Tokens, padded_order
 from .pipeline import RunOptions, TextPipeline, load_encoder, load_tokenizer, report_truncation, to_numpy
 from .sentence import dense_layers
-from .similarity import Embeddings
+from .similarity import MULTIVECTOR_SIMILARITIES, Embeddings, check_multivector_similarity
 
 
 def runs_padded(expansion: QueryExpansion | None, config: EncoderConfig) -> bool:
@@ -81,8 +80,8 @@ class MultiVectorEncoder(TextPipeline):
         """A MultiVectorEncoder or PyLate folder (e.g. answerdotai/answerai-colbert-small-v1), read as
         formats/multivector.py says; similarity_fn_name "maxsim" or "meanmaxsim" overrides the folder's."""
         config = read_multivector_folder(folder)
-        if similarity_fn_name is not None:
-            config = replace(config, similarity_fn_name=similarity_fn_name)
+        known = config.similarity_fn_name if config.similarity_fn_name in MULTIVECTOR_SIMILARITIES else "maxsim"  # as ST
+        config = replace(config, similarity_fn_name=known if similarity_fn_name is None else similarity_fn_name)
         encoder, transformer = load_encoder(config.transformer, options), config.transformer
         tokenizer = load_tokenizer(transformer, encoder, config.max_seq_length, tokenizer_limit(transformer),
                                    config.lowercase)

@@ -28,9 +28,9 @@ from torch import nn
 from ..formats.sentence import text_length
 from ..loading.encoder import Encoder
 from ..loading.hub import resolve_model_dir
-from ..loading.tokenizer import TextTokenizer, Tokens
+from ..loading.tokenizer import TextTokenizer
 from ..model.pooling import pool, pool_packed
-from ..runtime.batching import packed_batches, padded_batches, progress_bar, run_packed
+from ..runtime.batching import Tokens, packed_batches, padded_batches, progress_bar, run_packed
 from ..runtime.devices import check_device
 from ..runtime.matmul import fastest_on_cpu, get_matmul, rows_independent_everywhere, use_kernel
 from .quantize import PRECISIONS, quantize

@@ -16,10 +16,9 @@ from torch import nn
 
 from ..formats.sentence import DenseSpec, SentenceConfig, check_pooling, read_sentence_folder
 from ..loading.checkpoint import CheckpointError, read_linear
-from ..loading.tokenizer import Tokens
 from ..model.linear import Linear
 from ..model.pooling import l2_normalize
-from ..runtime.batching import longest_first, padded_order
+from ..runtime.batching import Tokens, longest_first, padded_order
 from .chunks import encode_chunks
 from .pipeline import RunOptions, TextPipeline, check_texts, format_output, load_encoder, load_tokenizer
 from .similarity import SIMILARITIES, Embeddings, check_similarity

@@ -16,8 +16,8 @@ folder is formats/sparse.py.
 from __future__ import annotations
 
 from collections.abc import Callable
-from pathlib import Path
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -26,12 +26,11 @@ from torch import nn
 
 from ..formats.sparse import SparseFolder, read_head_tensors, read_sparse_folder
 from ..loading.checkpoint import CheckpointError
-from ..loading.tokenizer import Tokens
 from ..model.config import EncoderConfig
 from ..model.linear import Linear
-from .pipeline import RunOptions, TextPipeline, load_encoder, load_tokenizer
-from ..runtime.batching import padded_order
 from ..model.pooling import SPLADE_ACTIVATIONS, SPLADE_POOLERS
+from ..runtime.batching import Tokens, padded_order
+from .pipeline import RunOptions, TextPipeline, load_encoder, load_tokenizer
 from .similarity import SPARSE_SIMILARITIES, check_similarity
 
 # the activation between the head's dense layer and its LayerNorm: BERT's is config.hidden_act; RobertaLMHead and
@@ -119,7 +118,9 @@ class SparseEncoder(TextPipeline):
         formats/sparse.py says; the settings override what it says. Padded execution gives sentence-transformers'
         bits, packed (the default) is within float32 rounding of them."""
         spec = read_sparse_folder(folder)
-        overrides = {"similarity_fn_name": similarity_fn_name, "max_active_dims": max_active_dims}
+        known = spec.similarity_fn_name if spec.similarity_fn_name in SPARSE_SIMILARITIES else "dot"  # as ST falls back
+        overrides = {"similarity_fn_name": known if similarity_fn_name is None else similarity_fn_name,
+                     "max_active_dims": max_active_dims}
         spec = replace(spec, **{k: v for k, v in overrides.items() if v is not None})
         length = spec.sentence.max_seq_length if max_seq_length is None else max_seq_length
         encoder = load_encoder(spec.model_folder, options)

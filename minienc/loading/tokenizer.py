@@ -9,21 +9,14 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import NamedTuple
 
 import numpy as np
 import torch
 from tokenizers import Encoding, Tokenizer
 
+from ..runtime.batching import Tokens
+
 CHUNK = 1024  # texts tokenized at a time: a tokenizers Encoding is large, the Tokens kept from it are small
-
-
-class Tokens(NamedTuple):
-    """One tokenized text, as much of a tokenizers Encoding as the encoder needs."""
-
-    ids: np.ndarray       # (n,) int32 token ids, special tokens included
-    type_ids: np.ndarray  # (n,) int32 segment of each token (0, or 1 for the second text of a pair)
-    truncated: bool       # whether the text was cut at max_length
 
 
 class TextTokenizer:

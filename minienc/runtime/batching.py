@@ -24,14 +24,22 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from itertools import accumulate
+from typing import NamedTuple
 
 import numpy as np
 import torch
 from torch import nn
 
-from ..loading.tokenizer import Tokens
 from ..model.config import EncoderConfig
 from .matmul import TAIL_ROWS
+
+
+class Tokens(NamedTuple):
+    """One tokenized text, as much of a tokenizers Encoding as the encoder needs."""
+
+    ids: np.ndarray       # (n,) int32 token ids, special tokens included
+    type_ids: np.ndarray  # (n,) int32 segment of each token (0, or 1 for the second text of a pair)
+    truncated: bool       # whether the text was cut at max_length
 
 
 def longest_first(lengths: list[int]) -> list[int]:
