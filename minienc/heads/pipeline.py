@@ -142,6 +142,7 @@ class Hidden(NamedTuple):
     spans: Sequence[tuple[int, int]] | None   # packed: each text's (start, end) in states
     mask: torch.Tensor | None                 # padded: (B, T) the attention mask the encoder ran with
     lengths: list[int]                        # each text's number of tokens
+    starts: list[int] | None = None           # padded: where each text starts in its row (0 unless padded left)
 
     def rows(self, x: torch.Tensor | None = None) -> list[torch.Tensor]:
         """Each text's rows of x (default: the states; or anything computed token by token from them), without
@@ -149,14 +150,16 @@ class Hidden(NamedTuple):
         x = self.states if x is None else x
         if self.spans is not None:
             return [x[a:b] for a, b in self.spans]
-        return [x[row, :n] for row, n in enumerate(self.lengths)]
+        return [x[row, start : start + n] for row, (start, n) in enumerate(zip(self.starts, self.lengths))]
 
     def pool(self, modes: tuple[str, ...], skip: int = 0) -> torch.Tensor:
         """Each text's pooled vector (B, H * len(modes)) (model/pooling.py), leaving out its first `skip` tokens."""
         if self.spans is not None:
             return pool_packed(self.states, self.spans, modes, skip)
         mask = self.mask.clone()
-        mask[:, :skip] = 0
+        if skip:  # reproduces sentence-transformers v6.x Pooling._exclude_prompt_from_mask: after any left padding
+            first = mask.to(torch.int32).argmax(dim=1)  # each row's first real token
+            mask[torch.arange(mask.shape[1], device=mask.device)[None, :] < (first + skip)[:, None]] = 0
         return pool(self.states, mask, modes)
 
 
@@ -306,9 +309,12 @@ class TextPipeline(nn.Module):
             hidden, spans = run_packed(self.encoder, texts, self.device, self.row_block)  # (N, H)
             return Hidden(hidden, spans, None, [b - a for a, b in spans])
         batch = self.tokenizer.pad(texts, device=self.device)
+        lengths = [len(t.ids) for t in texts]
+        longest = batch["input_ids"].shape[1]
+        starts = [0 if self.tokenizer.padding_side == "right" else longest - n for n in lengths]
         for row, n in enumerate(attended or []):
-            batch["attention_mask"][row, n:] = 0
-        return Hidden(self.encoder(**batch), None, batch["attention_mask"], [len(t.ids) for t in texts])  # (B, T, H)
+            batch["attention_mask"][row, starts[row] + n : starts[row] + lengths[row]] = 0
+        return Hidden(self.encoder(**batch), None, batch["attention_mask"], lengths, starts)  # (B, T, H)
 
 
 # --- encode()'s output ------------------------------------------------------------------------------------------------

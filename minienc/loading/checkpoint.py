@@ -17,9 +17,9 @@ WEIGHTS_FILE = "model.safetensors"
 SHARD_INDEX_FILE = "model.safetensors.index.json"
 PICKLE_FILES = ("pytorch_model.bin", "pytorch_model.bin.index.json", "model.pt", "model.pth", "model.ckpt")
 
-# checkpoint name -> our name. "{}" is the layer index. None: found in checkpoints, ignored on purpose.
-# Identical for BERT, MiniLM, RoBERTa and XLM-R; only the task-model prefix (PREFIXES) differs.
-KEY_TABLE: dict[str, str | None] = {
+# checkpoint name -> our name, one table per family. "{}" is the layer index. None: found in checkpoints, ignored on
+# purpose. BERT's is identical for BERT, MiniLM, RoBERTa and XLM-R; only the task-model prefix (PREFIXES) differs.
+BERT_KEYS: dict[str, str | None] = {
     "embeddings.word_embeddings.weight": "embeddings.word.weight",
     "embeddings.position_embeddings.weight": "embeddings.position.weight",
     "embeddings.token_type_embeddings.weight": "embeddings.token_type.weight",
@@ -46,10 +46,25 @@ KEY_TABLE: dict[str, str | None] = {
     "pooler.dense.weight": None,  # BERT's next-sentence pooler: not part of the hidden states
     "pooler.dense.bias": None,
 }
-# task models (BertForMaskedLM, XLMRobertaForSequenceClassification, ...) store the encoder under a prefix
-PREFIXES = {"bert": "bert.", "roberta": "roberta.", "xlm-roberta": "roberta."}
+QWEN3_KEYS: dict[str, str | None] = {
+    "embed_tokens.weight": "embed.weight",
+    "layers.{}.input_layernorm.weight": "layers.{}.attn_norm.weight",
+    **{f"layers.{{}}.self_attn.{theirs}_proj.{kind}": f"layers.{{}}.attention.{ours}.{kind}"
+       for theirs, ours in (("q", "query"), ("k", "key"), ("v", "value"), ("o", "out")) for kind in ("weight", "bias")},
+    "layers.{}.self_attn.q_norm.weight": "layers.{}.attention.q_norm.weight",
+    "layers.{}.self_attn.k_norm.weight": "layers.{}.attention.k_norm.weight",
+    "layers.{}.post_attention_layernorm.weight": "layers.{}.ffn_norm.weight",
+    "layers.{}.mlp.gate_proj.weight": "layers.{}.ffn.gate.weight",
+    "layers.{}.mlp.up_proj.weight": "layers.{}.ffn.up.weight",
+    "layers.{}.mlp.down_proj.weight": "layers.{}.ffn.down.weight",
+    "norm.weight": "norm.weight",
+}
+KEY_TABLES = {"bert": BERT_KEYS, "roberta": BERT_KEYS, "xlm-roberta": BERT_KEYS, "qwen3": QWEN3_KEYS}
+# task models (BertForMaskedLM, XLMRobertaForSequenceClassification, Qwen3ForCausalLM, ...) store the model under a
+# prefix
+PREFIXES = {"bert": "bert.", "roberta": "roberta.", "xlm-roberta": "roberta.", "qwen3": "model."}
 # task heads stored beside the encoder, ignored on purpose
-HEADS = ("cls.", "lm_head.", "classifier.", "qa_outputs.")
+HEADS = ("cls.", "lm_head.", "classifier.", "qa_outputs.", "score.")
 # TensorFlow-era LayerNorm names still found in old checkpoints
 LEGACY_SUFFIXES = {"LayerNorm.gamma": "LayerNorm.weight", "LayerNorm.beta": "LayerNorm.bias"}
 
@@ -58,10 +73,10 @@ class CheckpointError(ValueError):
     """A checkpoint that cannot be loaded as it is: the message names the file or the keys and what to do."""
 
 
-def layer_table(num_layers: int) -> dict[str, str | None]:
-    """KEY_TABLE with "{}" written out for layers 0..num_layers-1: an exact lookup, no pattern matching."""
+def layer_table(model_type: str, num_layers: int) -> dict[str, str | None]:
+    """The family's key table with "{}" written out for layers 0..num_layers-1: an exact lookup, no pattern matching."""
     table: dict[str, str | None] = {}
-    for theirs, ours in KEY_TABLE.items():
+    for theirs, ours in KEY_TABLES[model_type].items():
         indices = range(num_layers) if "{}" in theirs else [None]
         for i in indices:
             table[theirs.format(i)] = None if ours is None else ours.format(i)
@@ -69,7 +84,7 @@ def layer_table(num_layers: int) -> dict[str, str | None]:
 
 
 def checkpoint_name(key: str, model_type: str) -> str | None:
-    """A tensor's name in the file -> its name in KEY_TABLE, or None for a task head we ignore."""
+    """A tensor's name in the file -> its name in the family's key table, or None for a task head we ignore."""
     for old, new in LEGACY_SUFFIXES.items():
         if key.endswith(old):
             key = key[: -len(old)] + new
@@ -193,7 +208,7 @@ def load_weights(
 ) -> dict[str, torch.Tensor]:
     """Read every tensor of the checkpoint in `folder` and return them under our names, cast to `dtype`
     (float32 when None). `expected` maps each of our names to its shape; anything else is an error."""
-    table = layer_table(num_layers)
+    table = layer_table(model_type, num_layers)
     ours_to_theirs = {ours: theirs for theirs, ours in table.items() if ours is not None}
     weights: dict[str, torch.Tensor] = {}
     found_as: dict[str, str] = {}  # our name -> the checkpoint key it was read from
@@ -203,8 +218,8 @@ def load_weights(
         for key, tensor in read_safetensors(path).items():
             name = checkpoint_name(key, model_type)
             ours = table.get(name) if name is not None else None
-            if name is not None and name not in table:
-                problems["unexpected tensors"].append(key)
+            if name is not None and (name not in table or (ours is not None and ours not in expected)):
+                problems["unexpected tensors"].append(key)  # not ours, or not in this config's model (a bias)
             elif ours is not None and ours in found_as:
                 problems["stored twice"].append(f"{key} and {found_as[ours]} are both {ours_to_theirs[ours]}")
             elif ours is not None:

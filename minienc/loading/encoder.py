@@ -12,21 +12,33 @@ import torch
 from torch import nn
 
 from ..model.bert import BertModel
-from ..model.config import EncoderConfig
+from ..model.config import EncoderConfig, Qwen3Config
+from ..model.qwen3 import Qwen3Model
 from ..runtime.devices import check_device, check_dtype
 from ..runtime.matmul import get_matmul, use_kernel
 from .checkpoint import load_weights, read_json
 from .hub import resolve_model_dir
 
-# config.json's model_type -> the model class that computes it
-MODEL_CLASSES: dict[str, type[nn.Module]] = {"bert": BertModel, "roberta": BertModel, "xlm-roberta": BertModel}
+# config.json's model_type -> its config class and the model class that computes it
+FAMILIES: dict[str, tuple[type, type[nn.Module]]] = {
+    "bert": (EncoderConfig, BertModel),
+    "roberta": (EncoderConfig, BertModel),
+    "xlm-roberta": (EncoderConfig, BertModel),
+    "qwen3": (Qwen3Config, Qwen3Model),
+}
 
 
-def read_config(path: Path) -> EncoderConfig:
-    """config.json as an EncoderConfig; an error naming the file and the field that is missing or wrong."""
+def read_config(path: Path) -> EncoderConfig | Qwen3Config:
+    """config.json as its family's config; an error naming the file and the field that is missing or wrong."""
     raw = read_json(path)
+    if not isinstance(raw, dict):
+        raise ValueError(f"{path}: config.json must hold a JSON object, got {type(raw).__name__}")
+    model_type = raw.get("model_type")
+    if not isinstance(model_type, str) or model_type not in FAMILIES:
+        found = "no 'model_type'" if model_type is None else f"unsupported model_type {model_type!r}"
+        raise ValueError(f"{path}: {found}; minienc supports {sorted(FAMILIES)}")
     try:
-        return EncoderConfig.from_dict(raw)
+        return FAMILIES[model_type][0].from_dict(raw)
     except KeyError as err:
         raise ValueError(f"{path} lacks the field {err.args[0]!r}") from err
     except ValueError as err:
@@ -36,7 +48,7 @@ def read_config(path: Path) -> EncoderConfig:
 class Encoder:
     """The bare model of a checkpoint: `Encoder.from_pretrained(folder)(input_ids, attention_mask, token_type_ids)`
     -> last hidden state (B, T, H). The class it returns is the family's (BertModel for BERT, MiniLM, RoBERTa and
-    XLM-R), chosen by config.json's model_type."""
+    XLM-R; Qwen3Model for Qwen3), chosen by config.json's model_type."""
 
     def __new__(cls, *args, **kwargs):
         raise TypeError("Encoder is built from a checkpoint: Encoder.from_pretrained(name_or_path)")
@@ -51,7 +63,7 @@ class Encoder:
         dtype: torch.dtype | str | None = None,
         revision: str | None = None,
     ) -> nn.Module:
-        """Load a BERT / MiniLM / RoBERTa / XLM-R checkpoint from a local folder or a Hub repo id, in eval mode.
+        """Load a BERT / MiniLM / RoBERTa / XLM-R / Qwen3 checkpoint from a local folder or a Hub repo id, in eval mode.
 
         dtype (a torch.dtype, "float32", "float16", "bfloat16", or "auto": bfloat16 where the device computes it
         natively) defaults to float32 whatever the file stores; device defaults to the CPU. matmul "torch" (the
@@ -65,7 +77,7 @@ class Encoder:
             raise FileNotFoundError(f"{folder} has no config.json")
         config = read_config(folder / "config.json")
         with torch.device("meta"):  # shapes only: the checkpoint supplies every value
-            model = MODEL_CLASSES[config.model_type](config, attention=attention)
+            model = FAMILIES[config.model_type][1](config, attention=attention)
         expected = {name: t.shape for name, t in model.state_dict().items()}
         weights = load_weights(folder, config.model_type, expected, config.num_layers, dtype=dtype)
         model.load_state_dict(weights, strict=True, assign=True)

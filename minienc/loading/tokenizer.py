@@ -15,15 +15,21 @@ import torch
 from tokenizers import Encoding, Tokenizer
 
 from ..runtime.batching import Tokens
+from .checkpoint import read_json_object
 
 CHUNK = 1024  # texts tokenized at a time: a tokenizers Encoding is large, the Tokens kept from it are small
 
 
 class TextTokenizer:
-    def __init__(self, tokenizer: Tokenizer, max_length: int, pad_token_id: int, lowercase: bool = False):
+    def __init__(self, tokenizer: Tokenizer, max_length: int, pad_token_id: int, lowercase: bool = False,
+                 padding_side: str = "right"):
+        if padding_side not in ("right", "left"):
+            raise ValueError(f"padding_side must be 'right' or 'left', got {padding_side!r}")
         self.tokenizer = tokenizer
         self.pad_token_id = pad_token_id
         self.lowercase = lowercase
+        self.padding_side = padding_side  # where pad() puts the padding: decoders pooled by their last token may want
+        # it on the left, and transformers' positions then start after it
         tokenizer.no_padding()  # we pad per batch, in pad()
         self.max_length = max_length
 
@@ -39,8 +45,8 @@ class TextTokenizer:
     @classmethod
     def from_file(cls, path: str | Path, max_length: int, pad_token_id: int, lowercase: bool = False,
                   vocab_size: int | None = None) -> TextTokenizer:
-        """tokenizer.json; with vocab_size (the model's word-embedding rows), a tokenizer whose ids go beyond them
-        (another model's tokenizer) is refused."""
+        """tokenizer.json, padding on the side its tokenizer_config.json names (default right); with vocab_size (the
+        model's word-embedding rows), a tokenizer whose ids go beyond them (another model's tokenizer) is refused."""
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"{path} not found: minienc reads fast tokenizers saved as tokenizer.json")
@@ -51,7 +57,9 @@ class TextTokenizer:
         if vocab_size is not None and tokenizer.get_vocab_size(with_added_tokens=False) > vocab_size:
             raise ValueError(f"{path} has {tokenizer.get_vocab_size(with_added_tokens=False)} tokens, but the model's "
                              f"word-embedding table has {vocab_size} rows: the tokenizer belongs to another model")
-        return cls(tokenizer, max_length, pad_token_id, lowercase)
+        settings = path.parent / "tokenizer_config.json"
+        side = (read_json_object(settings) if settings.is_file() else {}).get("padding_side") or "right"
+        return cls(tokenizer, max_length, pad_token_id, lowercase, side)
 
     def encodings(self, texts: list[str], pairs: list[str] | None = None) -> list[Encoding]:
         """Tokenize, add the model's special tokens, truncate to max_length (both texts of a pair together): the
@@ -95,16 +103,18 @@ class TextTokenizer:
         return [[compact(e), *map(compact, e.overflowing)] for e in encodings]
 
     def pad(self, tokens: list[Tokens], device: torch.device | str | None = None) -> dict[str, torch.Tensor]:
-        """Right-pad to the longest: input_ids, attention_mask, token_type_ids, each (B, T) int64 ((0, 0) for none)."""
+        """Pad to the longest, on padding_side: input_ids, attention_mask, token_type_ids, each (B, T) int64 ((0, 0)
+        for none)."""
         longest = max((len(t.ids) for t in tokens), default=0)
         ids = torch.full((len(tokens), longest), self.pad_token_id, dtype=torch.long)
         mask = torch.zeros((len(tokens), longest), dtype=torch.long)
         types = torch.zeros((len(tokens), longest), dtype=torch.long)
         for row, t in enumerate(tokens):
             n = len(t.ids)
-            ids[row, :n] = torch.from_numpy(t.ids)
-            mask[row, :n] = 1
-            types[row, :n] = torch.from_numpy(t.type_ids)
+            place = slice(0, n) if self.padding_side == "right" else slice(longest - n, longest)
+            ids[row, place] = torch.from_numpy(t.ids)
+            mask[row, place] = 1
+            types[row, place] = torch.from_numpy(t.type_ids)
         return {"input_ids": ids.to(device), "attention_mask": mask.to(device), "token_type_ids": types.to(device)}
 
     def prefix_length(self, prompt: str) -> int:

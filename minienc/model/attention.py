@@ -15,6 +15,11 @@ Add your own with `@register_attention("name")` and select it with `Encoder.from
 A variant that reproduces one of transformers' implementations says so with `matches=`; `minienc parity` then holds
 it to bit-exactness against that implementation by default, and the tests compare it with `eager`.
 
+A decoder (Qwen3) attends causally: each token to itself and the tokens before it. Its forms live in a registry of
+their own (`@register_causal`, end of this file), with the same signature and two differences: mask None means
+"causal, nothing padded", else mask is bool (batch, 1, seq, seq) and already holds the causal triangle and the
+padding; and k, v may have fewer heads than q (grouped-query attention).
+
 Packed input (runtime/batching.py) lays the texts of a batch end to end in one row, and each text must attend to itself
 alone. By default that is one call of the variant per text (`per_text`); a variant may register a faster way with
 `@register_packed("name")`: same inputs with (1, heads, N, head_dim) and the texts' spans instead of a mask, and
@@ -211,3 +216,86 @@ def linear(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor
     context = torch.matmul(k.transpose(2, 3), v)  # (B, nh, hs, hs): sum over keys of phi(k) v^T
     normalizer = torch.matmul(q, k.sum(dim=2, keepdim=True).transpose(2, 3))  # (B, nh, T, 1)
     return torch.matmul(q, context) / normalizer.clamp(min=1e-6)
+
+
+# --- causal attention: decoders ---------------------------------------------------------------------------------------
+
+CAUSAL: dict[str, AttentionFn] = {}  # name -> its causal form (see the module docstring)
+
+
+def register_causal(name: str, *, matches: str | None = None) -> Callable[[AttentionFn], AttentionFn]:
+    """Decorator: make `fn` the causal form of attention `name`, for decoders. matches: as register_attention's."""
+
+    def add(fn: AttentionFn) -> AttentionFn:
+        CAUSAL[name] = fn
+        if matches is not None:
+            MATCHES[name] = matches
+        return fn
+
+    return add
+
+
+def get_causal_attention(name: str) -> AttentionFn:
+    try:
+        return CAUSAL[name]
+    except KeyError:
+        raise ValueError(f"attention {name!r} has no causal form for a decoder; choose one of {sorted(CAUSAL)}") from None
+
+
+def causal_triangle(T: int, device: torch.device) -> torch.Tensor:
+    """bool (1, 1, T, T): True where query t may attend to key s, that is s <= t."""
+    positions = torch.arange(T, device=device)
+    return positions[None, None, :, None] >= positions[None, None, None, :]
+
+
+# reproduces transformers v5.x masking_utils.sdpa_mask (causal_mask_function and padding_mask_function)
+def causal_mask(attention_mask: torch.Tensor | None) -> torch.Tensor | None:
+    """(B, T) of 1 = real token, 0 = padding -> bool (B, 1, T, T): True where query t may attend to key s, that is
+    s <= t and s is a real token. None when nothing is padded, as transformers does (the kernel's is_causal instead).
+    A padded query row may have no True key at all (left padding); it is padding, and no real token reads it."""
+    if attention_mask is None or bool(attention_mask.all()):
+        return None
+    triangle = causal_triangle(attention_mask.shape[1], attention_mask.device)
+    return triangle & attention_mask.bool()[:, None, None, :]  # (B, 1, T, T)
+
+
+# reproduces transformers v5.x models/qwen3/modeling_qwen3.py repeat_kv
+def repeat_kv(x: torch.Tensor, groups: int) -> torch.Tensor:
+    """(B, nkv, T, hs) -> (B, nkv * groups, T, hs): each key / value head repeated for the query heads it serves."""
+    if groups == 1:
+        return x
+    B, nkv, T, hs = x.shape
+    return x[:, :, None, :, :].expand(B, nkv, groups, T, hs).reshape(B, nkv * groups, T, hs)
+
+
+# reproduces transformers v5.x models/qwen3/modeling_qwen3.py eager_attention_forward + masking_utils.eager_mask
+@register_causal("eager", matches="eager")
+def causal_eager(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None,
+                 scale: float) -> torch.Tensor:
+    """The textbook math for a decoder: keys repeated for their query heads, the causal mask always added (the
+    dtype's lowest value where a key may not be seen), and the softmax taken in float32 (unlike BERT's eager)."""
+    groups = q.shape[1] // k.shape[1]
+    k, v = repeat_kv(k, groups), repeat_kv(v, groups)
+    mask = causal_triangle(q.shape[2], q.device) if mask is None else mask
+    scores = torch.matmul(q, k.transpose(2, 3)) * scale  # (B, nh, T, T)
+    scores = scores + torch.where(mask, torch.zeros((), dtype=scores.dtype, device=mask.device),
+                                  torch.finfo(scores.dtype).min)
+    probs = torch.softmax(scores, dim=-1, dtype=torch.float32).to(q.dtype)
+    return torch.matmul(probs, v)  # (B, nh, T, hs)
+
+
+# reproduces transformers v5.x integrations/sdpa_attention.py sdpa_attention_forward (decoder, no cache)
+@register_causal("sdpa", matches="sdpa")
+def causal_sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None,
+                scale: float) -> torch.Tensor:
+    """PyTorch's fused kernel: with is_causal where nothing is padded, else with the mask; grouped keys shared by the
+    kernel itself (enable_gqa) where there is no mask, else repeated, as transformers chooses on a CPU or CUDA."""
+    options = {}
+    if k.shape[1] != q.shape[1]:
+        if mask is None and k.shape[-1] == v.shape[-1] <= 256:
+            options["enable_gqa"] = True
+        else:
+            groups = q.shape[1] // k.shape[1]
+            k, v = repeat_kv(k, groups), repeat_kv(v, groups)
+    causal = q.shape[2] > 1 and mask is None
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale, is_causal=causal, **options)

@@ -1,7 +1,8 @@
-"""EncoderConfig: every size and constant the model needs, from the fields of a checkpoint's config.json.
+"""Every size and constant a model needs, from the fields of a checkpoint's config.json: one dataclass per family.
 
-BERT, MiniLM (a small BERT), RoBERTa and XLM-RoBERTa share one architecture. The only numerical difference
-is how position ids are formed, so that is a config field, not a second model class.
+EncoderConfig: BERT, MiniLM (a small BERT), RoBERTa and XLM-RoBERTa share one architecture. The only numerical
+difference is how position ids are formed, so that is a config field, not a second model class.
+Qwen3Config: the Qwen3 decoders (Qwen3-Embedding).
 """
 
 from __future__ import annotations
@@ -19,7 +20,28 @@ FAMILIES: dict[str, bool] = {
 # model_type -> pad_token_id where config.json leaves it out (or writes null): BertConfig / RobertaConfig defaults
 PAD_TOKEN_IDS: dict[str, int] = {"bert": 0, "roberta": 1, "xlm-roberta": 1}
 # our field name -> config.json's, where they differ (for errors)
-CONFIG_NAMES = {"num_layers": "num_hidden_layers", "num_heads": "num_attention_heads"}
+CONFIG_NAMES = {"num_layers": "num_hidden_layers", "num_heads": "num_attention_heads",
+                "num_kv_heads": "num_key_value_heads", "eps": "rms_norm_eps"}
+
+
+def check_sizes(config: object, names: tuple[str, ...]) -> None:
+    """Each named field a positive integer; an error names it as config.json does."""
+    for name in names:
+        value = getattr(config, name)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{CONFIG_NAMES.get(name, name)} must be a positive integer, got {value!r}")
+
+
+def check_common(config: object, eps_name: str, eps: float) -> None:
+    """The checks every family's config shares: an epsilon from 0 to 1, a pad token in the vocabulary, a known
+    activation."""
+    if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not 0 <= eps < 1:
+        raise ValueError(f"{eps_name} must be a number from 0 to 1, got {eps!r}")
+    pad, vocab = config.pad_token_id, config.vocab_size
+    if isinstance(pad, bool) or not isinstance(pad, int) or not 0 <= pad < vocab:
+        raise ValueError(f"pad_token_id must be a token id, from 0 to vocab_size - 1 ({vocab - 1}), got {pad!r}")
+    if not isinstance(config.hidden_act, str) or config.hidden_act not in ACTIVATIONS:
+        raise ValueError(f"unsupported hidden_act {config.hidden_act!r}; minienc supports {sorted(ACTIVATIONS)}")
 
 
 @dataclass(frozen=True)
@@ -42,25 +64,12 @@ class EncoderConfig:
             raise ValueError(
                 f"unsupported model_type {self.model_type!r}; minienc supports {sorted(FAMILIES)}"
             )
-        for name in ("vocab_size", "hidden_size", "num_layers", "num_heads", "intermediate_size",
-                     "max_position_embeddings", "type_vocab_size"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{CONFIG_NAMES.get(name, name)} must be a positive integer, got {value!r}")
-        eps = self.layer_norm_eps
-        if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not 0 <= eps < 1:
-            raise ValueError(f"layer_norm_eps must be a number from 0 to 1, got {eps!r}")
-        pad = self.pad_token_id
-        if isinstance(pad, bool) or not isinstance(pad, int) or not 0 <= pad < self.vocab_size:
-            raise ValueError(f"pad_token_id must be a token id, from 0 to vocab_size - 1 ({self.vocab_size - 1}), "
-                             f"got {pad!r}")
+        check_sizes(self, ("vocab_size", "hidden_size", "num_layers", "num_heads", "intermediate_size",
+                           "max_position_embeddings", "type_vocab_size"))
+        check_common(self, "layer_norm_eps", self.layer_norm_eps)
         if self.hidden_size % self.num_heads != 0:
             raise ValueError(
                 f"num_attention_heads ({self.num_heads}) does not divide hidden_size ({self.hidden_size})"
-            )
-        if not isinstance(self.hidden_act, str) or self.hidden_act not in ACTIVATIONS:
-            raise ValueError(
-                f"unsupported hidden_act {self.hidden_act!r}; minienc supports {sorted(ACTIVATIONS)}"
             )
 
     @property
@@ -106,4 +115,64 @@ class EncoderConfig:
             layer_norm_eps=raw.get("layer_norm_eps", defaults.layer_norm_eps),
             pad_token_id=PAD_TOKEN_IDS[model_type] if raw.get("pad_token_id") is None else raw["pad_token_id"],
             positions_from_input_ids=FAMILIES[model_type],
+        )
+
+
+@dataclass(frozen=True)
+class Qwen3Config:
+    model_type: str = "qwen3"
+    vocab_size: int = 151669              # rows of the token-embedding table
+    hidden_size: int = 1024               # width of every token vector
+    num_layers: int = 28                  # decoder layers stacked
+    num_heads: int = 16                   # query heads
+    num_kv_heads: int = 8                 # key / value heads, each shared by num_heads / num_kv_heads query heads
+    head_dim: int = 128                   # width of one head: config.json's, not hidden_size / num_heads
+    intermediate_size: int = 3072         # feed-forward inner width (gate and up projections)
+    hidden_act: str = "silu"              # the gate's activation, a key of ACTIVATIONS
+    max_position_embeddings: int = 32768  # the longest text it was trained on: rotary positions have no table
+    rms_norm_eps: float = 1e-6            # epsilon of every RMSNorm
+    rope_theta: float = 1000000.0         # base of the rotary frequencies
+    attention_bias: bool = False          # biases on q, k, v and o (Qwen3: none)
+    pad_token_id: int = 0                 # the id padding is filled with (masked: its value changes no result)
+
+    def __post_init__(self) -> None:
+        check_sizes(self, ("vocab_size", "hidden_size", "num_layers", "num_heads", "num_kv_heads", "head_dim",
+                           "intermediate_size", "max_position_embeddings"))
+        check_common(self, "rms_norm_eps", self.rms_norm_eps)
+        if self.num_heads % self.num_kv_heads:
+            raise ValueError(f"num_key_value_heads ({self.num_kv_heads}) does not divide num_attention_heads "
+                             f"({self.num_heads})")
+        if self.head_dim % 2 or not isinstance(self.rope_theta, (int, float)) or self.rope_theta <= 0:
+            raise ValueError(f"rotary positions need an even head_dim and a positive rope_theta, got {self.head_dim} "
+                             f"and {self.rope_theta!r}")
+
+    @property
+    def max_tokens(self) -> int:
+        """The longest text minienc runs: max_position_embeddings."""
+        return self.max_position_embeddings
+
+    positions_from_input_ids = False  # positions count 0, 1, 2, ... from the first token, whatever the padding
+
+    @classmethod
+    def from_dict(cls, raw: dict) -> Qwen3Config:
+        """Build from the fields of a Hugging Face config.json (unknown fields are ignored); what minienc does not
+        compute (another rope_type, sliding-window layers) is refused."""
+        rope = raw.get("rope_parameters") or raw.get("rope_scaling") or {}
+        if rope.get("rope_type", rope.get("type", "default")) != "default":
+            raise ValueError(f"unsupported rotary scaling {rope}; minienc computes rope_type 'default'")
+        if raw.get("use_sliding_window") or any(kind != "full_attention" for kind in raw.get("layer_types") or []):
+            raise ValueError("sliding-window attention layers (use_sliding_window, layer_types) are not supported; "
+                             "minienc's Qwen3 attends to every earlier token")
+        defaults = cls()
+        pad = next((raw[key] for key in ("pad_token_id", "eos_token_id") if isinstance(raw.get(key), int)), 0)
+        return cls(
+            vocab_size=raw["vocab_size"], hidden_size=raw["hidden_size"], num_layers=raw["num_hidden_layers"],
+            num_heads=raw["num_attention_heads"],
+            num_kv_heads=raw.get("num_key_value_heads") or raw["num_attention_heads"],
+            head_dim=raw.get("head_dim") or raw["hidden_size"] // raw["num_attention_heads"],
+            intermediate_size=raw["intermediate_size"], hidden_act=raw.get("hidden_act", defaults.hidden_act),
+            max_position_embeddings=raw.get("max_position_embeddings", defaults.max_position_embeddings),
+            rms_norm_eps=raw.get("rms_norm_eps", defaults.rms_norm_eps),
+            rope_theta=rope.get("rope_theta", raw.get("rope_theta", defaults.rope_theta)),
+            attention_bias=bool(raw.get("attention_bias", False)), pad_token_id=pad,
         )
