@@ -15,8 +15,8 @@ import torch
 from .formats.sentence import read_sentence_folder
 from .heads.sentence import SentenceEncoder
 from .loading.hub import resolve_model_dir
-from .model.attention import MATCHES, get_attention
-from .stages import capture, capture_reference
+from .model.attention import ATTENTION, MATCHES, get_attention, get_causal_attention
+from .stages import capture, capture_reference, last_stage
 
 BUILT_IN_TEXTS = [
     "The quick brown fox jumps over the lazy dog.",
@@ -64,22 +64,23 @@ def run_parity(
         import transformers
     except ImportError:
         raise ImportError("minienc parity needs the reference: pip install transformers sentence-transformers") from None
-    get_attention(attention)
+    get_attention(attention) if attention in ATTENTION else get_causal_attention(attention)
     reference = reference or MATCHES.get(attention, "eager")
     texts = texts or BUILT_IN_TEXTS
     ours = SentenceEncoder.from_pretrained(model, attention=attention, dtype=dtype, device=device, execution=execution,
                                            matmul=matmul)
     folder = resolve_model_dir(model)
     transformer = read_sentence_folder(folder).transformer or folder  # where config.json and the weights are
+    options = {} if ours.encoder.config.model_type == "qwen3" else {"add_pooling_layer": False}
     hf = transformers.AutoModel.from_pretrained(
-        transformer, attn_implementation=reference, dtype=dtype or torch.float32, add_pooling_layer=False
+        transformer, attn_implementation=reference, dtype=dtype or torch.float32, **options
     )
     hf = hf.to(ours.device).eval()
     batch = ours.tokenizer(texts, device=ours.device)
     real = batch["attention_mask"].bool()
     mine, theirs = capture(ours.encoder, batch), capture_reference(hf, batch)
     rows = [compare(mine[name][real], theirs[name][real], name) for name in mine]
-    last = f"layer.{len(ours.encoder.layers) - 1}.output"
+    last = last_stage(mine)
     final = torch.cat(ours.encode(texts, output_value="token_embeddings")) if execution == "packed" else mine[last][real]
     rows.append(compare(final, theirs[last][real], "last_hidden_state"))
     if (folder / "modules.json").is_file():

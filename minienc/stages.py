@@ -2,12 +2,19 @@
 (a SentenceEncoder's, or a SparseEncoder's: the masked-LM head, the SPLADE activation and pooling).
 
 Stages are read with forward hooks, so the model code stays free of inspection branches. The same stage names are
-read from a transformers model, which is what `minienc parity` compares:
+read from a transformers model, which is what `minienc parity` compares. BERT family:
 
     embedding_sum       word + token-type + position embeddings, before LayerNorm    (B, T, H)
     embeddings          after the embedding LayerNorm                                 (B, T, H)
     layer.{i}.attention attention block: LayerNorm(attention(x) + x)                  (B, T, H)
     layer.{i}.output    whole layer: LayerNorm(feed_forward(a) + a)                   (B, T, H)
+
+Qwen3 (pre-norm, so each stage is the residual stream, and a final norm):
+
+    embeddings          the token vectors (positions rotate q and k inside attention) (B, T, H)
+    layer.{i}.attention x + attention(RMSNorm(x))                                     (B, T, H)
+    layer.{i}.output    a + feed_forward(RMSNorm(a))                                  (B, T, H)
+    norm                the final RMSNorm: the last hidden state                      (B, T, H)
 """
 
 from __future__ import annotations
@@ -46,6 +53,11 @@ def _capture(points: list[tuple[str, nn.Module, bool]], run) -> dict[str, torch.
 
 def capture(encoder: nn.Module, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """minienc's stages for one batch (see the module docstring for the names)."""
+    if encoder.config.model_type == "qwen3":
+        points = [("embeddings", encoder.embed, False)]
+        for i, layer in enumerate(encoder.layers):
+            points += [(f"layer.{i}.attention", layer.ffn_norm, True), (f"layer.{i}.output", layer, False)]
+        return _capture([*points, ("norm", encoder.norm, False)], lambda: encoder(**batch))
     points = [("embedding_sum", encoder.embeddings.norm, True), ("embeddings", encoder.embeddings, False)]
     for i, layer in enumerate(encoder.layers):
         points += [(f"layer.{i}.attention", layer.attn_norm, False), (f"layer.{i}.output", layer, False)]
@@ -53,11 +65,23 @@ def capture(encoder: nn.Module, batch: dict[str, torch.Tensor]) -> dict[str, tor
 
 
 def capture_reference(model: nn.Module, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """The same stages read from a transformers BertModel / RobertaModel / XLMRobertaModel."""
+    """The same stages read from a transformers BertModel / RobertaModel / XLMRobertaModel / Qwen3Model."""
+    if model.config.model_type == "qwen3":
+        points = [("embeddings", model.embed_tokens, False)]
+        for i, layer in enumerate(model.layers):
+            points += [(f"layer.{i}.attention", layer.post_attention_layernorm, True),
+                       (f"layer.{i}.output", layer, False)]
+        inputs = {key: value for key, value in batch.items() if key != "token_type_ids"}
+        return _capture([*points, ("norm", model.norm, False)], lambda: model(**inputs))
     points = [("embedding_sum", model.embeddings.LayerNorm, True), ("embeddings", model.embeddings, False)]
     for i, layer in enumerate(model.encoder.layer):
         points += [(f"layer.{i}.attention", layer.attention, False), (f"layer.{i}.output", layer, False)]
     return _capture(points, lambda: model(**batch))
+
+
+def last_stage(stages: dict[str, torch.Tensor]) -> str:
+    """The stage that is the last hidden state: the final norm where there is one, else the last layer's output."""
+    return "norm" if "norm" in stages else [name for name in stages if name.endswith(".output")][-1]
 
 
 def summary(t: torch.Tensor, values: int = 4) -> dict[str, Any]:
@@ -79,9 +103,14 @@ def trace_encoder(sentence, text: str) -> tuple[dict[str, Any], torch.Tensor, to
     encoding = sentence.tokenizer.encodings([text])[0]
     batch = sentence.tokenizer([text], device=sentence.device)
     stages = capture(sentence.encoder, batch)
-    position_ids = sentence.encoder.embeddings.position_ids(batch["input_ids"]).expand_as(batch["input_ids"])
+    config = sentence.encoder.config
+    if config.model_type == "qwen3":
+        position_ids = torch.arange(batch["input_ids"].shape[1])[None]  # 0, 1, 2, ...: rotation angles
+    else:
+        position_ids = sentence.encoder.embeddings.position_ids(batch["input_ids"]).expand_as(batch["input_ids"])
     data = {
         "text": text,
+        "family": config.model_type,
         "tokens": encoding.tokens,
         "input_ids": encoding.ids,
         "attention_mask": batch["attention_mask"][0].tolist(),
@@ -89,7 +118,7 @@ def trace_encoder(sentence, text: str) -> tuple[dict[str, Any], torch.Tensor, to
         "position_ids": position_ids[0].tolist(),
         "stages": {name: summary(t[0]) for name, t in stages.items()},
     }
-    return data, stages[f"layer.{len(sentence.encoder.layers) - 1}.output"], batch["attention_mask"]
+    return data, stages[last_stage(stages)], batch["attention_mask"]
 
 
 def trace_sentence(model, text: str) -> dict[str, Any]:
@@ -130,12 +159,21 @@ def format_trace(data: dict[str, Any]) -> str:
 
     lines = [f"text: {data['text']!r}", "", "1. tokenize"]
     lines += [f"  {'tokens':<15} {data['tokens']}"]
-    for key in ("input_ids", "attention_mask", "token_type_ids", "position_ids"):
+    decoder = data["family"] == "qwen3"
+    for key in ("input_ids", "attention_mask", *(() if decoder else ("token_type_ids",)), "position_ids"):
         lines.append(f"  {key:<15} {data[key]}")
-    lines += ["", "2. embeddings          (shape and norm of the whole tensor; values of the first token)"]
-    lines += [row("word+type+position", data["stages"]["embedding_sum"]), row("LayerNorm", data["stages"]["embeddings"])]
-    lines += ["", "3. encoder layers"]
+    if decoder:
+        lines += ["", "2. embeddings          (the token's vector alone: positions rotate q and k in every layer)"]
+        lines += [row("tokens", data["stages"]["embeddings"])]
+        lines += ["", "3. decoder layers      (pre-norm: x + attention(RMSNorm(x)), causal; then the gated FFN)"]
+    else:
+        lines += ["", "2. embeddings          (shape and norm of the whole tensor; values of the first token)"]
+        lines += [row("word+type+position", data["stages"]["embedding_sum"]),
+                  row("LayerNorm", data["stages"]["embeddings"])]
+        lines += ["", "3. encoder layers"]
     lines += [row(name, s) for name, s in data["stages"].items() if name.startswith("layer.")]
+    if decoder:
+        lines += [row("final RMSNorm", data["stages"]["norm"])]
     lines += (sparse_steps if "head" in data else sentence_steps)(data, row)
     return "\n".join(lines)
 

@@ -233,3 +233,19 @@ def test_bfloat16_within_sentence_transformers_own_drift(embedding_dir):
     assert ours.dtype == np.float32
     reference_drift, our_drift = np.abs(st16 - st32).max(), np.abs(ours - st32).max()
     assert our_drift <= 2 * reference_drift, f"ours {our_drift:.3e} vs sentence-transformers {reference_drift:.3e}"
+
+
+def test_parity_and_trace_commands(embedding_dir, capsys):
+    """`minienc parity` holds every stage of the decoder to transformers' (the residual stream after each block and
+    the final norm) and the sentence vector to sentence-transformers'; `minienc trace` walks one text through it."""
+    from minienc.cli import main
+    from minienc.parity import run_parity
+
+    rows, reference = run_parity(embedding_dir, "sdpa")
+    assert reference == "sdpa" and [r.stage for r in rows][0] == "embeddings"
+    assert [r.stage for r in rows][-3:] == ["norm", "last_hidden_state", "sentence_embedding"]
+    assert all(r.identical for r in rows)
+    assert main(["trace", "--model", str(embedding_dir), "头痛 is a headache"]) == 0
+    out = capsys.readouterr().out
+    assert "3. decoder layers" in out and "final RMSNorm" in out and "4. pooling (lasttoken)" in out
+    assert f"'{EOT}']" in out  # the end-of-text token the tokenizer appends is the last, pooled one
