@@ -15,7 +15,7 @@ import torch
 from .formats.sentence import read_sentence_folder
 from .heads.sentence import SentenceEncoder
 from .loading.hub import resolve_model_dir
-from .model.attention import ATTENTION, MATCHES, get_attention, get_causal_attention
+from .model.attention import CAUSAL, MATCHES, get_attention
 from .stages import capture, capture_reference, last_stage
 
 BUILT_IN_TEXTS = [
@@ -64,7 +64,8 @@ def run_parity(
         import transformers
     except ImportError:
         raise ImportError("minienc parity needs the reference: pip install transformers sentence-transformers") from None
-    get_attention(attention) if attention in ATTENTION else get_causal_attention(attention)
+    if attention not in CAUSAL:
+        get_attention(attention)  # an unknown name is refused before anything loads
     reference = reference or MATCHES.get(attention, "eager")
     texts = texts or BUILT_IN_TEXTS
     ours = SentenceEncoder.from_pretrained(model, attention=attention, dtype=dtype, device=device, execution=execution,
