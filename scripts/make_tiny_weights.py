@@ -1,5 +1,5 @@
-"""Build the small seeded checkpoints in weights/: a tiny BERT and a tiny XLM-R, each with a tokenizer.json and
-sentence-transformers module files, so readers and quick tests have real files on disk.
+"""Build the small seeded checkpoints in weights/: a tiny BERT, a tiny XLM-R and a tiny Qwen3-Embedding, each with a
+tokenizer.json and sentence-transformers module files, so readers and quick tests have real files on disk.
 
     python scripts/make_tiny_weights.py [--out weights]
 
@@ -33,6 +33,8 @@ Numbers like 0 1 2 3 4 5 6 7 8 9 10 100 2024 and symbols like , . ; : ! ? ( ) [ 
 头痛 怎么办 你好 世界 编码器 向量 句子 注意力 多语言 模型 🙂 🚀 ✨ café naïve ümlaut résumé
 """
 SIZES = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64)
+EOT = "<|endoftext|>"  # Qwen's end-of-text token
+QUERY_PROMPT = "Instruct: Given a web search query, retrieve relevant passages that answer the query\nQuery:"
 
 
 def corpus_lines() -> list[str]:
@@ -78,6 +80,32 @@ def xlmr_tokenizer() -> Tokenizer:
     return tok
 
 
+def byte_level_tokenizer() -> Tokenizer:
+    """Byte-level BPE as Qwen's, with no merges (every byte a token: deterministic, unlike a trained one), and the
+    post-processor Qwen3-Embedding's tokenizer has: the end-of-text token appended, the one padding uses too."""
+    alphabet = sorted(pre_tokenizers.ByteLevel.alphabet())
+    tok = Tokenizer(models.BPE({symbol: i for i, symbol in enumerate(alphabet)}, []))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    tok.add_special_tokens([EOT])
+    tok.post_processor = processors.TemplateProcessing(single=f"$A {EOT}", special_tokens=[(EOT, tok.token_to_id(EOT))])
+    return tok
+
+
+def write_qwen3_embedding_files(folder: Path) -> None:
+    """Qwen3-Embedding's sentence-transformers files: last-token pooling, Normalize, the query prompt, and the
+    tokenizer's settings (left padding with the end-of-text token)."""
+    write_sentence_modules(folder, "lasttoken", max_seq_length=512)
+    (folder / "1_Pooling" / "config.json").write_text(json.dumps(
+        {"word_embedding_dimension": SIZES["hidden_size"], "pooling_mode_lasttoken": True}, indent=2) + "\n")
+    (folder / "config_sentence_transformers.json").write_text(json.dumps(
+        {"prompts": {"query": QUERY_PROMPT, "document": ""}, "default_prompt_name": None,
+         "similarity_fn_name": "cosine"}, indent=2) + "\n")
+    (folder / "tokenizer_config.json").write_text(json.dumps(
+        {"tokenizer_class": "PreTrainedTokenizerFast", "eos_token": EOT, "pad_token": EOT, "padding_side": "left",
+         "model_max_length": 512}, indent=2) + "\n")
+
+
 def write_sentence_modules(folder: Path, pooling: str, max_seq_length: int) -> None:
     """The sentence-transformers layout: modules.json listing Transformer -> Pooling -> Normalize."""
     modules = [
@@ -112,8 +140,22 @@ def build(out: Path) -> None:
         model_class(config, add_pooling_layer=False).save_pretrained(folder)
         tokenizer.save(str(folder / "tokenizer.json"))
         write_sentence_modules(folder, pooling, max_seq_length=128)
-        size = sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
-        print(f"{folder}: vocab {tokenizer.get_vocab_size()}, {size / 1024:.0f} KiB")
+        report(folder, tokenizer)
+    folder, tokenizer = out / "tiny-qwen3-embedding", byte_level_tokenizer()
+    folder.mkdir(parents=True, exist_ok=True)
+    config = transformers.Qwen3Config(vocab_size=tokenizer.get_vocab_size(), initializer_range=0.2, **SIZES,
+                                      num_key_value_heads=2, head_dim=16, max_position_embeddings=512,
+                                      eos_token_id=tokenizer.token_to_id(EOT))
+    torch.manual_seed(0)
+    transformers.Qwen3Model(config).save_pretrained(folder)
+    tokenizer.save(str(folder / "tokenizer.json"))
+    write_qwen3_embedding_files(folder)
+    report(folder, tokenizer)
+
+
+def report(folder: Path, tokenizer: Tokenizer) -> None:
+    size = sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
+    print(f"{folder}: vocab {tokenizer.get_vocab_size()}, {size / 1024:.0f} KiB")
 
 
 if __name__ == "__main__":

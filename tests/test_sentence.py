@@ -189,7 +189,7 @@ def st_folder(tmp_path: Path, source: Path, *modules) -> Path:
     return tmp_path / "st"
 
 
-@pytest.mark.parametrize("name", ["tiny-bert", "tiny-xlm-roberta"])
+@pytest.mark.parametrize("name", ["tiny-bert", "tiny-xlm-roberta", "tiny-qwen3-embedding"])
 def test_bundled_sentence_models(name):
     ours = minienc.SentenceEncoder.from_pretrained(WEIGHTS / name, execution="padded")
     st = SentenceTransformer(str(WEIGHTS / name), device="cpu")
