@@ -1,0 +1,172 @@
+"""A decoder embedder at its real size: random weights in Qwen3-Embedding-0.6B's shape, minienc float32 and bfloat16
+against sentence-transformers in float32 and in its default dtype (the stored bfloat16), on bench.py's corpora.
+
+    python scripts/bench_decoder.py [--folder DIR] [--texts 16] [--repeats 3] [--max-seq-length 512]
+
+The folder (default: built in a temporary one, ~1.2 GB) holds Qwen3-0.6B's shape (28 layers, hidden 1024, 16 query /
+8 key-value heads of 128, intermediate 3072, vocab 151669), weights from a fixed seed stored in bfloat16 as the real
+checkpoint stores them, weights/tiny-qwen3-embedding's byte-level tokenizer and sentence-transformers files
+(last-token pooling, Normalize). Random weights: the speed and memory are the real model's, the vectors mean nothing.
+
+Each system runs in a process of its own, so that its peak memory (resident set) is its own: one warm-up encode,
+then `repeats` timed ones, the median reported, with tokens per second, the ratio to sentence-transformers' fastest
+CPU configuration, the share of this machine's matrix-multiply rate for the system's number format (measured on the
+model's feed-forward shape) that the model's FLOPs reach, and the lowest cosine of its vectors with
+sentence-transformers' float32 ones.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+SHAPE = dict(vocab_size=151669, hidden_size=1024, num_hidden_layers=28, num_attention_heads=16, num_key_value_heads=8,
+             head_dim=128, intermediate_size=3072, max_position_embeddings=32768, rope_theta=1000000.0)
+SYSTEMS = {  # name -> (library, dtype it is asked for: None is its default)
+    "minienc packed float32": ("minienc", "float32"),
+    "minienc packed bfloat16": ("minienc", "bfloat16"),
+    "sentence-transformers float32": ("st", "float32"),
+    "sentence-transformers default (bfloat16)": ("st", None),
+}
+
+
+def build(folder: Path, max_seq_length: int) -> None:
+    """The random-weight model in the real shape, as a sentence-transformers folder."""
+    import transformers
+
+    tiny = ROOT / "weights" / "tiny-qwen3-embedding"
+    torch.manual_seed(0)
+    config = transformers.Qwen3Config(**SHAPE, eos_token_id=256, dtype="bfloat16")
+    with torch.device("cpu"):
+        model = transformers.Qwen3Model(config).to(torch.bfloat16)
+    model.save_pretrained(folder)
+    for name in ("tokenizer.json", "tokenizer_config.json", "modules.json", "config_sentence_transformers.json"):
+        shutil.copy(tiny / name, folder / name)
+    shutil.copytree(tiny / "2_Normalize", folder / "2_Normalize", dirs_exist_ok=True)
+    (folder / "1_Pooling").mkdir(exist_ok=True)
+    (folder / "1_Pooling" / "config.json").write_text(json.dumps(
+        {"word_embedding_dimension": SHAPE["hidden_size"], "pooling_mode_lasttoken": True}))
+    (folder / "sentence_bert_config.json").write_text(json.dumps({"max_seq_length": max_seq_length}))
+
+
+def load(folder: Path, system: str):
+    """encode(texts) -> (n, dim) float32 unit vectors, for one system."""
+    library, dtype = SYSTEMS[system]
+    if library == "minienc":
+        import minienc
+
+        model = minienc.SentenceEncoder.from_pretrained(folder, dtype=dtype)
+        return lambda texts: model.encode(texts)
+    from sentence_transformers import SentenceTransformer
+
+    kwargs = {} if dtype is None else {"model_kwargs": {"dtype": getattr(torch, dtype)}}
+    model = SentenceTransformer(str(folder), device="cpu", **kwargs)
+    return lambda texts: model.encode(texts, batch_size=32, convert_to_numpy=True).astype(np.float32)
+
+
+def child(folder: Path, system: str, corpus: str, count: int, repeats: int, out: Path) -> None:
+    """One system on one corpus, in this process: timings, peak resident memory, the vectors."""
+    sys.path.insert(0, str(ROOT / "scripts"))
+    from bench import corpora
+
+    texts = corpora()[corpus][:count]
+    encode = load(folder, system)
+    encode(texts[:4])  # warm-up
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        vectors = encode(texts)
+        times.append(time.perf_counter() - start)
+    np.save(out / f"{system}.{corpus}.npy", vectors)
+    print(json.dumps({"median": statistics.median(times), "peak_gib": peak_resident()}))
+
+
+def peak_resident() -> float:
+    """This process's peak resident memory, GiB (VmHWM: unlike getrusage's ru_maxrss, not inherited across exec)."""
+    status = Path("/proc/self/status").read_text().splitlines()
+    return next(int(line.split()[1]) for line in status if line.startswith("VmHWM")) / 2**20  # KiB -> GiB
+
+
+def token_counts(folder: Path, texts: list[str], max_seq_length: int) -> list[int]:
+    """Each text's tokens, truncated as every system truncates them (the tokenizer alone: no model in this process)."""
+    from minienc.loading.tokenizer import TextTokenizer
+
+    tokenizer = TextTokenizer.from_file(folder / "tokenizer.json", max_length=max_seq_length, pad_token_id=256)
+    return [len(t.ids) for t in tokenizer.tokenize(texts)]
+
+
+def flops(lengths: list[int]) -> float:
+    """GFLOP of the model on texts of these token counts: projections, gated feed-forward, attention (full squares:
+    the kernels compute them whole)."""
+    H, q, kv, inner = SHAPE["hidden_size"], 16 * 128, 8 * 128, SHAPE["intermediate_size"]
+    per_token = 2 * (H * q + 2 * H * kv + q * H + 3 * H * inner)
+    return sum(SHAPE["num_hidden_layers"] * (n * per_token + 4 * n * n * q) for n in lengths) / 1e9
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--folder", type=Path, default=None, help="the model folder (built there if missing)")
+    parser.add_argument("--texts", type=int, default=16, help="texts per corpus")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--max-seq-length", type=int, default=512)
+    parser.add_argument("--corpora", nargs="*", default=["short", "mixed", "long"])
+    parser.add_argument("--child", nargs=3, metavar=("SYSTEM", "CORPUS", "OUT"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        child(args.folder, args.child[0], args.child[1], args.texts, args.repeats, Path(args.child[2]))
+        return
+    folder = args.folder or Path(tempfile.mkdtemp(prefix="qwen3-0.6b-shape-"))
+    if not (folder / "config.json").is_file():
+        build(folder, args.max_seq_length)
+    sys.path.insert(0, str(ROOT / "scripts"))
+    from bench import corpora, cpu_description, matmul_gflops
+
+    from minienc.runtime.matmul import get_matmul, fastest_on_cpu
+
+    kernel = get_matmul(fastest_on_cpu())
+    peaks = {dtype: max(matmul_gflops(kernel, 1024, 3072, getattr(torch, dtype)),
+                        matmul_gflops(get_matmul("torch"), 1024, 3072, getattr(torch, dtype)))
+             for dtype in ("float32", "bfloat16")}
+    print(f"# {cpu_description()}; {torch.get_num_threads()} threads; torch {torch.__version__}; Qwen3-0.6B shape, "
+          f"random weights; {args.texts} texts per corpus, max_seq_length {args.max_seq_length}; median of "
+          f"{args.repeats}; matmul GFLOP/s float32 {peaks['float32']:.0f}, bfloat16 {peaks['bfloat16']:.0f}\n")
+    print("| corpus | texts | tokens | system | median s | tokens/s | vs ST fastest | peak GiB | matmul share "
+          "| min cosine vs ST float32 |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    out = Path(tempfile.mkdtemp(prefix="bench-decoder-"))
+    for corpus in args.corpora:
+        texts = corpora()[corpus][: args.texts]
+        lengths = token_counts(folder, texts, args.max_seq_length)
+        results = {}
+        for system in SYSTEMS:
+            command = [sys.executable, __file__, "--folder", str(folder), "--texts", str(args.texts), "--repeats",
+                       str(args.repeats), "--child", system, corpus, str(out)]
+            done = subprocess.run(command, capture_output=True, text=True, check=True)
+            results[system] = json.loads(done.stdout.strip().splitlines()[-1])
+        fastest_st = min(r["median"] for s, r in results.items() if s.startswith("sentence-transformers"))
+        reference = np.load(out / f"sentence-transformers float32.{corpus}.npy")
+        for system, r in results.items():
+            vectors = np.load(out / f"{system}.{corpus}.npy")
+            cosine = float((vectors * reference).sum(axis=1).min())
+            dtype = SYSTEMS[system][1] or "bfloat16"
+            share = flops(lengths) / r["median"] / peaks[dtype]
+            print(f"| {corpus} | {len(texts)} | {sum(lengths)} | {system} | {r['median']:.2f} | "
+                  f"{sum(lengths) / r['median']:,.0f} | {fastest_st / r['median']:.2f}x | {r['peak_gib']:.2f} | "
+                  f"{share:.0%} | {cosine:.5f} |")
+        sys.stdout.flush()
+    shutil.rmtree(out)
+
+
+if __name__ == "__main__":
+    main()
