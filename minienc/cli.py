@@ -225,6 +225,11 @@ def cmd_trace(args: argparse.Namespace) -> None:
         model = load_model(args)
     data = trace(model, args.text)
     print(json.dumps(data, ensure_ascii=False, indent=2) if args.json else format_trace(data))
+    if args.plot:
+        from .plot import plot_attention
+
+        path = plot_attention(args.plot, model, args.text, args.layer, args.head)
+        print(f"attention weights of layer {args.layer}, head {args.head}, beside the mask: {path}", file=sys.stderr)
 
 
 def cmd_parity(args: argparse.Namespace) -> int:
@@ -313,6 +318,10 @@ def build_parser() -> argparse.ArgumentParser:
     trace = commands.add_parser("trace", help="walk one text through the pipeline, stage by stage")
     trace.add_argument("text")
     trace.add_argument("--json", action="store_true", help="print the same as JSON")
+    trace.add_argument("--plot", metavar="FILE", help="also draw one head's attention weights beside the mask into "
+                                                      "FILE (PNG; needs matplotlib: pip install 'minienc[plot]')")
+    trace.add_argument("--layer", type=int, default=0, help="the layer --plot draws (default 0)")
+    trace.add_argument("--head", type=int, default=0, help="the head --plot draws (default 0)")
     trace.add_argument("--sparse", action="store_true",
                        help="a SPLADE model: the masked-LM head, the activation and the pooling after the layers")
     add_model_options(trace)

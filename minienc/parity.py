@@ -72,11 +72,9 @@ def run_parity(
                                            matmul=matmul)
     folder = resolve_model_dir(model)
     transformer = read_sentence_folder(folder).transformer or folder  # where config.json and the weights are
-    options = {} if ours.encoder.config.model_type == "qwen3" else {"add_pooling_layer": False}
-    hf = transformers.AutoModel.from_pretrained(
-        transformer, attn_implementation=reference, dtype=dtype or torch.float32, **options
-    )
-    hf = hf.to(ours.device).eval()
+    options = {} if ours.encoder.config.model_type == "qwen3" else {"add_pooling_layer": False}  # BERT's pooler
+    hf = transformers.AutoModel.from_pretrained(transformer, attn_implementation=reference,
+                                                dtype=dtype or torch.float32, **options).to(ours.device).eval()
     batch = ours.tokenizer(texts, device=ours.device)
     real = batch["attention_mask"].bool()
     mine, theirs = capture(ours.encoder, batch), capture_reference(hf, batch)

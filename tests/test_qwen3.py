@@ -249,3 +249,33 @@ def test_parity_and_trace_commands(embedding_dir, capsys):
     out = capsys.readouterr().out
     assert "3. decoder layers" in out and "final RMSNorm" in out and "4. pooling (lasttoken)" in out
     assert f"'{EOT}']" in out  # the end-of-text token the tokenizer appends is the last, pooled one
+
+
+@pytest.mark.parametrize("name", ["tiny-qwen3-embedding", "tiny-bert"])
+def test_attention_weights_and_plot(name, tmp_path):
+    """`minienc trace --plot`: the weights it draws are the model's own (transformers' eager attentions for that
+    layer and head, float32 rounding apart), under the family's mask: a decoder's causal triangle, BERT's square."""
+    from minienc.cli import main
+    from minienc.plot import attention_weights
+
+    folder = Path(__file__).resolve().parent.parent / "weights" / name
+    model = minienc.SentenceEncoder.from_pretrained(folder, execution="padded")
+    text = "头痛 is a headache"
+    tokens, weights, allowed = attention_weights(model, text, layer=1, head=2)
+    T = len(tokens)
+    assert weights.shape == allowed.shape == (T, T)
+    assert torch.equal(allowed, torch.ones(T, T, dtype=torch.bool).tril() if name != "tiny-bert" else
+                       torch.ones(T, T, dtype=torch.bool))
+    assert torch.equal(weights[~allowed], torch.zeros(int((~allowed).sum())))
+    torch.testing.assert_close(weights.sum(dim=-1), torch.ones(T))
+    theirs = transformers.AutoModel.from_pretrained(folder, attn_implementation="eager").eval()
+    batch = model.tokenize([text])
+    inputs = {key: value for key, value in batch.items() if name == "tiny-bert" or key != "token_type_ids"}
+    with torch.inference_mode():
+        reference = theirs(**inputs, output_attentions=True).attentions[1][0, 2]  # (T, T)
+    torch.testing.assert_close(weights, reference, rtol=0, atol=1e-6)
+    pytest.importorskip("matplotlib")
+    assert main(["trace", "--model", str(folder), text, "--plot", str(tmp_path / "a.png"), "--layer", "1",
+                 "--head", "2"]) == 0
+    assert (tmp_path / "a.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert main(["trace", "--model", str(folder), text, "--plot", str(tmp_path / "b.png"), "--head", "9"]) == 1

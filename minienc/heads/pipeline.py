@@ -163,6 +163,17 @@ class Hidden(NamedTuple):
         return pool(self.states, mask, modes)
 
 
+def check_settings(cls: type, settings: dict, matmul: str | None) -> None:
+    """from_pretrained's head options are those of the head's build(), and the kernel a registered one: checked
+    before anything is read."""
+    own = list(inspect.signature(cls.build).parameters)[2:]  # after folder and options
+    unknown = sorted(set(settings) - set(own))
+    if unknown:
+        raise TypeError(f"{cls.__name__}.from_pretrained got unknown options {unknown}; its own are {own}")
+    if matmul is not None:
+        get_matmul(matmul)
+
+
 class TextPipeline(nn.Module):
     """A tokenizer and an encoder, run packed or padded, with a head's modules on top (the subclass's)."""
 
@@ -204,12 +215,7 @@ class TextPipeline(nn.Module):
         name_or_path = cls.default_model if name_or_path is None else name_or_path
         if name_or_path is None:
             raise TypeError(f"{cls.__name__}.from_pretrained needs a model folder or Hub repo id")
-        unknown = sorted(set(settings) - set(inspect.signature(cls.build).parameters) - {"folder", "options"})
-        if unknown:
-            raise TypeError(f"{cls.__name__}.from_pretrained got unknown options {unknown}; its own are "
-                            f"{list(inspect.signature(cls.build).parameters)[2:]}")
-        if matmul is not None:
-            get_matmul(matmul)  # an unknown kernel is refused before anything is read
+        check_settings(cls, settings, matmul)
         options = RunOptions(attention, check_execution(execution), matmul, row_block, check_device(device), dtype)
         return cls.build(resolve_model_dir(name_or_path, revision=revision), options, **settings)
 

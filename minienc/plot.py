@@ -1,0 +1,86 @@
+"""`minienc trace --plot FILE`: one text's attention weights, for one layer and head, beside the mask that shaped
+them: BERT's full square, a decoder's causal triangle.
+
+The weights are read as the model runs: the layer's attention function is wrapped, for that one forward pass, by one
+that also computes softmax(q k^T * scale) over the keys the mask allows (a decoder's shared key heads repeated for
+their query heads) and keeps the chosen head's; the pass itself computes what it always does. Drawing needs
+matplotlib: `pip install 'minienc[plot]'`.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import torch
+
+from .model.attention import AttentionFn, causal_triangle, repeat_kv
+
+
+def recording(attend: AttentionFn, head: int, causal: bool, kept: dict) -> AttentionFn:
+    """attend, which also keeps head `head`'s attention weights (T, T) in kept["weights"], and the mask in
+    kept["allowed"]."""
+
+    def wrapped(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None,
+                scale: float) -> torch.Tensor:
+        T = q.shape[2]
+        allowed = causal_triangle(T, q.device) if causal else torch.ones(1, 1, T, T, dtype=torch.bool, device=q.device)
+        allowed = allowed if mask is None else allowed & mask
+        keys = repeat_kv(k, q.shape[1] // k.shape[1])  # (1, nh, T, hs)
+        scores = (q[:, head] @ keys[:, head].transpose(1, 2)).float() * scale  # (1, T, T)
+        kept["weights"] = torch.softmax(scores.masked_fill(~allowed[:, 0], float("-inf")), dim=-1)[0]
+        kept["allowed"] = allowed[0, 0].expand(T, T)
+        return attend(q, k, v, mask, scale)
+
+    return wrapped
+
+
+@torch.inference_mode()
+def attention_weights(model, text: str, layer: int, head: int) -> tuple[list[str], torch.Tensor, torch.Tensor]:
+    """One text through a SentenceEncoder's encoder (alone, unpadded): its tokens, the weights (T, T) of `head` in
+    `layer` (row: the token attending; column: the token read) and the mask (T, T) that allowed them."""
+    encoder = model.encoder
+    if not 0 <= layer < len(encoder.layers):
+        raise ValueError(f"--layer must be from 0 to {len(encoder.layers) - 1}, got {layer}")
+    attention = encoder.layers[layer].attention
+    heads = attention.query.out_features // attention.head_dim
+    if not 0 <= head < heads:
+        raise ValueError(f"--head must be from 0 to {heads - 1}, got {head}")
+    kept: dict = {}
+    original = attention.attend
+    attention.attend = recording(original, head, encoder.config.model_type == "qwen3", kept)
+    try:
+        encoder(**model.tokenizer([text], device=model.device))
+    finally:
+        attention.attend = original
+    return model.tokenizer.encodings([text])[0].tokens, kept["weights"].cpu(), kept["allowed"].cpu()
+
+
+def plot_attention(path: str | Path, model, text: str, layer: int = 0, head: int = 0) -> Path:
+    """Draw the weights beside the mask into `path` (PNG, or any format matplotlib writes by its suffix)."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise ImportError("--plot needs matplotlib: pip install 'minienc[plot]'") from None
+    tokens, weights, allowed = attention_weights(model, text, layer, head)
+    family = model.encoder.config.model_type
+    size = max(4.0, 0.35 * len(tokens) + 2)
+    figure, (left, right) = plt.subplots(1, 2, figsize=(2 * size, size))
+    panels = ((left, weights.numpy(), f"{family}: attention weights, layer {layer}, head {head}", "viridis"),
+              (right, allowed.float().numpy(), "mask: which keys each token may read", "Greys"))
+    for axes, values, title, colours in panels:
+        axes.imshow(values, cmap=colours, vmin=0, vmax=1)
+        axes.set_title(title)
+        axes.set_xticks(range(len(tokens)), tokens, rotation=90, fontsize=7)
+        axes.set_yticks(range(len(tokens)), tokens, fontsize=7)
+        axes.set_xlabel("key (the token read)")
+        axes.set_ylabel("query (the token reading)")
+    with warnings.catch_warnings():  # a font without CJK glyphs draws boxes for them, and says so once per glyph
+        warnings.filterwarnings("ignore", message="Glyph .* missing from font")
+        figure.tight_layout()
+        figure.savefig(path, dpi=100)
+    plt.close(figure)
+    return Path(path)
