@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..formats.sparse import SparseFolder, read_head_tensors, read_sparse_folder
+from ..formats.sparse import HEAD_KEYS, SparseFolder, read_head_tensors, read_sparse_folder
 from ..loading.checkpoint import CheckpointError
 from ..model.config import EncoderConfig
 from ..model.linear import Linear
@@ -124,6 +124,9 @@ class SparseEncoder(TextPipeline):
         spec = replace(spec, **{k: v for k, v in overrides.items() if v is not None})
         length = spec.sentence.max_seq_length if max_seq_length is None else max_seq_length
         encoder = load_encoder(spec.model_folder, options)
+        if encoder.config.model_type not in HEAD_KEYS:
+            raise ValueError(f"{folder}: SPLADE needs a masked-language model of the BERT family "
+                             f"({sorted(HEAD_KEYS)}); this model_type is {encoder.config.model_type!r}")
         head = MLMHead.from_checkpoint(spec.model_folder, encoder)
         tokenizer = load_tokenizer(spec.model_folder, encoder, length, spec.sentence.tokenizer_max_length,
                                    spec.sentence.lowercase)

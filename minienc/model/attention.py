@@ -239,7 +239,8 @@ def get_causal_attention(name: str) -> AttentionFn:
     try:
         return CAUSAL[name]
     except KeyError:
-        raise ValueError(f"attention {name!r} has no causal form for a decoder; choose one of {sorted(CAUSAL)}") from None
+        raise ValueError(f"attention {name!r} has no causal form for a decoder; choose one of "
+                         f"{sorted(CAUSAL)}") from None
 
 
 def causal_triangle(T: int, device: torch.device) -> torch.Tensor:

@@ -131,7 +131,7 @@ class Qwen3Config:
     hidden_act: str = "silu"              # the gate's activation, a key of ACTIVATIONS
     max_position_embeddings: int = 32768  # the longest text it was trained on: rotary positions have no table
     rms_norm_eps: float = 1e-6            # epsilon of every RMSNorm
-    rope_theta: float = 1000000.0         # base of the rotary frequencies
+    rope_theta: float = 10000.0           # base of the rotary frequencies (transformers' default; Qwen3 sets 1e6)
     attention_bias: bool = False          # biases on q, k, v and o (Qwen3: none)
     pad_token_id: int = 0                 # the id padding is filled with (masked: its value changes no result)
 
@@ -157,12 +157,14 @@ class Qwen3Config:
     def from_dict(cls, raw: dict) -> Qwen3Config:
         """Build from the fields of a Hugging Face config.json (unknown fields are ignored); what minienc does not
         compute (another rope_type, sliding-window layers) is refused."""
-        rope = raw.get("rope_parameters") or raw.get("rope_scaling") or {}
+        rope = raw.get("rope_scaling") or raw.get("rope_parameters") or {}  # transformers' order
         if rope.get("rope_type", rope.get("type", "default")) != "default":
             raise ValueError(f"unsupported rotary scaling {rope}; minienc computes rope_type 'default'")
         if raw.get("use_sliding_window") or any(kind != "full_attention" for kind in raw.get("layer_types") or []):
             raise ValueError("sliding-window attention layers (use_sliding_window, layer_types) are not supported; "
                              "minienc's Qwen3 attends to every earlier token")
+        if raw.get("is_causal") is False:
+            raise ValueError("is_causal false (a bidirectional Qwen3) is not supported; minienc's Qwen3 is causal")
         defaults = cls()
         pad = next((raw[key] for key in ("pad_token_id", "eos_token_id") if isinstance(raw.get(key), int)), 0)
         return cls(

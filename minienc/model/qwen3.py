@@ -111,6 +111,7 @@ class Qwen3Model(nn.Module):
         self,
         input_ids: torch.Tensor,
         attention_mask: torch.Tensor | None = None,
+        *,  # by name, as transformers' Qwen3Model takes position_ids third and has no token types
         token_type_ids: torch.Tensor | None = None,  # unused: Qwen3 has no segments (the pipeline passes them)
         position_ids: torch.Tensor | None = None,
         spans: Spans | None = None,
@@ -118,8 +119,9 @@ class Qwen3Model(nn.Module):
         """input_ids (B, T) int; attention_mask (B, T), 1 for real tokens (default: all ones), either padding side;
         position_ids (B, T) (default: 0..T-1). Packed input: B = 1, spans gives each text's (start, end), no mask."""
         if input_ids.dim() != 2 or (attention_mask is not None and attention_mask.shape != input_ids.shape):
+            mask_shape = None if attention_mask is None else tuple(attention_mask.shape)
             raise ValueError(f"input_ids must be (batch, seq) and attention_mask its shape, got "
-                             f"{tuple(input_ids.shape)} and {None if attention_mask is None else tuple(attention_mask.shape)}")
+                             f"{tuple(input_ids.shape)} and {mask_shape}")
         if spans is not None:
             check_spans(spans, input_ids, attention_mask)
         position_ids = positions(input_ids, spans) if position_ids is None else position_ids
