@@ -62,6 +62,7 @@ def test_bundled_models_within_1e6(name):
     assert np.abs(ours.encode(TEXTS) - st.encode(TEXTS)).max() <= 1e-6
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("matmul, dtype", [("default", "float32"), ("torch", "float32"), ("default", "bfloat16")])
 def test_batch_invariance(minilm_packed, minilm_dir, matmul, dtype):
     """Alone, in a batch of 64, in a shuffled batch of 17, cut into many small batches: the same bits, with the

@@ -15,6 +15,7 @@ from minienc.cli import main
 from .test_packed import corpus
 
 ray = pytest.importorskip("ray")
+pytestmark = pytest.mark.slow  # a local Ray cluster: tens of seconds
 MODEL = str(Path(__file__).resolve().parent.parent / "weights" / "tiny-bert")
 TEXTS = corpus(300, seed=11)
 TEXTS[7] = ""  # a blank line of a text file is a text too
