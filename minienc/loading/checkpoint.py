@@ -59,12 +59,29 @@ QWEN3_KEYS: dict[str, str | None] = {
     "layers.{}.mlp.down_proj.weight": "layers.{}.ffn.down.weight",
     "norm.weight": "norm.weight",
 }
-KEY_TABLES = {"bert": BERT_KEYS, "roberta": BERT_KEYS, "xlm-roberta": BERT_KEYS, "qwen3": QWEN3_KEYS}
-# task models (BertForMaskedLM, XLMRobertaForSequenceClassification, Qwen3ForCausalLM, ...) store the model under a
-# prefix
-PREFIXES = {"bert": "bert.", "roberta": "roberta.", "xlm-roberta": "roberta.", "qwen3": "model."}
-# task heads stored beside the encoder, ignored on purpose
-HEADS = ("cls.", "lm_head.", "classifier.", "qa_outputs.", "score.")
+GEMMA3_KEYS: dict[str, str | None] = {
+    **{theirs: ours for theirs, ours in QWEN3_KEYS.items() if "layernorm" not in theirs},
+    "layers.{}.input_layernorm.weight": "layers.{}.attn_norm.weight",
+    "layers.{}.post_attention_layernorm.weight": "layers.{}.attn_out_norm.weight",
+    "layers.{}.pre_feedforward_layernorm.weight": "layers.{}.ffn_norm.weight",
+    "layers.{}.post_feedforward_layernorm.weight": "layers.{}.ffn_out_norm.weight",
+}
+MODERNBERT_KEYS: dict[str, str | None] = {
+    **{f"{theirs}.{kind}": f"{ours}.{kind}" for theirs, ours in (
+        ("embeddings.norm", "embed_norm"), ("layers.{}.attn_norm", "layers.{}.attn_norm"),
+        ("layers.{}.attn.Wqkv", "layers.{}.attention.qkv"), ("layers.{}.attn.Wo", "layers.{}.attention.out"),
+        ("layers.{}.mlp_norm", "layers.{}.ffn_norm"), ("layers.{}.mlp.Wi", "layers.{}.ffn.up"),
+        ("layers.{}.mlp.Wo", "layers.{}.ffn.down"), ("final_norm", "final_norm")) for kind in ("weight", "bias")},
+    "embeddings.tok_embeddings.weight": "embed.weight",
+}
+KEY_TABLES = {"bert": BERT_KEYS, "roberta": BERT_KEYS, "xlm-roberta": BERT_KEYS, "qwen3": QWEN3_KEYS,
+              "modernbert": MODERNBERT_KEYS, "gemma3_text": GEMMA3_KEYS}
+# task models (BertForMaskedLM, XLMRobertaForSequenceClassification, Qwen3ForCausalLM, ModernBertForMaskedLM, ...)
+# store the model under a prefix
+PREFIXES = {"bert": "bert.", "roberta": "roberta.", "xlm-roberta": "roberta.", "qwen3": "model.",
+            "modernbert": "model.", "gemma3_text": "model."}
+# task heads stored beside the encoder, ignored on purpose (ModernBERT's masked-LM head is "head." and "decoder.")
+HEADS = ("cls.", "lm_head.", "classifier.", "qa_outputs.", "score.", "head.", "decoder.")
 # TensorFlow-era LayerNorm names still found in old checkpoints
 LEGACY_SUFFIXES = {"LayerNorm.gamma": "LayerNorm.weight", "LayerNorm.beta": "LayerNorm.bias"}
 

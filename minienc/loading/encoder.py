@@ -12,7 +12,9 @@ import torch
 from torch import nn
 
 from ..model.bert import BertModel
-from ..model.config import EncoderConfig, Qwen3Config
+from ..model.config import EncoderConfig, Gemma3Config, ModernBertConfig, Qwen3Config
+from ..model.gemma3 import Gemma3Model
+from ..model.modernbert import ModernBertModel
 from ..model.qwen3 import Qwen3Model
 from ..runtime.devices import check_device, check_dtype
 from ..runtime.matmul import get_matmul, use_kernel
@@ -25,10 +27,12 @@ FAMILIES: dict[str, tuple[type, type[nn.Module]]] = {
     "roberta": (EncoderConfig, BertModel),
     "xlm-roberta": (EncoderConfig, BertModel),
     "qwen3": (Qwen3Config, Qwen3Model),
+    "modernbert": (ModernBertConfig, ModernBertModel),
+    "gemma3_text": (Gemma3Config, Gemma3Model),
 }
 
 
-def read_config(path: Path) -> EncoderConfig | Qwen3Config:
+def read_config(path: Path) -> EncoderConfig | Qwen3Config | ModernBertConfig | Gemma3Config:
     """config.json as its family's config; an error naming the file and the field that is missing or wrong."""
     raw = read_json(path)
     if not isinstance(raw, dict):
@@ -48,7 +52,8 @@ def read_config(path: Path) -> EncoderConfig | Qwen3Config:
 class Encoder:
     """The bare model of a checkpoint: `Encoder.from_pretrained(folder)(input_ids, attention_mask, token_type_ids)`
     -> last hidden state (B, T, H). The class it returns is the family's (BertModel for BERT, MiniLM, RoBERTa and
-    XLM-R; Qwen3Model for Qwen3), chosen by config.json's model_type."""
+    XLM-R; Qwen3Model for Qwen3; ModernBertModel; Gemma3Model for EmbeddingGemma), chosen by config.json's
+    model_type."""
 
     def __new__(cls, *args, **kwargs):
         raise TypeError("Encoder is built from a checkpoint: Encoder.from_pretrained(name_or_path)")
@@ -63,7 +68,8 @@ class Encoder:
         dtype: torch.dtype | str | None = None,
         revision: str | None = None,
     ) -> nn.Module:
-        """Load a BERT / MiniLM / RoBERTa / XLM-R / Qwen3 checkpoint from a local folder or a Hub repo id, in eval mode.
+        """Load a BERT / MiniLM / RoBERTa / XLM-R / Qwen3 / ModernBERT / EmbeddingGemma checkpoint from a local folder
+        or a Hub repo id, in eval mode.
 
         dtype (a torch.dtype, "float32", "float16", "bfloat16", or "auto": bfloat16 where the device computes it
         natively) defaults to float32 whatever the file stores; device defaults to the CPU. matmul "torch" (the

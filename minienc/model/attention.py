@@ -36,6 +36,7 @@ import torch.nn.functional as F
 AttentionFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None, float], torch.Tensor]
 Spans = Sequence[tuple[int, int]]  # text i is tokens spans[i][0]:spans[i][1] of the packed row
 PackedAttentionFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, Spans, float], torch.Tensor]
+MaskRule = Callable[[int, torch.device], torch.Tensor | None]  # (T, device) -> the mask of one unpadded text
 
 ATTENTION: dict[str, AttentionFn] = {}
 # name -> the transformers attn_implementation it reproduces bit for bit; absent for variants that change the math
@@ -81,11 +82,14 @@ def get_packed_attention(name: str) -> PackedAttentionFn:
     return PACKED.get(name) or per_text(get_attention(name))
 
 
-def per_text(attend: AttentionFn) -> PackedAttentionFn:
-    """Packed attention as one call of `attend` per text, each call seeing nothing but that text."""
+def per_text(attend: AttentionFn, mask_for: MaskRule | None = None) -> PackedAttentionFn:
+    """Packed attention as one call of `attend` per text, each call seeing nothing but that text; mask_for(T, device)
+    gives the mask of a text of T tokens alone (a local layer's window), None by default."""
 
     def packed(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, spans: Spans, scale: float) -> torch.Tensor:
-        return torch.cat([attend(q[:, :, a:b], k[:, :, a:b], v[:, :, a:b], None, scale) for a, b in spans], dim=2)
+        return torch.cat([attend(q[:, :, a:b], k[:, :, a:b], v[:, :, a:b],
+                                 None if mask_for is None else mask_for(b - a, q.device), scale)
+                          for a, b in spans], dim=2)
 
     return packed
 
@@ -269,34 +273,119 @@ def repeat_kv(x: torch.Tensor, groups: int) -> torch.Tensor:
     return x[:, :, None, :, :].expand(B, nkv, groups, T, hs).reshape(B, nkv * groups, T, hs)
 
 
-# reproduces transformers v5.x models/qwen3/modeling_qwen3.py eager_attention_forward + masking_utils.eager_mask
 @register_causal("eager", matches="eager")
 def causal_eager(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None,
                  scale: float) -> torch.Tensor:
-    """The textbook math for a decoder: keys repeated for their query heads, the causal mask always added (the
-    dtype's lowest value where a key may not be seen), and the softmax taken in float32 (unlike BERT's eager)."""
-    groups = q.shape[1] // k.shape[1]
-    k, v = repeat_kv(k, groups), repeat_kv(v, groups)
-    mask = causal_triangle(q.shape[2], q.device) if mask is None else mask
-    scores = torch.matmul(q, k.transpose(2, 3)) * scale  # (B, nh, T, T)
-    scores = scores + torch.where(mask, torch.zeros((), dtype=scores.dtype, device=mask.device),
-                                  torch.finfo(scores.dtype).min)
-    probs = torch.softmax(scores, dim=-1, dtype=torch.float32).to(q.dtype)
-    return torch.matmul(probs, v)  # (B, nh, T, hs)
+    """The textbook math for a decoder: `upcast_eager` (below) with the causal mask always added."""
+    return upcast_eager(q, k, v, causal_triangle(q.shape[2], q.device) if mask is None else mask, scale)
 
 
 # reproduces transformers v5.x integrations/sdpa_attention.py sdpa_attention_forward (decoder, no cache)
 @register_causal("sdpa", matches="sdpa")
 def causal_sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None,
                 scale: float) -> torch.Tensor:
-    """PyTorch's fused kernel: with is_causal where nothing is padded, else with the mask; grouped keys shared by the
-    kernel itself (enable_gqa) where there is no mask, else repeated, as transformers chooses on a CPU or CUDA."""
-    options = {}
-    if k.shape[1] != q.shape[1]:
-        if mask is None and k.shape[-1] == v.shape[-1] <= 256:
-            options["enable_gqa"] = True
-        else:
-            groups = q.shape[1] // k.shape[1]
-            k, v = repeat_kv(k, groups), repeat_kv(v, groups)
+    """PyTorch's fused kernel: with is_causal where nothing is padded, else with the mask; grouped keys as
+    transformers hands them to it (kv_heads_for_sdpa)."""
+    k, v, options = kv_heads_for_sdpa(q, k, v, mask)
     causal = q.shape[2] > 1 and mask is None
     return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale, is_causal=causal, **options)
+
+
+# reproduces transformers v5.x integrations/sdpa_attention.py use_gqa_in_sdpa + repeat_kv (CPU, CUDA)
+def kv_heads_for_sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None
+                      ) -> tuple[torch.Tensor, torch.Tensor, dict]:
+    """Grouped keys for PyTorch's kernel: shared by the kernel itself (enable_gqa) where there is no mask and the head
+    size is at most 256, else repeated for each query head."""
+    if k.shape[1] == q.shape[1]:
+        return k, v, {}
+    if mask is None and k.shape[-1] == v.shape[-1] <= 256:
+        return k, v, {"enable_gqa": True}
+    groups = q.shape[1] // k.shape[1]
+    return repeat_kv(k, groups), repeat_kv(v, groups), {}
+
+
+# --- the newer encoders (ModernBERT, Gemma 3): softmax in float32, grouped keys, local layers ----------------------
+#
+# Their attention is bidirectional like BERT's, with two differences in the arithmetic: the softmax is taken in
+# float32 (as the decoders'), and k, v may have fewer heads than q. And their local layers attend within a window:
+# the family builds that mask (`band`, below) by transformers' rules, and the variant gets it like any mask. A variant
+# registered with ignores_window=True is handed the global layers' mask on local layers too.
+
+MODERN: dict[str, AttentionFn] = {}  # name -> its form for the newer encoders
+IGNORES_WINDOW: set[str] = set()  # names whose local layers attend globally
+
+
+def register_modern(name: str, *, matches: str | None = None,
+                    ignores_window: bool = False) -> Callable[[AttentionFn], AttentionFn]:
+    """Decorator: make `fn` the form of attention `name` for ModernBERT and Gemma 3. matches: as
+    register_attention's; ignores_window: local layers get no window (every layer global)."""
+
+    def add(fn: AttentionFn) -> AttentionFn:
+        MODERN[name] = fn
+        IGNORES_WINDOW.discard(name)
+        if ignores_window:
+            IGNORES_WINDOW.add(name)
+        if matches is not None:
+            MATCHES[name] = matches
+        return fn
+
+    return add
+
+
+def get_modern_attention(name: str) -> AttentionFn:
+    try:
+        return MODERN[name]
+    except KeyError:
+        raise ValueError(f"attention {name!r} has no form for ModernBERT / Gemma 3; choose one of "
+                         f"{sorted(MODERN)}") from None
+
+
+def set_local_global_attention(layers, name: str, masks: Callable, window: int) -> None:
+    """Give each layer (its `kind` a layer type, its `attention` a module with `attend` / `attend_packed`) attention
+    `name`, and the layer type whose mask it reads (`mask_kind`): its own, or the global layers' where the variant
+    ignores the window. masks(attention_mask, T, window, device) -> {layer type: mask} is the family's rule; packed
+    input runs each text alone with the mask it would get unpadded."""
+    attend = get_modern_attention(name)
+    for layer in layers:
+        kind = "full_attention" if name in IGNORES_WINDOW else layer.kind
+        layer.mask_kind = kind
+        layer.attention.attend = attend
+        layer.attention.attend_packed = per_text(attend, lambda T, device, kind=kind: masks(None, T, window,
+                                                                                             device)[kind])
+
+
+def band(T: int, radius: int, device: torch.device) -> torch.Tensor:
+    """bool (1, 1, T, T): True where query i may attend to key j in a local layer, |i - j| <= radius."""
+    positions = torch.arange(T, device=device)
+    return (positions[None, None, :, None] - positions[None, None, None, :]).abs() <= radius
+
+
+# reproduces transformers v5.x models/gemma3/modeling_gemma3.py eager_attention_forward (no soft-capping); ModernBERT's
+# is the same with as many key heads as query heads
+@register_modern("eager", matches="eager")
+def upcast_eager(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None,
+                 scale: float) -> torch.Tensor:
+    """Keys repeated for their query heads, the mask added (the dtype's lowest value where a key may not be seen),
+    and the softmax taken in float32 (unlike BERT's eager)."""
+    groups = q.shape[1] // k.shape[1]
+    k, v = repeat_kv(k, groups), repeat_kv(v, groups)
+    scores = torch.matmul(q, k.transpose(2, 3)) * scale  # (B, nh, T, T)
+    if mask is not None:
+        scores = scores + torch.where(mask, torch.zeros((), dtype=scores.dtype, device=mask.device),
+                                      torch.finfo(scores.dtype).min)
+    probs = torch.softmax(scores, dim=-1, dtype=torch.float32).to(q.dtype)
+    return torch.matmul(probs, v)  # (B, nh, T, hs)
+
+
+# reproduces transformers v5.x integrations/sdpa_attention.py sdpa_attention_forward (bidirectional, no cache)
+@register_modern("sdpa", matches="sdpa")
+def upcast_sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None,
+                scale: float) -> torch.Tensor:
+    """PyTorch's fused kernel, its softmax its own; grouped keys as transformers hands them to it
+    (kv_heads_for_sdpa)."""
+    k, v, options = kv_heads_for_sdpa(q, k, v, mask)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale, **options)
+
+
+# research variant: the window ignored, every layer global (docs/attention.md, "Local layers made global")
+register_modern("no_window", ignores_window=True)(upcast_eager)

@@ -123,6 +123,16 @@ def key_padding_mask(attention_mask: torch.Tensor | None) -> torch.Tensor | None
     return keep[:, None, None, :]
 
 
+def check_inputs(input_ids: torch.Tensor, attention_mask: torch.Tensor | None, spans: Spans | None) -> None:
+    """The rotary families' inputs: input_ids (B, T), an attention mask of its shape or None, spans as check_spans."""
+    if input_ids.dim() != 2 or (attention_mask is not None and attention_mask.shape != input_ids.shape):
+        mask_shape = None if attention_mask is None else tuple(attention_mask.shape)
+        raise ValueError(f"input_ids must be (batch, seq) and attention_mask its shape, got "
+                         f"{tuple(input_ids.shape)} and {mask_shape}")
+    if spans is not None:
+        check_spans(spans, input_ids, attention_mask)
+
+
 def check_spans(spans: Spans, input_ids: torch.Tensor, attention_mask: torch.Tensor | None) -> None:
     """Packed input is one row of real tokens, (1, N), cut by spans into texts that follow one another."""
     if input_ids.shape[0] != 1 or attention_mask is not None:

@@ -1,8 +1,10 @@
 """Blocks the newer families share: RMSNorm, rotary positions and the gated feed-forward.
 
-BERT (bert.py) has none of them: LayerNorm, learned position vectors, one activation between two projections. The
-decoder embedders (Qwen3, qwen3.py) are built from these three, written once here. Each reproduces transformers
-v5.x op for op (Qwen3RMSNorm, Qwen3RotaryEmbedding + apply_rotary_pos_emb, Qwen3MLP), so results match bit for bit.
+BERT (bert.py) has none of them: LayerNorm, learned position vectors, one activation between two projections. Qwen3
+(qwen3.py), ModernBERT (modernbert.py) and Gemma 3 (gemma3.py) are built from these three, written once here. Where
+two families compute one of them in a different order of operations (Gemma's RMSNorm scales by 1 + w in float32;
+ModernBERT rotates in float32; ModernBERT's feed-forward is one fused projection), the second form sits beside the
+first, so that each reproduces transformers v5.x op for op and results match bit for bit.
 Shapes: B = batch, T = sequence length, H = hidden size, nh = heads, hs = head size.
 """
 
@@ -11,6 +13,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .activations import ACTIVATIONS
 from .linear import Linear
 
 
@@ -28,6 +31,22 @@ class RMSNorm(nn.Module):
         wide = x.float()
         wide = wide * torch.rsqrt(wide.pow(2).mean(-1, keepdim=True) + self.eps)
         return self.weight * wide.to(x.dtype)
+
+
+# reproduces transformers v5.x Gemma3RMSNorm
+class UnitOffsetRMSNorm(nn.Module):
+    """Gemma's RMSNorm: x / sqrt(mean(x^2) + eps) * (1 + weight), all in float32, cast back to the input's dtype last.
+    The stored weight is the offset from 1 (zeros mean "no scaling")."""
+
+    def __init__(self, size: int, eps: float):
+        super().__init__()
+        self.weight = nn.Parameter(torch.zeros(size))
+        self.eps = eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        wide = x.float()
+        wide = wide * torch.rsqrt(wide.pow(2).mean(-1, keepdim=True) + self.eps)
+        return (wide * (1.0 + self.weight.float())).type_as(x)
 
 
 # reproduces transformers v5.x Qwen3RotaryEmbedding (rope_type "default") and apply_rotary_pos_emb
@@ -56,6 +75,14 @@ def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch
     return (x * cos) + (rotate_half(x) * sin)
 
 
+# reproduces transformers v5.x models/modernbert apply_rotary_pos_emb
+def apply_rotary_float32(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """apply_rotary computed in float32 and cast back to x's dtype (ModernBERT): the same in a float32 model, one
+    rounding instead of three in a bfloat16 one."""
+    wide, cos, sin = x.float(), cos.unsqueeze(1), sin.unsqueeze(1)
+    return ((wide * cos) + (rotate_half(wide) * sin)).to(x.dtype)
+
+
 # reproduces transformers v5.x Qwen3MLP
 class GatedFeedForward(nn.Module):
     """down(act(gate(x)) * up(x)): SwiGLU where act is SiLU. No biases."""
@@ -68,3 +95,20 @@ class GatedFeedForward(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.down(self.gate(x) * self.up(x))  # (B, T, H)
+
+
+# reproduces transformers v5.x ModernBertMLP (eval mode)
+class FusedGatedFeedForward(nn.Module):
+    """down(act(a) * b) where (a, b) are the two halves of one projection up(x) (ModernBERT's GeGLU). The same
+    equation as GatedFeedForward; the fused weight is kept whole, since one (2I, H) product and two (I, H) products
+    need not round alike."""
+
+    def __init__(self, hidden_size: int, intermediate_size: int, activation: str, bias: bool):
+        super().__init__()
+        self.up = Linear(hidden_size, 2 * intermediate_size, bias=bias)
+        self.act = ACTIVATIONS[activation]
+        self.down = Linear(intermediate_size, hidden_size, bias=bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        a, b = self.up(x).chunk(2, dim=-1)  # each (B, T, I)
+        return self.down(self.act(a) * b)  # (B, T, H)

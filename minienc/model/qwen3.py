@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from .attention import AttentionFn, PackedAttentionFn, Spans, causal_mask, get_causal_attention, per_text
-from .bert import check_spans
+from .bert import check_inputs
 from .blocks import GatedFeedForward, RMSNorm, apply_rotary, inverse_frequencies, rotary_angles
 from .config import Qwen3Config
 from .linear import Linear
@@ -118,12 +118,7 @@ class Qwen3Model(nn.Module):
     ) -> torch.Tensor:
         """input_ids (B, T) int; attention_mask (B, T), 1 for real tokens (default: all ones), either padding side;
         position_ids (B, T) (default: 0..T-1). Packed input: B = 1, spans gives each text's (start, end), no mask."""
-        if input_ids.dim() != 2 or (attention_mask is not None and attention_mask.shape != input_ids.shape):
-            mask_shape = None if attention_mask is None else tuple(attention_mask.shape)
-            raise ValueError(f"input_ids must be (batch, seq) and attention_mask its shape, got "
-                             f"{tuple(input_ids.shape)} and {mask_shape}")
-        if spans is not None:
-            check_spans(spans, input_ids, attention_mask)
+        check_inputs(input_ids, attention_mask, spans)
         position_ids = positions(input_ids, spans) if position_ids is None else position_ids
         x = self.embed(input_ids)  # (B, T, H)
         cos, sin = rotary_angles(position_ids, self.inv_freq, x.dtype)  # each (1 or B, T, hs)

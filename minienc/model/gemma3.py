@@ -1,0 +1,136 @@
+"""Gemma 3 as an encoder, by hand: EmbeddingGemma, a Gemma 3 decoder trained to attend both ways.
+
+    x = embed(tokens) * sqrt(H)                            the embedding table is shared with the LM head, so scaled
+    N times:  x = x + norm(attention(norm(x)))             four norms per layer: before and after each block
+              x = x + norm(feed_forward(norm(x)))          down(gelu_tanh(gate(x)) * up(x))
+    h = norm(x)                                            the last hidden state
+
+What differs from Qwen3 (qwen3.py), block by block: the embeddings are scaled by sqrt(H) (rounded to the model's
+dtype first, as transformers does); every RMSNorm scales by 1 + w and stays in float32 until its end
+(model/blocks.py, UnitOffsetRMSNorm); each block's output is normalized too before it joins the residual; the
+attention scale is query_pre_attn_scalar ** -0.5, not hs ** -0.5; the feed-forward's gate is GELU (tanh form); and
+attention is bidirectional, alternating as ModernBERT's: five local layers, each token seeing the tokens at most
+`window` = sliding_window / 2 positions away, then one global layer, each with its own rotary base. transformers
+builds both masks even where nothing is padded (`masks`); PyTorch's kernel computes a masked call differently from
+an unmasked one, so minienc does the same.
+
+Inference only. Shapes: B = batch, T = sequence length, H = hidden size, nh = query heads, nkv = key / value heads,
+hs = head size. Two inputs, one forward pass: padded (B, T) with an attention mask (either padding side), or packed
+(1, N) with each text's span, where positions restart at each text and each text attends to itself alone.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .attention import AttentionFn, Spans, band, set_local_global_attention
+from .bert import check_inputs
+from .blocks import GatedFeedForward, UnitOffsetRMSNorm, apply_rotary, inverse_frequencies, rotary_angles
+from .config import Gemma3Config
+from .linear import Linear
+from .qwen3 import positions
+
+Masks = dict[str, torch.Tensor]  # layer type ("full_attention", "sliding_attention") -> its mask
+
+
+# reproduces transformers v5.x Gemma3TextModel's masks with use_bidirectional_attention (create_causal_mask and
+# create_sliding_window_causal_mask with an or_mask_function: always materialized)
+def masks(attention_mask: torch.Tensor | None, T: int, window: int, device: torch.device) -> Masks:
+    """Each layer type's bool mask (B, 1, T, T), True where query i may attend to key j: global layers every real
+    key, local layers the real keys with |i - j| <= window. Built even where nothing is padded."""
+    keys = torch.ones(1, T, dtype=torch.bool, device=device) if attention_mask is None else attention_mask.bool()
+    keys = keys[:, None, None, :]  # (B, 1, 1, T)
+    every = torch.ones(1, 1, T, T, dtype=torch.bool, device=device)
+    return {"full_attention": every & keys, "sliding_attention": band(T, window, device) & keys}
+
+
+# reproduces transformers v5.x Gemma3Attention (no cache, no soft-capping)
+class Gemma3Attention(nn.Module):
+    def __init__(self, config: Gemma3Config):
+        super().__init__()
+        self.head_dim = config.head_dim
+        self.scale = config.query_pre_attn_scalar**-0.5
+        bias, H, hs = config.attention_bias, config.hidden_size, config.head_dim
+        self.query = Linear(H, config.num_heads * hs, bias=bias)
+        self.key = Linear(H, config.num_kv_heads * hs, bias=bias)
+        self.value = Linear(H, config.num_kv_heads * hs, bias=bias)
+        self.out = Linear(config.num_heads * hs, H, bias=bias)
+        self.q_norm = UnitOffsetRMSNorm(hs, config.rms_norm_eps)  # per head, over hs
+        self.k_norm = UnitOffsetRMSNorm(hs, config.rms_norm_eps)
+        self.attend: AttentionFn | None = None  # set by Gemma3Model.set_attention
+        self.attend_packed = None
+
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, mask: torch.Tensor | None,
+                spans: Spans | None = None) -> torch.Tensor:
+        B, T, _ = x.shape
+        heads = (B, T, -1, self.head_dim)
+        q = self.q_norm(self.query(x).view(heads).transpose(1, 2))  # (B, nh, T, hs)
+        k = self.k_norm(self.key(x).view(heads).transpose(1, 2))  # (B, nkv, T, hs)
+        v = self.value(x).view(heads).transpose(1, 2)  # (B, nkv, T, hs)
+        q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
+        if spans is None:
+            y = self.attend(q, k, v, mask, self.scale)  # (B, nh, T, hs)
+        else:  # packed: each text attends to itself alone, with its own window
+            y = self.attend_packed(q, k, v, spans, self.scale)
+        return self.out(y.transpose(1, 2).reshape(B, T, -1))  # (B, T, H)
+
+
+# reproduces transformers v5.x Gemma3DecoderLayer: x + norm(sublayer(norm(x))) twice
+class Gemma3Layer(nn.Module):
+    def __init__(self, config: Gemma3Config, index: int):
+        super().__init__()
+        norm = lambda: UnitOffsetRMSNorm(config.hidden_size, config.rms_norm_eps)  # noqa: E731
+        self.kind = config.layer_types[index]  # "full_attention" (global) or "sliding_attention" (local)
+        self.attn_norm, self.attn_out_norm = norm(), norm()
+        self.attention = Gemma3Attention(config)
+        self.ffn_norm, self.ffn_out_norm = norm(), norm()
+        self.ffn = GatedFeedForward(config.hidden_size, config.intermediate_size, config.hidden_act)
+
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, mask: torch.Tensor | None,
+                spans: Spans | None = None) -> torch.Tensor:
+        x = x + self.attn_out_norm(self.attention(self.attn_norm(x), cos, sin, mask, spans))
+        return x + self.ffn_out_norm(self.ffn(self.ffn_norm(x)))  # (B, T, H)
+
+
+# reproduces transformers v5.x Gemma3TextModel (use_bidirectional_attention, no cache, rope_type "default")
+class Gemma3Model(nn.Module):
+    """The whole encoder. `model(input_ids, attention_mask)` -> last hidden state (B, T, H); packed,
+    `model(input_ids, spans=spans)` with (1, N) inputs -> (1, N, H)."""
+
+    def __init__(self, config: Gemma3Config, attention: str = "sdpa"):
+        super().__init__()
+        self.config = config
+        self.embed = nn.Embedding(config.vocab_size, config.hidden_size)
+        self.layers = nn.ModuleList(Gemma3Layer(config, i) for i in range(config.num_layers))
+        self.norm = UnitOffsetRMSNorm(config.hidden_size, config.rms_norm_eps)
+        # float32 on the CPU whatever the model's dtype and device, as transformers keeps them (see qwen3.py)
+        self.inv_freq = {"full_attention": inverse_frequencies(config.head_dim, config.rope_theta, device="cpu"),
+                         "sliding_attention": inverse_frequencies(config.head_dim, config.local_rope_theta, "cpu")}
+        self.set_attention(attention)
+
+    def set_attention(self, name: str) -> None:
+        """Switch every layer to attention `name`; a variant that ignores the window makes local layers global."""
+        set_local_global_attention(self.layers, name, masks, self.config.window)
+        self.attention_name = name
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        *,  # by name: transformers' Gemma3TextModel takes position_ids third and has no token types
+        token_type_ids: torch.Tensor | None = None,  # unused: no segments (the pipeline passes them)
+        position_ids: torch.Tensor | None = None,
+        spans: Spans | None = None,
+    ) -> torch.Tensor:
+        """input_ids (B, T) int; attention_mask (B, T), 1 for real tokens (default: all ones), either padding side;
+        position_ids (B, T) (default: 0..T-1). Packed input: B = 1, spans gives each text's (start, end), no mask."""
+        check_inputs(input_ids, attention_mask, spans)
+        position_ids = positions(input_ids, spans) if position_ids is None else position_ids
+        x = self.embed(input_ids)  # (B, T, H)
+        x = x * torch.tensor(self.config.hidden_size**0.5).to(x.dtype)  # sqrt(H), rounded to the model's dtype
+        angles = {kind: rotary_angles(position_ids, inv_freq, x.dtype) for kind, inv_freq in self.inv_freq.items()}
+        mask = masks(attention_mask, input_ids.shape[1], self.config.window, x.device)
+        for layer in self.layers:
+            x = layer(x, *angles[layer.kind], mask[layer.mask_kind], spans)
+        return self.norm(x)
