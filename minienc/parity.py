@@ -15,7 +15,8 @@ import torch
 from .formats.sentence import read_sentence_folder
 from .heads.sentence import SentenceEncoder
 from .loading.hub import resolve_model_dir
-from .model.attention import CAUSAL, MATCHES, get_attention
+from .model.attention import CAUSAL, MATCHES, MODERN, get_attention
+from .model.config import FAMILIES as BERT_FAMILIES
 from .stages import capture, capture_reference, last_stage
 
 BUILT_IN_TEXTS = [
@@ -64,7 +65,7 @@ def run_parity(
         import transformers
     except ImportError:
         raise ImportError("minienc parity needs the reference: pip install transformers sentence-transformers") from None
-    if attention not in CAUSAL:
+    if attention not in CAUSAL and attention not in MODERN:
         get_attention(attention)  # an unknown name is refused before anything loads
     reference = reference or MATCHES.get(attention, "eager")
     texts = texts or BUILT_IN_TEXTS
@@ -72,7 +73,7 @@ def run_parity(
                                            matmul=matmul)
     folder = resolve_model_dir(model)
     transformer = read_sentence_folder(folder).transformer or folder  # where config.json and the weights are
-    options = {} if ours.encoder.config.model_type == "qwen3" else {"add_pooling_layer": False}  # BERT's pooler
+    options = {"add_pooling_layer": False} if ours.encoder.config.model_type in BERT_FAMILIES else {}  # BERT's pooler
     hf = transformers.AutoModel.from_pretrained(transformer, attn_implementation=reference,
                                                 dtype=dtype or torch.float32, **options).to(ours.device).eval()
     batch = ours.tokenizer(texts, device=ours.device)

@@ -43,7 +43,7 @@ def attention_weights(model, text: str, layer: int, head: int) -> tuple[list[str
     if not 0 <= layer < len(encoder.layers):
         raise ValueError(f"--layer must be from 0 to {len(encoder.layers) - 1}, got {layer}")
     attention = encoder.layers[layer].attention
-    heads = attention.query.out_features // attention.head_dim
+    heads = encoder.config.num_heads
     if not 0 <= head < heads:
         raise ValueError(f"--head must be from 0 to {heads - 1}, got {head}")
     kept: dict = {}

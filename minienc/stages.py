@@ -9,12 +9,13 @@ read from a transformers model, which is what `minienc parity` compares. BERT fa
     layer.{i}.attention attention block: LayerNorm(attention(x) + x)                  (B, T, H)
     layer.{i}.output    whole layer: LayerNorm(feed_forward(a) + a)                   (B, T, H)
 
-Qwen3 (pre-norm, so each stage is the residual stream, and a final norm):
+Qwen3, ModernBERT and Gemma 3 (pre-norm, so each stage is the residual stream, and a final norm):
 
     embeddings          the token vectors (positions rotate q and k inside attention) (B, T, H)
-    layer.{i}.attention x + attention(RMSNorm(x))                                     (B, T, H)
-    layer.{i}.output    a + feed_forward(RMSNorm(a))                                  (B, T, H)
-    norm                the final RMSNorm: the last hidden state                      (B, T, H)
+                        (ModernBERT: after its LayerNorm; Gemma: times sqrt(H))
+    layer.{i}.attention x + attention(norm(x))   (Gemma: x + norm(attention(norm(x)))) (B, T, H)
+    layer.{i}.output    a + feed_forward(norm(a))                                     (B, T, H)
+    norm                the final norm: the last hidden state                         (B, T, H)
 """
 
 from __future__ import annotations
@@ -51,13 +52,28 @@ def _capture(points: list[tuple[str, nn.Module, bool]], run) -> dict[str, torch.
     return stages
 
 
+# model_type -> where a pre-norm family's stages are read, in minienc's model and in transformers': the embeddings
+# (a module's output, or the first layer's input where the scaling happens outside any module), the norm whose input
+# is the residual stream after attention, and the final norm
+PRE_NORM: dict[str, tuple[tuple[tuple[str, bool], str, str], tuple[tuple[str, bool], str, str]]] = {
+    "qwen3": ((("embed", False), "ffn_norm", "norm"), (("embed_tokens", False), "post_attention_layernorm", "norm")),
+    "modernbert": ((("embed_norm", False), "ffn_norm", "final_norm"), (("embeddings", False), "mlp_norm", "final_norm")),
+    "gemma3_text": ((("layers.0", True), "ffn_norm", "norm"), (("layers.0", True), "pre_feedforward_layernorm", "norm")),
+}
+
+
+def pre_norm_points(model: nn.Module, where: tuple[tuple[str, bool], str, str]) -> list[tuple[str, nn.Module, bool]]:
+    (embeddings, before), ffn_norm, final_norm = where
+    points = [("embeddings", model.get_submodule(embeddings), before)]
+    for i, layer in enumerate(model.layers):
+        points += [(f"layer.{i}.attention", getattr(layer, ffn_norm), True), (f"layer.{i}.output", layer, False)]
+    return [*points, ("norm", model.get_submodule(final_norm), False)]
+
+
 def capture(encoder: nn.Module, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """minienc's stages for one batch (see the module docstring for the names)."""
-    if encoder.config.model_type == "qwen3":
-        points = [("embeddings", encoder.embed, False)]
-        for i, layer in enumerate(encoder.layers):
-            points += [(f"layer.{i}.attention", layer.ffn_norm, True), (f"layer.{i}.output", layer, False)]
-        return _capture([*points, ("norm", encoder.norm, False)], lambda: encoder(**batch))
+    if encoder.config.model_type in PRE_NORM:
+        return _capture(pre_norm_points(encoder, PRE_NORM[encoder.config.model_type][0]), lambda: encoder(**batch))
     points = [("embedding_sum", encoder.embeddings.norm, True), ("embeddings", encoder.embeddings, False)]
     for i, layer in enumerate(encoder.layers):
         points += [(f"layer.{i}.attention", layer.attn_norm, False), (f"layer.{i}.output", layer, False)]
@@ -65,14 +81,11 @@ def capture(encoder: nn.Module, batch: dict[str, torch.Tensor]) -> dict[str, tor
 
 
 def capture_reference(model: nn.Module, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """The same stages read from a transformers BertModel / RobertaModel / XLMRobertaModel / Qwen3Model."""
-    if model.config.model_type == "qwen3":
-        points = [("embeddings", model.embed_tokens, False)]
-        for i, layer in enumerate(model.layers):
-            points += [(f"layer.{i}.attention", layer.post_attention_layernorm, True),
-                       (f"layer.{i}.output", layer, False)]
+    """The same stages read from a transformers BertModel / RobertaModel / XLMRobertaModel / Qwen3Model /
+    ModernBertModel / Gemma3TextModel."""
+    if model.config.model_type in PRE_NORM:
         inputs = {key: value for key, value in batch.items() if key != "token_type_ids"}
-        return _capture([*points, ("norm", model.norm, False)], lambda: model(**inputs))
+        return _capture(pre_norm_points(model, PRE_NORM[model.config.model_type][1]), lambda: model(**inputs))
     points = [("embedding_sum", model.embeddings.LayerNorm, True), ("embeddings", model.embeddings, False)]
     for i, layer in enumerate(model.encoder.layer):
         points += [(f"layer.{i}.attention", layer.attention, False), (f"layer.{i}.output", layer, False)]
@@ -104,7 +117,7 @@ def trace_encoder(sentence, text: str) -> tuple[dict[str, Any], torch.Tensor, to
     batch = sentence.tokenizer([text], device=sentence.device)
     stages = capture(sentence.encoder, batch)
     config = sentence.encoder.config
-    if config.model_type == "qwen3":
+    if config.model_type in PRE_NORM:
         position_ids = torch.arange(batch["input_ids"].shape[1])[None]  # 0, 1, 2, ...: rotation angles
     else:
         position_ids = sentence.encoder.embeddings.position_ids(batch["input_ids"]).expand_as(batch["input_ids"])
@@ -148,6 +161,17 @@ def trace_sparse(model, text: str) -> dict[str, Any]:
             "terms": [(token, round(weight, 6)) for token, weight in model.decode(vector, top_k=8)]}
 
 
+# model_type -> the trace's words for a pre-norm family: its embeddings, its layers, its final norm
+FAMILY_LINES = {
+    "qwen3": ("the token's vector alone",
+              "decoder layers      (pre-norm: x + attention(RMSNorm(x)), causal; then the gated FFN)", "final RMSNorm"),
+    "modernbert": ("LayerNorm of the token's vector",
+                   "encoder layers      (pre-norm: x + attention(LayerNorm(x)), global or local; then GeGLU)",
+                   "final LayerNorm"),
+    "gemma3_text": ("the token's vector times sqrt(H)",
+                    "encoder layers      (x + norm(attention(norm(x))), bidirectional, global or local; then the gated "
+                    "FFN)", "final RMSNorm"),
+}
 ACTIVATION_FORMULAS = {"relu": "log(1 + relu(x))", "log1p_relu": "log(1 + log(1 + relu(x)))"}  # SPLADE_ACTIVATIONS
 
 
@@ -159,21 +183,22 @@ def format_trace(data: dict[str, Any]) -> str:
 
     lines = [f"text: {data['text']!r}", "", "1. tokenize"]
     lines += [f"  {'tokens':<15} {data['tokens']}"]
-    decoder = data["family"] == "qwen3"
-    for key in ("input_ids", "attention_mask", *(() if decoder else ("token_type_ids",)), "position_ids"):
+    family = FAMILY_LINES.get(data["family"])  # None: the BERT family
+    for key in ("input_ids", "attention_mask", *(() if family else ("token_type_ids",)), "position_ids"):
         lines.append(f"  {key:<15} {data[key]}")
-    if decoder:
-        lines += ["", "2. embeddings          (the token's vector alone: positions rotate q and k in every layer)"]
+    if family:
+        embeddings, layers, final = family
+        lines += ["", f"2. embeddings          ({embeddings}: positions rotate q and k in every layer)"]
         lines += [row("tokens", data["stages"]["embeddings"])]
-        lines += ["", "3. decoder layers      (pre-norm: x + attention(RMSNorm(x)), causal; then the gated FFN)"]
+        lines += ["", f"3. {layers}"]
     else:
         lines += ["", "2. embeddings          (shape and norm of the whole tensor; values of the first token)"]
         lines += [row("word+type+position", data["stages"]["embedding_sum"]),
                   row("LayerNorm", data["stages"]["embeddings"])]
         lines += ["", "3. encoder layers"]
     lines += [row(name, s) for name, s in data["stages"].items() if name.startswith("layer.")]
-    if decoder:
-        lines += [row("final RMSNorm", data["stages"]["norm"])]
+    if family:
+        lines += [row(final, data["stages"]["norm"])]
     lines += (sparse_steps if "head" in data else sentence_steps)(data, row)
     return "\n".join(lines)
 

@@ -1,0 +1,262 @@
+"""ModernBERT (minienc/model/modernbert.py) and EmbeddingGemma (minienc/model/gemma3.py) against transformers'
+ModernBertModel / Gemma3TextModel and sentence-transformers, on seeded models built here: the last hidden state bit
+for bit (float32 and bfloat16, eager and sdpa, texts shorter and longer than the window, no, right and left padding),
+the masks by transformers' own rules, the local attention against a textbook computation, and the sentence vectors
+(mean pooling; EmbeddingGemma's two Dense layers; prompts) as sentence-transformers gives them. Real checkpoints
+(answerdotai/ModernBERT-base, Alibaba-NLP/gte-modernbert-base, nomic-ai/modernbert-embed-base,
+google/embeddinggemma-300m) cannot be downloaded here: these are the same architectures, smaller."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import transformers
+from sentence_transformers import SentenceTransformer
+from sentence_transformers.sentence_transformer.modules import Dense, Normalize, Pooling, Transformer
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+
+import minienc
+from minienc.model.attention import IGNORES_WINDOW, MODERN, band
+
+WINDOW = 8  # each family's local layers see 8 tokens each way: local_attention / sliding_window 16
+TEXTS = ["头痛", "脑袋痛死", "呕吐", "How do I initialise DDR4 memory?", "", "🙂🚀 emoji", "x",
+         "A medium sentence about encoders whose layers alternate local and global attention, longer than the "
+         "window. " * 3]
+
+
+def modernbert_config(**overrides) -> transformers.ModernBertConfig:
+    """Four layers: 0 and 3 global, 1 and 2 local (every third layer global, as ModernBERT-base)."""
+    settings = dict(vocab_size=400, hidden_size=64, intermediate_size=96, num_hidden_layers=4, num_attention_heads=4,
+                    local_attention=2 * WINDOW, max_position_embeddings=512, pad_token_id=0, bos_token_id=1,
+                    eos_token_id=2, cls_token_id=1, sep_token_id=2, global_attn_every_n_layers=3,
+                    global_rope_theta=1000.0, local_rope_theta=100.0)
+    return transformers.ModernBertConfig(**{**settings, **overrides})
+
+
+def gemma_config(**overrides) -> transformers.Gemma3TextConfig:
+    """Seven layers: 0-4 and 6 local, 5 global (EmbeddingGemma's pattern); 4 query heads sharing 2 key heads of 24
+    (not hidden / heads), a scale from query_pre_attn_scalar, bidirectional; a hidden size whose square root (the
+    embeddings' scale) is not a bfloat16 number."""
+    settings = dict(vocab_size=400, hidden_size=48, intermediate_size=96, num_hidden_layers=7, num_attention_heads=4,
+                    num_key_value_heads=2, head_dim=24, query_pre_attn_scalar=20, sliding_window=2 * WINDOW,
+                    use_bidirectional_attention=True, max_position_embeddings=512, pad_token_id=0, bos_token_id=2,
+                    eos_token_id=1, rope_parameters={"full_attention": {"rope_type": "default", "rope_theta": 1000.0},
+                                                     "sliding_attention": {"rope_type": "default", "rope_theta": 50.0}})
+    return transformers.Gemma3TextConfig(**{**settings, **overrides})
+
+
+FAMILIES = {"modernbert": (modernbert_config, transformers.ModernBertModel),
+            "gemma3": (gemma_config, transformers.Gemma3TextModel)}
+
+
+def save_seeded(folder: Path, config, model_class, seed: int = 0) -> Path:
+    """A seeded model whose norms are not their initial values (so that a missing weight or a wrong norm would
+    show), saved as transformers saves it."""
+    torch.manual_seed(seed)
+    model = model_class(config).eval()
+    with torch.no_grad():
+        for name, parameter in model.named_parameters():
+            if "norm" in name:
+                parameter.uniform_(-0.5, 0.5) if name.endswith("bias") else parameter.uniform_(0.5, 1.5)
+    model.save_pretrained(folder)
+    return folder
+
+
+def reference(folder: Path, attention: str, dtype: torch.dtype = torch.float32):
+    return transformers.AutoModel.from_pretrained(folder, attn_implementation=attention, dtype=dtype).eval()
+
+
+def batch(T: int, side: str, seed: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+    """Three rows of T token ids and their mask: nothing padded, or rows 1 and 2 padded on one side."""
+    ids = torch.randint(3, 400, (3, T), generator=torch.Generator().manual_seed(seed))
+    mask = torch.ones(3, T, dtype=torch.long)
+    for row, n in ((1, T // 2), (2, T - 1)):
+        if side == "right":
+            mask[row, n:] = 0
+        elif side == "left":
+            mask[row, : T - n] = 0
+    return ids, mask
+
+
+@pytest.fixture(scope="module", params=sorted(FAMILIES))
+def model_dir(request, tmp_path_factory) -> Path:
+    config, model_class = FAMILIES[request.param]
+    return save_seeded(tmp_path_factory.mktemp(request.param), config(), model_class)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["float32", "bfloat16"])
+@pytest.mark.parametrize("attention", ["eager", "sdpa"])
+@pytest.mark.parametrize("side", ["none", "right", "left"])
+@pytest.mark.parametrize("T", [6, WINDOW, 40], ids=["shorter", "window", "longer"])
+def test_last_hidden_state_bit_for_bit(model_dir, attention, dtype, side, T):
+    """Both attention forms, on every real token, for texts shorter than the window, as long, and five times
+    longer (where local layers see a part of the text only)."""
+    ids, mask = batch(T, side)
+    theirs = reference(model_dir, attention, dtype)
+    ours = minienc.Encoder.from_pretrained(model_dir, attention=attention, dtype=dtype)
+    with torch.inference_mode():
+        a = theirs(input_ids=ids, attention_mask=mask).last_hidden_state
+        b = ours(ids, attention_mask=mask)
+    assert b.dtype == dtype and b.shape == a.shape
+    assert torch.equal(a[mask.bool()], b[mask.bool()])
+
+
+def layer_masks(model, ids, mask, ours: bool) -> list:
+    """The mask each layer is handed, read as the model runs (transformers passes it by name, minienc by position)."""
+    seen = []
+    for layer in model.layers:
+        layer.register_forward_pre_hook(
+            lambda module, args, kwargs: seen.append(args[3] if ours else kwargs["attention_mask"]), with_kwargs=True)
+    with torch.inference_mode():
+        model(ids, attention_mask=mask) if ours else model(input_ids=ids, attention_mask=mask)
+    return seen
+
+
+@pytest.mark.parametrize("T", [5, WINDOW - 1, WINDOW, WINDOW + 1, 30])
+@pytest.mark.parametrize("side", ["none", "right"])
+def test_masks_by_transformers_rules(model_dir, T, side):
+    """Each layer gets the mask transformers gives it under sdpa, and no mask exactly where transformers gives none
+    (ModernBERT: global layers where nothing is padded, local layers where also the text is shorter than the window;
+    Gemma: always a mask). On a CPU a masked and an unmasked sdpa call agree here, so only this test holds the rule;
+    on CUDA they choose different kernels."""
+    ids, mask = batch(T, side, seed=T)
+    theirs = layer_masks(reference(model_dir, "sdpa"), ids, mask, ours=False)
+    ours = layer_masks(minienc.Encoder.from_pretrained(model_dir), ids, mask, ours=True)
+    assert len(ours) == len(theirs)
+    for i, (a, b) in enumerate(zip(theirs, ours)):
+        assert (a is None) == (b is None), f"layer {i}: transformers {'no ' if a is None else ''}mask, minienc " \
+                                           f"{'no ' if b is None else ''}mask"
+        if a is not None:
+            assert torch.equal(a.expand(3, 1, T, T), b.expand(3, 1, T, T)), f"layer {i}"
+
+
+def textbook_local_attention(q, k, v, radius: int, scale: float) -> torch.Tensor:
+    """Each query attends to the keys at most `radius` positions away, one query at a time, in float64: the
+    definition, written independently of any mask."""
+    q, k, v = q.double(), k.double(), v.double()
+    T = q.shape[2]
+    rows = []
+    for i in range(T):
+        lo, hi = max(0, i - radius), min(T, i + radius + 1)
+        weights = torch.softmax(q[:, :, i : i + 1] @ k[:, :, lo:hi].transpose(2, 3) * scale, dim=-1)
+        rows.append(weights @ v[:, :, lo:hi])
+    return torch.cat(rows, dim=2)
+
+
+@pytest.mark.parametrize("name", sorted(set(MODERN) - IGNORES_WINDOW))
+@pytest.mark.parametrize("kv_heads", [4, 2])
+def test_local_attention_against_the_textbook_and_eager(name, kv_heads):
+    """Every registered form with the band mask a local layer gets computes local attention (float32 rounding apart
+    from the definition, and from eager); grouped key heads are shared as repeat_kv shares them."""
+    gen = torch.Generator().manual_seed(0)
+    q = torch.randn(2, 4, 37, 16, generator=gen)
+    k, v = torch.randn(2, kv_heads, 37, 16, generator=gen), torch.randn(2, kv_heads, 37, 16, generator=gen)
+    mask = band(37, WINDOW, q.device)
+    got = MODERN[name](q, k, v, mask, 0.25)
+    repeated = [t.repeat_interleave(4 // kv_heads, dim=1) for t in (k, v)]
+    torch.testing.assert_close(got.double(), textbook_local_attention(q, *repeated, WINDOW, 0.25), rtol=0, atol=1e-6)
+    torch.testing.assert_close(got, MODERN["eager"](q, k, v, mask, 0.25), rtol=0, atol=1e-6)
+    assert not torch.allclose(got, MODERN[name](q, k, v, None, 0.25), atol=1e-3)  # the window changes the result
+
+
+def test_no_window_is_the_model_with_a_window_wider_than_the_text(model_dir, tmp_path):
+    """`attention="no_window"` (local layers made global) is transformers' eager on the same weights with a window
+    wider than the text; and on texts shorter than the window it is eager itself, to the bit."""
+    config = json.loads((model_dir / "config.json").read_text())
+    width = "local_attention" if config["model_type"] == "modernbert" else "sliding_window"
+    wide = tmp_path / "wide"
+    wide.mkdir()
+    for item in model_dir.iterdir():
+        (wide / item.name).write_bytes(item.read_bytes())
+    (wide / "config.json").write_text(json.dumps({**config, width: 200}))
+    ids, mask = batch(40, "right")
+    no_window = minienc.Encoder.from_pretrained(model_dir, attention="no_window")
+    with torch.inference_mode():
+        a = reference(wide, "eager")(input_ids=ids, attention_mask=mask).last_hidden_state
+        b = no_window(ids, attention_mask=mask)
+        windowed = minienc.Encoder.from_pretrained(model_dir, attention="eager")(ids, attention_mask=mask)
+        short = ids[:, :6]
+        same = torch.equal(no_window(short), minienc.Encoder.from_pretrained(model_dir, attention="eager")(short))
+    real = mask.bool()
+    assert torch.equal(a[real], b[real])
+    assert not torch.allclose(windowed[real], b[real], atol=1e-4)  # the window matters at 40 tokens
+    assert same
+
+
+def test_packed_texts_are_the_texts_alone(model_dir):
+    """Packed (one row, each text's span): positions restart at each text and each text attends to itself alone,
+    within its own windows, so a text's states are its states alone, within float32 rounding."""
+    ids, _ = batch(40, "none", seed=4)
+    model = minienc.Encoder.from_pretrained(model_dir)
+    lengths = [40, 4, 1, WINDOW, 23]
+    row = torch.cat([ids[i % 3, :n] for i, n in enumerate(lengths)])[None]
+    ends = np.cumsum(lengths).tolist()
+    spans = list(zip([0, *ends[:-1]], ends))
+    with torch.inference_mode():
+        packed = model(row, spans=spans)[0]
+        for i, (a, b) in enumerate(spans):
+            alone = model(ids[i % 3 : i % 3 + 1, : lengths[i]])[0]
+            torch.testing.assert_close(packed[a:b], alone, rtol=0, atol=1e-5)
+
+
+def test_masked_lm_checkpoint_loads(tmp_path):
+    """A ModernBertForMaskedLM folder (the model under 'model.', its head and decoder beside it) loads as the bare
+    model, with transformers' ModernBertModel's bits."""
+    folder = save_seeded(tmp_path, modernbert_config(), transformers.ModernBertForMaskedLM)
+    ids, mask = batch(20, "right")
+    with torch.inference_mode():
+        a = reference(folder, "sdpa")(input_ids=ids, attention_mask=mask).last_hidden_state
+        b = minienc.Encoder.from_pretrained(folder)(ids, attention_mask=mask)
+    assert torch.equal(a[mask.bool()], b[mask.bool()])
+
+
+def older_spelling(config: dict) -> dict:
+    """config.json as the Hub's ModernBERT and EmbeddingGemma files are written (transformers 4): no layer_types and
+    no rope_parameters, but the pattern and the two rotary bases under their older keys."""
+    older = {key: value for key, value in config.items() if key not in ("layer_types", "rope_parameters")}
+    thetas = config["rope_parameters"]
+    if config["model_type"] == "modernbert":
+        return {**older, "global_attn_every_n_layers": 3, "global_rope_theta": thetas["full_attention"]["rope_theta"],
+                "local_rope_theta": thetas["sliding_attention"]["rope_theta"]}
+    return {**older, "sliding_window_pattern": 6, "rope_theta": thetas["full_attention"]["rope_theta"],
+            "rope_local_base_freq": thetas["sliding_attention"]["rope_theta"], "rope_scaling": None}
+
+
+def test_older_config_spelling(model_dir, tmp_path):
+    config = json.loads((model_dir / "config.json").read_text())
+    for item in model_dir.iterdir():
+        (tmp_path / item.name).write_bytes(item.read_bytes())
+    (tmp_path / "config.json").write_text(json.dumps(older_spelling(config)))
+    new, old = (minienc.Encoder.from_pretrained(folder).config for folder in (model_dir, tmp_path))
+    assert old == new and set(old.layer_types) == {"full_attention", "sliding_attention"}
+    ids, mask = batch(30, "left")
+    with torch.inference_mode():
+        a = reference(tmp_path, "sdpa")(input_ids=ids, attention_mask=mask).last_hidden_state
+        b = minienc.Encoder.from_pretrained(tmp_path)(ids, attention_mask=mask)
+    assert torch.equal(a[mask.bool()], b[mask.bool()])
+
+
+def test_config_refusals(model_dir, tmp_path):
+    config = json.loads((model_dir / "config.json").read_text())
+    for item in model_dir.iterdir():
+        (tmp_path / item.name).write_bytes(item.read_bytes())
+    refusals = [({"layer_types": ["full_attention"]}, "layer_types must name"),
+                ({"rope_parameters": {"rope_type": "yarn", "factor": 4.0}}, "unsupported rotary scaling")]
+    if config["model_type"] == "gemma3_text":
+        refusals += [({"use_bidirectional_attention": False}, "use_bidirectional_attention is not true"),
+                     ({"attn_logit_softcapping": 50.0}, "attn_logit_softcapping"),
+                     ({"num_key_value_heads": 3}, "does not divide")]
+    else:
+        refusals += [({"local_attention": 1}, "local_attention must be an integer of at least 2"),
+                     ({"num_attention_heads": 5}, "does not divide")]
+    for changes, message in refusals:
+        (tmp_path / "config.json").write_text(json.dumps({**config, **changes}))
+        with pytest.raises(ValueError, match=message):
+            minienc.Encoder.from_pretrained(tmp_path)
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ValueError, match="attention 'linear' has no form for ModernBERT / Gemma 3"):
+        minienc.Encoder.from_pretrained(tmp_path, attention="linear")
