@@ -134,6 +134,7 @@ def trace_encoder(sentence, text: str) -> tuple[dict[str, Any], torch.Tensor, to
     return data, stages[last_stage(stages)], batch["attention_mask"]
 
 
+@torch.inference_mode()
 def trace_sentence(model, text: str) -> dict[str, Any]:
     """Then pooling, Dense and the normalizer: a SentenceEncoder's steps 4-5."""
     data, last, mask = trace_encoder(model, text)

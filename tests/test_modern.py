@@ -260,3 +260,129 @@ def test_config_refusals(model_dir, tmp_path):
     (tmp_path / "config.json").write_text(json.dumps(config))
     with pytest.raises(ValueError, match="attention 'linear' has no form for ModernBERT / Gemma 3"):
         minienc.Encoder.from_pretrained(tmp_path, attention="linear")
+
+
+# --- sentence vectors: as sentence-transformers gives them --------------------------------------------------------
+
+SPECIALS = {"modernbert": ("[PAD]", "[CLS]", "[SEP]"), "gemma3": ("<pad>", "<eos>", "<bos>")}  # ids 0, 1, 2
+PROMPTS = {"modernbert": {"query": "search_query: ", "document": "search_document: "},  # modernbert-embed's
+           "gemma3": {"query": "task: search result | query: ", "document": "title: none | text: "}}  # EmbeddingGemma's
+
+
+def bpe_tokenizer(folder: Path, family: str) -> None:
+    """A byte-level BPE tokenizer trained here, framing each text as the family does (ModernBERT: [CLS] text [SEP];
+    Gemma: <bos> text <eos>), and the tokenizer_config.json transformers reads beside it."""
+    pad, first, second = SPECIALS[family]
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=390, special_tokens=[pad, first, second],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tokenizer.train_from_iterator([*TEXTS, *PROMPTS[family].values()] * 3, trainer)
+    start, end = (first, second) if family == "modernbert" else (second, first)
+    tokenizer.post_processor = processors.TemplateProcessing(
+        single=f"{start} $A {end}", special_tokens=[(start, tokenizer.token_to_id(start)),
+                                                     (end, tokenizer.token_to_id(end))])
+    tokenizer.save(str(folder / "tokenizer.json"))
+    (folder / "tokenizer_config.json").write_text(json.dumps({
+        "tokenizer_class": "PreTrainedTokenizerFast", "pad_token": pad, "padding_side": "right",
+        "model_input_names": ["input_ids", "attention_mask"], "model_max_length": 512}))
+
+
+@pytest.fixture(scope="module", params=sorted(FAMILIES))
+def embedding_dir(request, tmp_path_factory) -> Path:
+    """A sentence-transformers folder as modernbert-embed's (mean pooling, Normalize) or EmbeddingGemma's (mean
+    pooling, two Dense layers with no activation and no bias, Normalize), with their prompts; saved by
+    sentence-transformers itself."""
+    family = request.param
+    root = tmp_path_factory.mktemp(f"{family}-embedding")
+    config, model_class = FAMILIES[family]
+    model_dir = save_seeded(root / "model", config(), model_class)
+    bpe_tokenizer(model_dir, family)
+    transformer = Transformer(str(model_dir), max_seq_length=64)
+    width = transformer.get_embedding_dimension()
+    modules = [transformer, Pooling(width, pooling_mode="mean")]
+    if family == "gemma3":
+        torch.manual_seed(1)
+        modules += [Dense(width, 96, bias=False, activation_function=torch.nn.Identity()),
+                    Dense(96, width, bias=False, activation_function=torch.nn.Identity())]
+    st = SentenceTransformer(modules=[*modules, Normalize()], device="cpu", prompts=PROMPTS[family])
+    st.save(str(root / "st"))
+    return root / "st"
+
+
+def test_sentence_vectors_identical_to_sentence_transformers(embedding_dir):
+    """Padded execution: sentence-transformers' batches and bits; documents and queries (the folder's prompts);
+    batch size 3 so that several batches of several lengths run, one text longer than the window."""
+    ours = minienc.SentenceEncoder.from_pretrained(embedding_dir, execution="padded")
+    st = SentenceTransformer(str(embedding_dir), device="cpu")
+    assert np.array_equal(ours.encode(TEXTS, batch_size=3), st.encode(TEXTS, batch_size=3))
+    assert np.array_equal(ours.encode_query(TEXTS[:3]), st.encode_query(TEXTS[:3]))
+    assert np.array_equal(ours.encode_document(TEXTS[:3]), st.encode_document(TEXTS[:3]))
+
+
+def test_packed_within_1e5(embedding_dir):
+    """Packed execution (the default): within 1e-5 of sentence-transformers in float32."""
+    ours = minienc.SentenceEncoder.from_pretrained(embedding_dir)
+    st = SentenceTransformer(str(embedding_dir), device="cpu")
+    np.testing.assert_allclose(ours.encode(TEXTS), st.encode(TEXTS), rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_packed_batch_invariant(embedding_dir, dtype):
+    """Where the row blocks pass their probes on this machine, a text's vector is the same bits alone and in a
+    batch (each text's local and global attention runs alone)."""
+    ours = minienc.SentenceEncoder.from_pretrained(embedding_dir, dtype=dtype)
+    if not ours.batch_invariant:
+        pytest.skip(f"matmul {ours.matmul_name!r} failed the row-block probe on this machine")
+    vectors = ours.encode(TEXTS)
+    assert all(np.array_equal(ours.encode([text])[0], vectors[i]) for i, text in enumerate(TEXTS))
+
+
+def test_parity_and_trace_commands(embedding_dir, capsys):
+    """`minienc parity` holds every stage to transformers' and the sentence vector to sentence-transformers';
+    with `--attention no_window` it reports how far making the local layers global moves them (compared with
+    eager); `minienc trace` walks one text through the family's steps."""
+    from minienc.cli import main
+    from minienc.parity import run_parity
+
+    rows, reference = run_parity(embedding_dir, "sdpa")
+    assert reference == "sdpa" and [r.stage for r in rows][0] == "embeddings"
+    assert [r.stage for r in rows][-3:] == ["norm", "last_hidden_state", "sentence_embedding"]
+    assert all(r.identical for r in rows)
+    rows, reference = run_parity(embedding_dir, "no_window")
+    stages = [r.stage for r in rows]
+    first_local = minienc.SentenceEncoder.from_pretrained(embedding_dir).encoder.config.layer_types.index(
+        "sliding_attention")
+    moved_at = stages.index(f"layer.{first_local}.attention")
+    assert reference == "eager" and all(r.identical for r in rows[:moved_at])  # the global layers before it
+    assert rows[moved_at].max_abs > 0 and rows[-1].max_abs > 0  # the first local layer, and the sentence vector
+    assert main(["trace", "--model", str(embedding_dir), "头痛 is a headache"]) == 0
+    out = capsys.readouterr().out
+    assert "3. encoder layers" in out and "global or local" in out and "4. pooling (mean)" in out
+
+
+def test_attention_weights_of_a_local_layer(embedding_dir):
+    """`minienc trace --plot` on a local layer: the band is the mask drawn, and the weights are transformers' eager
+    attentions for that layer and head."""
+    from minienc.plot import attention_weights
+
+    model = minienc.SentenceEncoder.from_pretrained(embedding_dir, execution="padded")
+    text = TEXTS[-1]
+    tokens, weights, allowed = attention_weights(model, text, layer=1, head=2)
+    T = len(tokens)
+    assert T > 2 * WINDOW and torch.equal(allowed, band(T, WINDOW, allowed.device)[0, 0])
+    theirs = transformers.AutoModel.from_pretrained(embedding_dir, attn_implementation="eager").eval()
+    inputs = {key: value for key, value in model.tokenize([text]).items() if key != "token_type_ids"}
+    with torch.inference_mode():
+        expected = theirs(**inputs, output_attentions=True).attentions[1][0, 2]  # (T, T)
+    # a recomputation with matrices of another shape: float32 rounding, relative to the weight
+    torch.testing.assert_close(weights, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_bfloat16_padded_identical_to_sentence_transformers_bfloat16(embedding_dir):
+    """Padded execution in bfloat16 (EmbeddingGemma is stored in it, ModernBERT-base in float32): sentence-transformers'
+    bits when it runs the transformer in bfloat16."""
+    ours = minienc.SentenceEncoder.from_pretrained(embedding_dir, execution="padded", dtype="bfloat16")
+    st = SentenceTransformer(str(embedding_dir), device="cpu", model_kwargs={"dtype": torch.bfloat16})
+    assert np.array_equal(ours.encode(TEXTS, batch_size=3), st.encode(TEXTS, batch_size=3))
