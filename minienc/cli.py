@@ -14,7 +14,7 @@ import numpy as np
 from . import __version__, corpus
 from .heads.pipeline import EXECUTIONS, TOKEN_BUDGETS, default_matmul
 from .heads.sentence import DEFAULT_MODEL, SentenceEncoder
-from .model.attention import ATTENTION
+from .model.attention import ATTENTION, CAUSAL, MODERN
 from .runtime.devices import DTYPES, check_device, check_dtype
 from .runtime.matmul import MATMUL
 
@@ -253,7 +253,9 @@ def cmd_parity(args: argparse.Namespace) -> int:
 def add_model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default=DEFAULT_MODEL, help=f"folder or Hub repo id (default: {DEFAULT_MODEL})")
     parser.add_argument("--attention", default="sdpa",
-                        help=f"attention implementation: {', '.join(sorted(ATTENTION))} (default: sdpa)")
+                        help=f"attention implementation: BERT family {', '.join(sorted(ATTENTION))}; Qwen3 "
+                             f"{', '.join(sorted(CAUSAL))}; ModernBERT and EmbeddingGemma {', '.join(sorted(MODERN))} "
+                             f"(default: sdpa)")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cpu)")
     parser.add_argument("--matmul", default=None, choices=sorted(MATMUL),
                         help=f"linear layers' kernel: {', '.join(sorted(MATMUL))} (default: onednn for packed "

@@ -360,6 +360,10 @@ def test_parity_and_trace_commands(embedding_dir, capsys):
     assert main(["trace", "--model", str(embedding_dir), "头痛 is a headache"]) == 0
     out = capsys.readouterr().out
     assert "3. encoder layers" in out and "global or local" in out and "4. pooling (mean)" in out
+    assert main(["encode", "--model", str(embedding_dir), "--execution", "padded", *TEXTS[:3]]) == 0
+    printed = [json.loads(line)["embedding"] for line in capsys.readouterr().out.splitlines()]
+    expected = SentenceTransformer(str(embedding_dir), device="cpu").encode(TEXTS[:3])
+    assert np.array_equal(np.array(printed, dtype=np.float32), expected)
 
 
 def test_attention_weights_of_a_local_layer(embedding_dir):
