@@ -189,7 +189,8 @@ def test_no_window_is_the_model_with_a_window_wider_than_the_text(model_dir, tmp
 
 def test_packed_texts_are_the_texts_alone(model_dir):
     """Packed (one row, each text's span): positions restart at each text and each text attends to itself alone,
-    within its own windows, so a text's states are its states alone, within float32 rounding."""
+    within its own windows, so a text's states are its states alone, within float32 rounding of matrices of other
+    shapes: 1e-5 of the states' largest value (Gemma's norms scale by 1 + w, so its states reach 5 and more)."""
     ids, _ = batch(40, "none", seed=4)
     model = minienc.Encoder.from_pretrained(model_dir)
     lengths = [40, 4, 1, WINDOW, 23]
@@ -200,7 +201,7 @@ def test_packed_texts_are_the_texts_alone(model_dir):
         packed = model(row, spans=spans)[0]
         for i, (a, b) in enumerate(spans):
             alone = model(ids[i % 3 : i % 3 + 1, : lengths[i]])[0]
-            torch.testing.assert_close(packed[a:b], alone, rtol=0, atol=1e-5)
+            torch.testing.assert_close(packed[a:b], alone, rtol=0, atol=1e-5 * float(alone.abs().max()))
 
 
 def test_masked_lm_checkpoint_loads(tmp_path):
