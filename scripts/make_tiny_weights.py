@@ -1,5 +1,6 @@
-"""Build the small seeded checkpoints in weights/: a tiny BERT, a tiny XLM-R and a tiny Qwen3-Embedding, each with a
-tokenizer.json and sentence-transformers module files, so readers and quick tests have real files on disk.
+"""Build the small seeded checkpoints in weights/: a tiny BERT, XLM-R, Qwen3-Embedding, ModernBERT embedder and
+EmbeddingGemma, each with a tokenizer.json and sentence-transformers module files, so readers and quick tests have
+real files on disk.
 
     python scripts/make_tiny_weights.py [--out weights]
 
@@ -92,6 +93,82 @@ def byte_level_tokenizer() -> Tokenizer:
     return tok
 
 
+def framed_byte_tokenizer(start: str, end: str, pad: str) -> Tokenizer:
+    """Byte-level BPE with no merges, each text framed as `start text end` (ModernBERT: [CLS] ... [SEP]; Gemma:
+    <bos> ... <eos>), with a padding token of its own."""
+    alphabet = sorted(pre_tokenizers.ByteLevel.alphabet())
+    tok = Tokenizer(models.BPE({symbol: i for i, symbol in enumerate(alphabet)}, []))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    tok.add_special_tokens([pad, start, end])
+    tok.post_processor = processors.TemplateProcessing(
+        single=f"{start} $A {end}", special_tokens=[(start, tok.token_to_id(start)), (end, tok.token_to_id(end))])
+    return tok
+
+
+def write_prompts_and_tokenizer_config(folder: Path, prompts: dict[str, str], pad: str) -> None:
+    (folder / "config_sentence_transformers.json").write_text(json.dumps(
+        {"prompts": prompts, "default_prompt_name": None, "similarity_fn_name": "cosine"}, indent=2) + "\n")
+    (folder / "tokenizer_config.json").write_text(json.dumps(
+        {"tokenizer_class": "PreTrainedTokenizerFast", "pad_token": pad, "padding_side": "right",
+         "model_input_names": ["input_ids", "attention_mask"], "model_max_length": 512}, indent=2) + "\n")
+
+
+def write_dense_layers(folder: Path, widths: list[int]) -> None:
+    """EmbeddingGemma's two Dense modules after pooling (no bias, no activation), inserted before Normalize."""
+    from safetensors.torch import save_file
+
+    modules = json.loads((folder / "modules.json").read_text())
+    dense = [{"idx": i + 2, "name": str(i + 2), "path": f"{i + 2}_Dense", "type": "sentence_transformers.models.Dense"}
+             for i in range(len(widths) - 1)]
+    normalize = {**modules[-1], "idx": len(widths) + 1, "name": str(len(widths) + 1),
+                 "path": f"{len(widths) + 1}_Normalize"}
+    (folder / modules[-1]["path"]).rename(folder / normalize["path"])
+    (folder / "modules.json").write_text(json.dumps([*modules[:2], *dense, normalize], indent=2) + "\n")
+    for spec, (n_in, n_out) in zip(dense, zip(widths, widths[1:])):
+        (folder / spec["path"]).mkdir(exist_ok=True)
+        (folder / spec["path"] / "config.json").write_text(json.dumps(
+            {"in_features": n_in, "out_features": n_out, "bias": False,
+             "activation_function": "torch.nn.modules.linear.Identity"}, indent=2) + "\n")
+        weight = torch.empty(n_out, n_in).uniform_(-1 / math.sqrt(n_in), 1 / math.sqrt(n_in))
+        save_file({"linear.weight": weight.contiguous()}, str(folder / spec["path"] / "model.safetensors"))
+
+
+def build_local_global(out: Path) -> None:
+    """ModernBERT (an embedder as modernbert-embed: mean pooling, its search_query / search_document prompts) and
+    EmbeddingGemma (mean pooling, two Dense layers, its prompts): local layers see 8 tokens each way."""
+    import transformers
+
+    specs = [
+        ("tiny-modernbert-embed", framed_byte_tokenizer("[CLS]", "[SEP]", "[PAD]"), transformers.ModernBertConfig,
+         transformers.ModernBertModel, {"query": "search_query: ", "document": "search_document: "},
+         dict(num_hidden_layers=4, local_attention=16, global_attn_every_n_layers=3, max_position_embeddings=512)),
+        ("tiny-embeddinggemma", framed_byte_tokenizer("<bos>", "<eos>", "<pad>"), transformers.Gemma3TextConfig,
+         transformers.Gemma3TextModel, {"query": "task: search result | query: ", "document": "title: none | text: "},
+         dict(num_hidden_layers=3, num_key_value_heads=1, head_dim=16, query_pre_attn_scalar=16, sliding_window=16,
+              layer_types=["sliding_attention", "sliding_attention", "full_attention"],
+              use_bidirectional_attention=True, max_position_embeddings=512)),
+    ]
+    for name, tokenizer, config_class, model_class, prompts, extra in specs:
+        folder = out / name
+        folder.mkdir(parents=True, exist_ok=True)
+        pad, start, end = (tokenizer.id_to_token(i) for i in range(256, 259))
+        ids = {"pad_token_id": 256, "bos_token_id": tokenizer.token_to_id("<bos>" if "gemma" in name else "[CLS]"),
+               "eos_token_id": tokenizer.token_to_id("<eos>" if "gemma" in name else "[SEP]")}
+        if "gemma" not in name:
+            ids.update(cls_token_id=ids["bos_token_id"], sep_token_id=ids["eos_token_id"])
+        config = config_class(vocab_size=tokenizer.get_vocab_size(), initializer_range=0.2,
+                              **{**SIZES, **extra}, **ids)
+        torch.manual_seed(0)
+        model_class(config).save_pretrained(folder)
+        tokenizer.save(str(folder / "tokenizer.json"))
+        write_sentence_modules(folder, "mean", max_seq_length=512)
+        if "gemma" in name:
+            write_dense_layers(folder, [SIZES["hidden_size"], 2 * SIZES["hidden_size"], SIZES["hidden_size"]])
+        write_prompts_and_tokenizer_config(folder, prompts, pad)
+        report(folder, tokenizer)
+
+
 def write_qwen3_embedding_files(folder: Path) -> None:
     """Qwen3-Embedding's sentence-transformers files: last-token pooling, Normalize, the query prompt, and the
     tokenizer's settings (left padding with the end-of-text token)."""
@@ -151,6 +228,7 @@ def build(out: Path) -> None:
     tokenizer.save(str(folder / "tokenizer.json"))
     write_qwen3_embedding_files(folder)
     report(folder, tokenizer)
+    build_local_global(out)
 
 
 def report(folder: Path, tokenizer: Tokenizer) -> None:
