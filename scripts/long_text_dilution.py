@@ -38,10 +38,11 @@ The scores; each ranks all documents for every query, by cosine similarity unles
                        window, and their mean as the document's one vector (nothing truncated, still one vector)
   chunked, best        encode_chunks(aggregate=None): the same windows kept apart, a document scoring its best
                        window (minienc.heads.chunks.best_window); with 256- and with 128-token windows
-  token MaxSim         late interaction over MiniLM's own token vectors (no trained ColBERT head exists offline):
-                       each query token is matched to its most similar document token and the similarities are
-                       summed (minienc.heads.similarity.maxsim); token vectors L2-normalized, [CLS] and [SEP] left out,
-                       documents read in overlapping windows so that no token is truncated
+  token MaxSim         late interaction over the model's own token vectors (MiniLM's by default; no trained
+                       ColBERT head exists offline): each query token is matched to its most similar document token
+                       and the similarities are summed (minienc.heads.similarity.maxsim); token vectors
+                       L2-normalized, the first and last token ([CLS] and [SEP]) left out, documents read in
+                       overlapping windows so that no token is truncated
   sections alone       each section embedded by itself with the model's own encode(), a document scoring its best
                        section: the same model with nothing diluted and nothing truncated, the reference
 
@@ -239,9 +240,11 @@ def document_tokens(model: minienc.SentenceEncoder, documents: list[str]) -> lis
 
 def score_all(folder, corpus: Corpus) -> dict[str, dict[str, np.ndarray]]:
     """method name -> position -> (queries, documents) scores, methods in the table's order. The documents are
-    embedded again for every position; sections embedded alone do not depend on it, so they are embedded once."""
+    embedded again for every position; sections embedded alone do not depend on it, so they are embedded once.
+    The labels name the model's own truncation (max_seq_length)."""
     mean = minienc.SentenceEncoder.from_pretrained(folder)  # the model's own pipeline: mean pooling, normalized
     cls = minienc.SentenceEncoder.from_pretrained(folder, pooling="cls")
+    limit = mean.max_seq_length
     queries = corpus.queries
     q_mean, q_cls = mean.encode(queries), cls.encode(queries)  # (queries, D) each
     q_tokens = [l2_normalize(t[1:-1].float()) for t in mean.encode(queries, output_value="token_embeddings")]
@@ -257,12 +260,12 @@ def score_all(folder, corpus: Corpus) -> dict[str, dict[str, np.ndarray]]:
         doc_tokens = document_tokens(mean, documents)
         methods = {
             "BM25 over words (lexical stand-in, not SPLADE)": bm25(queries, documents),
-            "CLS pooling, truncated at 256": cosine(q_cls, cls.encode(documents)),
-            "mean pooling (the model's own), truncated at 256": cosine(q_mean, mean.encode(documents)),
+            f"CLS pooling, truncated at {limit}": cosine(q_cls, cls.encode(documents)),
+            f"mean pooling (the model's own), truncated at {limit}": cosine(q_mean, mean.encode(documents)),
             f"chunked {WINDOW}/{OVERLAP}, mean of windows": cosine(q_mean, windows[WINDOW, "mean"]),
             f"chunked {WINDOW}/{OVERLAP}, best window": best_of(q_mean, windows[WINDOW, None]),
             f"chunked {SMALL_WINDOW}/{OVERLAP}, best window": best_of(q_mean, windows[SMALL_WINDOW, None]),
-            "token MaxSim over MiniLM's token vectors": token_maxsim(q_tokens, doc_tokens).numpy(),
+            "token MaxSim over the model's token vectors": token_maxsim(q_tokens, doc_tokens).numpy(),
             "reference: sections embedded alone, best section": reference,
         }
         for method, matrix in methods.items():
@@ -308,9 +311,10 @@ def main() -> None:
           f"max {max(lengths)}; a random ranking: recall@1 {1 / n:.2f}, MRR "
           f"{sum(1 / k for k in range(1, n + 1)) / n:.2f}; seed {args.seed}; {cpu_name()}; {args.threads} threads; "
           f"torch {torch.__version__}; Python {platform.python_version()}")
+    limit = counter.max_seq_length  # what a truncated embedding reads, special tokens included
     print("# tokens before the answer: " + "; ".join(
-        f"{p} median {statistics.median(ks):.0f} ({sum(k < WINDOW - 2 for k in ks)} of {n} start within the first "
-        f"{WINDOW})" for p, ks in before.items()) + "\n")
+        f"{p} median {statistics.median(ks):.0f} ({sum(k < limit - 2 for k in ks)} of {n} start within the first "
+        f"{limit})" for p, ks in before.items()) + "\n")
     print("| method (recall@1 / MRR) | all positions | " + " | ".join(POSITIONS) + " |")
     print("|---|---|" + "---|" * len(POSITIONS))
     for method, by_position in scores.items():

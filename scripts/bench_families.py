@@ -1,18 +1,22 @@
-"""A decoder embedder at its real size: random weights in Qwen3-Embedding-0.6B's shape, minienc float32 and bfloat16
-against sentence-transformers in float32 and in its default dtype (the stored bfloat16), on bench.py's corpora.
+"""The newer families at their real size: random weights in Qwen3-Embedding-0.6B's, ModernBERT-base's or
+EmbeddingGemma-300m's shape, minienc float32 and bfloat16 against sentence-transformers in float32 and bfloat16, on
+bench.py's corpora.
 
-    python scripts/bench_decoder.py [--folder DIR] [--texts 16] [--repeats 3] [--max-seq-length 512]
+    python scripts/bench_families.py [--shape qwen3-0.6b|modernbert-base|embeddinggemma-300m] [--folder DIR]
+                                     [--texts 16] [--repeats 3] [--max-seq-length 512]
 
-The folder (default: built in a temporary one, ~1.2 GB) holds Qwen3-0.6B's shape (28 layers, hidden 1024, 16 query /
-8 key-value heads of 128, intermediate 3072, vocab 151669), weights from a fixed seed stored in bfloat16 as the real
-checkpoint stores them, weights/tiny-qwen3-embedding's byte-level tokenizer and sentence-transformers files
-(last-token pooling, Normalize). Random weights: the speed and memory are the real model's, the vectors mean nothing.
+The folder (default: built in a temporary one, 0.6 to 1.2 GB) holds the shape (SHAPES below: layers, widths, heads,
+vocabulary, local windows) with weights from a fixed seed, stored in the dtype the real checkpoint stores (Qwen3:
+bfloat16; the others float32), the matching weights/ folder's byte-level tokenizer and sentence-transformers files
+(Qwen3: last-token pooling; ModernBERT: mean; EmbeddingGemma: mean and its two Dense layers, 768 -> 3072 -> 768), and
+Normalize. Random weights: the speed and memory are the real model's, the vectors mean nothing.
 
 Each system runs in a process of its own, so that its peak memory (resident set) is its own: one warm-up encode,
 then `repeats` timed ones, the median reported, with tokens per second, the ratio to sentence-transformers' fastest
 CPU configuration, the share of this machine's matrix-multiply rate for the system's number format (measured on the
 model's feed-forward shape) that the model's FLOPs reach, and the lowest cosine of its vectors with
-sentence-transformers' float32 ones.
+sentence-transformers' float32 ones. Local layers are counted as full squares: every kernel here computes them whole,
+masked (as transformers does on a CPU).
 """
 
 from __future__ import annotations
@@ -31,32 +35,51 @@ import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parent.parent
-SHAPE = dict(vocab_size=151669, hidden_size=1024, num_hidden_layers=28, num_attention_heads=16, num_key_value_heads=8,
-             head_dim=128, intermediate_size=3072, max_position_embeddings=32768, rope_theta=1000000.0)
-SYSTEMS = {  # name -> (library, dtype it is asked for: None is its default)
+# name -> transformers' config and model class, the settings, the dtype the real checkpoint stores, and the weights/
+# folder whose tokenizer and sentence-transformers files it takes
+SHAPES = {
+    "qwen3-0.6b": ("Qwen3Config", "Qwen3Model", "bfloat16", "tiny-qwen3-embedding", dict(
+        vocab_size=151669, hidden_size=1024, num_hidden_layers=28, num_attention_heads=16, num_key_value_heads=8,
+        head_dim=128, intermediate_size=3072, max_position_embeddings=32768, rope_theta=1000000.0, eos_token_id=256)),
+    "modernbert-base": ("ModernBertConfig", "ModernBertModel", "float32", "tiny-modernbert-embed", dict(
+        vocab_size=50368, hidden_size=768, num_hidden_layers=22, num_attention_heads=12, intermediate_size=1152,
+        local_attention=128, global_attn_every_n_layers=3, max_position_embeddings=8192, pad_token_id=256,
+        cls_token_id=257, sep_token_id=258, bos_token_id=257, eos_token_id=258)),
+    "embeddinggemma-300m": ("Gemma3TextConfig", "Gemma3TextModel", "float32", "tiny-embeddinggemma", dict(
+        vocab_size=262144, hidden_size=768, num_hidden_layers=24, num_attention_heads=3, num_key_value_heads=1,
+        head_dim=256, intermediate_size=1152, query_pre_attn_scalar=256, sliding_window=512,
+        use_bidirectional_attention=True, max_position_embeddings=2048, pad_token_id=256, bos_token_id=258,
+        eos_token_id=257)),
+}
+DENSE = {"embeddinggemma-300m": [768, 3072, 768]}  # EmbeddingGemma's Dense layers after pooling
+SYSTEMS = {  # name -> (library, dtype it is asked for)
     "minienc packed float32": ("minienc", "float32"),
     "minienc packed bfloat16": ("minienc", "bfloat16"),
     "sentence-transformers float32": ("st", "float32"),
-    "sentence-transformers default (bfloat16)": ("st", None),
+    "sentence-transformers bfloat16": ("st", "bfloat16"),
 }
 
 
-def build(folder: Path, max_seq_length: int) -> None:
+def build(folder: Path, shape: str, max_seq_length: int) -> None:
     """The random-weight model in the real shape, as a sentence-transformers folder."""
     import transformers
+    from safetensors.torch import save_file
 
-    tiny = ROOT / "weights" / "tiny-qwen3-embedding"
+    config_class, model_class, stored, tiny, settings = SHAPES[shape]
+    shutil.copytree(ROOT / "weights" / tiny, folder, dirs_exist_ok=True)
     torch.manual_seed(0)
-    config = transformers.Qwen3Config(**SHAPE, eos_token_id=256, dtype="bfloat16")
-    with torch.device("cpu"):
-        model = transformers.Qwen3Model(config).to(torch.bfloat16)
-    model.save_pretrained(folder)
-    for name in ("tokenizer.json", "tokenizer_config.json", "modules.json", "config_sentence_transformers.json"):
-        shutil.copy(tiny / name, folder / name)
-    shutil.copytree(tiny / "2_Normalize", folder / "2_Normalize", dirs_exist_ok=True)
-    (folder / "1_Pooling").mkdir(exist_ok=True)
-    (folder / "1_Pooling" / "config.json").write_text(json.dumps(
-        {"word_embedding_dimension": SHAPE["hidden_size"], "pooling_mode_lasttoken": True}))
+    config = getattr(transformers, config_class)(**settings, dtype=stored)
+    getattr(transformers, model_class)(config).to(getattr(torch, stored)).save_pretrained(folder)
+    pooling = json.loads((folder / "1_Pooling" / "config.json").read_text())
+    (folder / "1_Pooling" / "config.json").write_text(json.dumps({**pooling, "word_embedding_dimension":
+                                                                  settings["hidden_size"]}))
+    widths = DENSE.get(shape, [])
+    for i, (n_in, n_out) in enumerate(zip(widths, widths[1:])):
+        dense = folder / f"{i + 2}_Dense"
+        spec = json.loads((dense / "config.json").read_text())
+        (dense / "config.json").write_text(json.dumps({**spec, "in_features": n_in, "out_features": n_out}))
+        save_file({"linear.weight": torch.empty(n_out, n_in).uniform_(-n_in**-0.5, n_in**-0.5)},
+                  str(dense / "model.safetensors"))
     (folder / "sentence_bert_config.json").write_text(json.dumps({"max_seq_length": max_seq_length}))
 
 
@@ -70,8 +93,7 @@ def load(folder: Path, system: str):
         return lambda texts: model.encode(texts)
     from sentence_transformers import SentenceTransformer
 
-    kwargs = {} if dtype is None else {"model_kwargs": {"dtype": getattr(torch, dtype)}}
-    model = SentenceTransformer(str(folder), device="cpu", **kwargs)
+    model = SentenceTransformer(str(folder), device="cpu", model_kwargs={"dtype": getattr(torch, dtype)})
     return lambda texts: model.encode(texts, batch_size=32, convert_to_numpy=True).astype(np.float32)
 
 
@@ -106,16 +128,22 @@ def token_counts(folder: Path, texts: list[str], max_seq_length: int) -> list[in
     return [len(t.ids) for t in tokenizer.tokenize(texts)]
 
 
-def flops(lengths: list[int]) -> float:
+def flops(shape: str, lengths: list[int]) -> float:
     """GFLOP of the model on texts of these token counts: projections, gated feed-forward, attention (full squares:
-    the kernels compute them whole)."""
-    H, q, kv, inner = SHAPE["hidden_size"], 16 * 128, 8 * 128, SHAPE["intermediate_size"]
+    the kernels compute them whole, local layers too)."""
+    settings = SHAPES[shape][4]
+    H, inner, heads = settings["hidden_size"], settings["intermediate_size"], settings["num_attention_heads"]
+    hs = settings.get("head_dim", H // heads)
+    q, kv = heads * hs, settings.get("num_key_value_heads", heads) * hs
     per_token = 2 * (H * q + 2 * H * kv + q * H + 3 * H * inner)
-    return sum(SHAPE["num_hidden_layers"] * (n * per_token + 4 * n * n * q) for n in lengths) / 1e9
+    widths = DENSE.get(shape, [])
+    dense = sum(2 * a * b for a, b in zip(widths, widths[1:]))  # once per text
+    return sum(settings["num_hidden_layers"] * (n * per_token + 4 * n * n * q) + dense for n in lengths) / 1e9
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--shape", choices=sorted(SHAPES), default="qwen3-0.6b")
     parser.add_argument("--folder", type=Path, default=None, help="the model folder (built there if missing)")
     parser.add_argument("--texts", type=int, default=16, help="texts per corpus")
     parser.add_argument("--repeats", type=int, default=3)
@@ -126,19 +154,20 @@ def main() -> None:
     if args.child:
         child(args.folder, args.child[0], args.child[1], args.texts, args.repeats, Path(args.child[2]))
         return
-    folder = args.folder or Path(tempfile.mkdtemp(prefix="qwen3-0.6b-shape-"))
+    folder = args.folder or Path(tempfile.mkdtemp(prefix=f"{args.shape}-shape-"))
     if not (folder / "config.json").is_file():
-        build(folder, args.max_seq_length)
+        build(folder, args.shape, args.max_seq_length)
+    H, inner = SHAPES[args.shape][4]["hidden_size"], SHAPES[args.shape][4]["intermediate_size"]
     sys.path.insert(0, str(ROOT / "scripts"))
     from bench import corpora, cpu_description, matmul_gflops
 
     from minienc.runtime.matmul import get_matmul, fastest_on_cpu
 
     kernel = get_matmul(fastest_on_cpu())
-    peaks = {dtype: max(matmul_gflops(kernel, 1024, 3072, getattr(torch, dtype)),
-                        matmul_gflops(get_matmul("torch"), 1024, 3072, getattr(torch, dtype)))
+    peaks = {dtype: max(matmul_gflops(kernel, H, inner, getattr(torch, dtype)),
+                        matmul_gflops(get_matmul("torch"), H, inner, getattr(torch, dtype)))
              for dtype in ("float32", "bfloat16")}
-    print(f"# {cpu_description()}; {torch.get_num_threads()} threads; torch {torch.__version__}; Qwen3-0.6B shape, "
+    print(f"# {cpu_description()}; {torch.get_num_threads()} threads; torch {torch.__version__}; {args.shape} shape, "
           f"random weights; {args.texts} texts per corpus, max_seq_length {args.max_seq_length}; median of "
           f"{args.repeats}; matmul GFLOP/s float32 {peaks['float32']:.0f}, bfloat16 {peaks['bfloat16']:.0f}\n")
     print("| corpus | texts | tokens | system | median s | tokens/s | vs ST fastest | peak GiB | matmul share "
@@ -159,8 +188,7 @@ def main() -> None:
         for system, r in results.items():
             vectors = np.load(out / f"{system}.{corpus}.npy")
             cosine = float((vectors * reference).sum(axis=1).min())
-            dtype = SYSTEMS[system][1] or "bfloat16"
-            share = flops(lengths) / r["median"] / peaks[dtype]
+            share = flops(args.shape, lengths) / r["median"] / peaks[SYSTEMS[system][1]]
             print(f"| {corpus} | {len(texts)} | {sum(lengths)} | {system} | {r['median']:.2f} | "
                   f"{sum(lengths) / r['median']:,.0f} | {fastest_st / r['median']:.2f}x | {r['peak_gib']:.2f} | "
                   f"{share:.0%} | {cosine:.5f} |")
