@@ -80,8 +80,9 @@ KEY_TABLES = {"bert": BERT_KEYS, "roberta": BERT_KEYS, "xlm-roberta": BERT_KEYS,
 # store the model under a prefix
 PREFIXES = {"bert": "bert.", "roberta": "roberta.", "xlm-roberta": "roberta.", "qwen3": "model.",
             "modernbert": "model.", "gemma3_text": "model."}
-# task heads stored beside the encoder, ignored on purpose (ModernBERT's masked-LM head is "head." and "decoder.")
-HEADS = ("cls.", "lm_head.", "classifier.", "qa_outputs.", "score.", "head.", "decoder.")
+# task heads stored beside the encoder, ignored on purpose; and those of one family only (ModernBERT's masked-LM head)
+HEADS = ("cls.", "lm_head.", "classifier.", "qa_outputs.", "score.")
+FAMILY_HEADS = {"modernbert": ("head.", "decoder.")}
 # TensorFlow-era LayerNorm names still found in old checkpoints
 LEGACY_SUFFIXES = {"LayerNorm.gamma": "LayerNorm.weight", "LayerNorm.beta": "LayerNorm.bias"}
 
@@ -108,7 +109,7 @@ def checkpoint_name(key: str, model_type: str) -> str | None:
     prefix = PREFIXES[model_type]
     if key.startswith(prefix):
         return key[len(prefix) :]
-    if key.startswith(HEADS):
+    if key.startswith(HEADS + FAMILY_HEADS.get(model_type, ())):
         return None
     return key
 

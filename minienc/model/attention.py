@@ -8,7 +8,7 @@ Every implementation has one signature:
 - mask:    bool, broadcastable to (batch, 1, 1, seq); True where a key may be attended.
            None when nothing in the batch is padded. Every row has at least one True key: the encoder
            lets a sequence that is all padding attend to everything, so no variant ever sees an empty row.
-- scale:   the factor applied to q k^T (1 / sqrt(head_dim) for every supported checkpoint)
+- scale:   the factor applied to q k^T (1 / sqrt(head_dim); Gemma's: query_pre_attn_scalar ** -0.5)
 - out:     (batch, heads, seq, head_dim)
 
 Add your own with `@register_attention("name")` and select it with `Encoder.from_pretrained(..., attention="name")`.
@@ -19,6 +19,11 @@ A decoder (Qwen3) attends causally: each token to itself and the tokens before i
 their own (`@register_causal`, end of this file), with the same signature and two differences: mask None means
 "causal, nothing padded", else mask is bool (batch, 1, seq, seq) and already holds the causal triangle and the
 padding; and k, v may have fewer heads than q (grouped-query attention).
+
+The newer encoders (ModernBERT, Gemma 3) have a third registry (`@register_modern`, near the end): bidirectional,
+with grouped key heads allowed, the softmax in float32, and a mask (batch, 1, seq, seq) where a layer attends within
+a window; when that mask is None, and whether a padded row can be all False, follows transformers' rules, which the
+family files state.
 
 Packed input (runtime/batching.py) lays the texts of a batch end to end in one row, and each text must attend to itself
 alone. By default that is one call of the variant per text (`per_text`); a variant may register a faster way with
@@ -273,6 +278,7 @@ def repeat_kv(x: torch.Tensor, groups: int) -> torch.Tensor:
     return x[:, :, None, :, :].expand(B, nkv, groups, T, hs).reshape(B, nkv * groups, T, hs)
 
 
+# reproduces transformers v5.x models/qwen3/modeling_qwen3.py eager_attention_forward + masking_utils.eager_mask
 @register_causal("eager", matches="eager")
 def causal_eager(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None,
                  scale: float) -> torch.Tensor:
@@ -295,7 +301,8 @@ def causal_sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.T
 def kv_heads_for_sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None
                       ) -> tuple[torch.Tensor, torch.Tensor, dict]:
     """Grouped keys for PyTorch's kernel: shared by the kernel itself (enable_gqa) where there is no mask and the head
-    size is at most 256, else repeated for each query head."""
+    size is at most 256, else repeated for each query head. (transformers reshapes a single query instead, q_length
+    1, a decoding step; with one key its weight is exactly 1 either way, and encoders never decode.)"""
     if k.shape[1] == q.shape[1]:
         return k, v, {}
     if mask is None and k.shape[-1] == v.shape[-1] <= 256:
@@ -340,7 +347,8 @@ def get_modern_attention(name: str) -> AttentionFn:
                          f"{sorted(MODERN)}") from None
 
 
-def set_local_global_attention(layers, name: str, masks: Callable, window: int) -> None:
+def set_local_global_attention(layers: Sequence[torch.nn.Module], name: str,
+                               masks: Callable[..., dict[str, torch.Tensor | None]], window: int) -> None:
     """Give each layer (its `kind` a layer type, its `attention` a module with `attend` / `attend_packed`) attention
     `name`, and the layer type whose mask it reads (`mask_kind`): its own, or the global layers' where the variant
     ignores the window. masks(attention_mask, T, window, device) -> {layer type: mask} is the family's rule; packed

@@ -16,6 +16,7 @@ from torch import nn
 
 from .attention import AttentionFn, PackedAttentionFn, Spans, get_attention, get_packed_attention
 from .config import EncoderConfig
+from .inputs import check_spans
 from .linear import Linear
 
 
@@ -121,27 +122,6 @@ def key_padding_mask(attention_mask: torch.Tensor | None) -> torch.Tensor | None
     keep = attention_mask.bool()
     keep = keep | ~keep.any(dim=1, keepdim=True)
     return keep[:, None, None, :]
-
-
-def check_inputs(input_ids: torch.Tensor, attention_mask: torch.Tensor | None, spans: Spans | None) -> None:
-    """The rotary families' inputs: input_ids (B, T), an attention mask of its shape or None, spans as check_spans."""
-    if input_ids.dim() != 2 or (attention_mask is not None and attention_mask.shape != input_ids.shape):
-        mask_shape = None if attention_mask is None else tuple(attention_mask.shape)
-        raise ValueError(f"input_ids must be (batch, seq) and attention_mask its shape, got "
-                         f"{tuple(input_ids.shape)} and {mask_shape}")
-    if spans is not None:
-        check_spans(spans, input_ids, attention_mask)
-
-
-def check_spans(spans: Spans, input_ids: torch.Tensor, attention_mask: torch.Tensor | None) -> None:
-    """Packed input is one row of real tokens, (1, N), cut by spans into texts that follow one another."""
-    if input_ids.shape[0] != 1 or attention_mask is not None:
-        raise ValueError("packed input (spans) is one row of real tokens: input_ids (1, N) and no attention_mask")
-    ends = [0] + [end for _, end in spans]
-    starts = [start for start, _ in spans] + [input_ids.shape[1]]
-    if not spans or starts != ends or any(end <= start for start, end in spans):
-        raise ValueError(f"spans must cut the row of {input_ids.shape[1]} tokens into non-empty texts in order, "
-                         f"each starting where the last ended, from 0; got {list(spans)[:8]}")
 
 
 class BertModel(nn.Module):

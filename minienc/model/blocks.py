@@ -83,9 +83,10 @@ def apply_rotary_float32(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) 
     return ((wide * cos) + (rotate_half(wide) * sin)).to(x.dtype)
 
 
-# reproduces transformers v5.x Qwen3MLP
+# reproduces transformers v5.x Qwen3MLP and Gemma3MLP
 class GatedFeedForward(nn.Module):
-    """down(act(gate(x)) * up(x)): SwiGLU where act is SiLU. No biases."""
+    """down(act(gate(x)) * up(x)): SwiGLU where act is SiLU (Qwen3), GeGLU where it is GELU's tanh form (Gemma).
+    No biases."""
 
     def __init__(self, hidden_size: int, intermediate_size: int, activation: str):
         super().__init__()

@@ -8,6 +8,7 @@ ModernBertConfig and Gemma3Config: the newer encoders, whose layers alternate lo
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from .activations import ACTIVATIONS
@@ -184,7 +185,7 @@ class Qwen3Config:
 LAYER_TYPES = ("full_attention", "sliding_attention")  # config.json's names: global and local layers
 
 
-def read_layer_types(raw: dict, num_layers: int, is_local) -> tuple[str, ...]:
+def read_layer_types(raw: dict, num_layers: int, is_local: Callable[[int], bool]) -> tuple[str, ...]:
     """config.json's layer_types, or, where it has none (older files), is_local(i) for each layer i."""
     types = raw.get("layer_types") or [LAYER_TYPES[bool(is_local(i))] for i in range(num_layers)]
     return tuple(types)
@@ -192,10 +193,12 @@ def read_layer_types(raw: dict, num_layers: int, is_local) -> tuple[str, ...]:
 
 def read_thetas(raw: dict, global_key: str, local_key: str, defaults: tuple[float, float]) -> tuple[float, float]:
     """The rotary bases of the global and the local layers: rope_parameters per layer type (transformers 5), else
-    the two older keys. Another rope_type than "default" is refused: minienc computes only that one."""
+    the two older keys, else transformers' defaults. Another rope_type than "default" is refused: minienc computes
+    only that one; so is one rope_parameters for every layer (transformers would ignore its base here)."""
     per_type = raw.get("rope_parameters") or {}
-    if per_type and not set(LAYER_TYPES) & set(per_type):  # one dict for every layer
-        per_type = {kind: per_type for kind in LAYER_TYPES}
+    if per_type and not set(per_type) <= set(LAYER_TYPES):
+        raise ValueError(f"rope_parameters must give each layer type its own ({', '.join(LAYER_TYPES)}), got "
+                         f"{per_type}")
     thetas = []
     for kind, key, default in zip(LAYER_TYPES, (global_key, local_key), defaults):
         rope = per_type.get(kind) or {}
@@ -236,7 +239,8 @@ class ModernBertConfig:
     mlp_bias: bool = False                # biases on the feed-forward projections
     pad_token_id: int = 50283             # the id padding is filled with (masked: its value changes no result)
     local_width: int = 128                # config.json's local_attention: a local layer sees width // 2 each side
-    layer_types: tuple[str, ...] = ("full_attention",) * 22  # per layer, one of LAYER_TYPES
+    layer_types: tuple[str, ...] = ("full_attention", "sliding_attention", "sliding_attention") * 7 + (
+        "full_attention",)                # per layer, one of LAYER_TYPES: every third layer global, from 0
     rope_theta: float = 160000.0          # rotary base of the global layers (global_rope_theta)
     local_rope_theta: float = 10000.0     # rotary base of the local layers
 
@@ -301,7 +305,7 @@ class Gemma3Config:
     attention_bias: bool = False          # biases on q, k, v and o
     pad_token_id: int = 0                 # the id padding is filled with (masked: its value changes no result)
     local_width: int = 512                # config.json's sliding_window: a local layer sees width // 2 each side
-    layer_types: tuple[str, ...] = ("full_attention",) * 24  # per layer, one of LAYER_TYPES
+    layer_types: tuple[str, ...] = (("sliding_attention",) * 5 + ("full_attention",)) * 4  # five local, one global
     rope_theta: float = 1000000.0         # rotary base of the global layers
     local_rope_theta: float = 10000.0     # rotary base of the local layers (rope_local_base_freq)
 
@@ -331,7 +335,8 @@ class Gemma3Config:
     @classmethod
     def from_dict(cls, raw: dict) -> Gemma3Config:
         """Build from the fields of a Hugging Face config.json (EmbeddingGemma's: Gemma 3 with
-        use_bidirectional_attention); a causal Gemma 3, or attention soft-capping, is refused."""
+        use_bidirectional_attention); a causal Gemma 3, or attention soft-capping, is refused. A field the file
+        leaves out takes transformers' Gemma3TextConfig default, not EmbeddingGemma's value."""
         if not raw.get("use_bidirectional_attention"):
             raise ValueError("use_bidirectional_attention is not true: minienc computes Gemma 3 as EmbeddingGemma's "
                              "bidirectional encoder, not the causal language model")
@@ -343,13 +348,12 @@ class Gemma3Config:
         heads = raw["num_attention_heads"]
         return cls(
             vocab_size=raw["vocab_size"], hidden_size=raw["hidden_size"], num_layers=n, num_heads=heads,
-            num_kv_heads=raw.get("num_key_value_heads") or heads,
-            head_dim=raw.get("head_dim") or raw["hidden_size"] // heads, intermediate_size=raw["intermediate_size"],
-            hidden_act=raw.get("hidden_activation", "gelu_pytorch_tanh"),
-            max_position_embeddings=raw.get("max_position_embeddings", 2048),
+            num_kv_heads=raw.get("num_key_value_heads", 4), head_dim=raw.get("head_dim", 256),
+            intermediate_size=raw["intermediate_size"], hidden_act=raw.get("hidden_activation", "gelu_pytorch_tanh"),
+            max_position_embeddings=raw.get("max_position_embeddings", 131072),
             rms_norm_eps=raw.get("rms_norm_eps", 1e-6), query_pre_attn_scalar=raw.get("query_pre_attn_scalar", 256),
             attention_bias=bool(raw.get("attention_bias", False)),
             pad_token_id=0 if raw.get("pad_token_id") is None else raw["pad_token_id"],
-            local_width=raw.get("sliding_window", 512), layer_types=read_layer_types(raw, n, lambda i: (i + 1) % every),
+            local_width=raw.get("sliding_window", 4096), layer_types=read_layer_types(raw, n, lambda i: (i + 1) % every),
             rope_theta=global_theta, local_rope_theta=local_theta,
         )

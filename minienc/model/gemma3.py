@@ -24,12 +24,11 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .attention import AttentionFn, Spans, band, set_local_global_attention
-from .bert import check_inputs
+from .attention import AttentionFn, PackedAttentionFn, Spans, band, set_local_global_attention
 from .blocks import GatedFeedForward, UnitOffsetRMSNorm, apply_rotary, inverse_frequencies, rotary_angles
 from .config import Gemma3Config
+from .inputs import check_inputs, positions
 from .linear import Linear
-from .qwen3 import positions
 
 Masks = dict[str, torch.Tensor]  # layer type ("full_attention", "sliding_attention") -> its mask
 
@@ -59,7 +58,7 @@ class Gemma3Attention(nn.Module):
         self.q_norm = UnitOffsetRMSNorm(hs, config.rms_norm_eps)  # per head, over hs
         self.k_norm = UnitOffsetRMSNorm(hs, config.rms_norm_eps)
         self.attend: AttentionFn | None = None  # set by Gemma3Model.set_attention
-        self.attend_packed = None
+        self.attend_packed: PackedAttentionFn | None = None
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, mask: torch.Tensor | None,
                 spans: Spans | None = None) -> torch.Tensor:
@@ -82,6 +81,7 @@ class Gemma3Layer(nn.Module):
         super().__init__()
         norm = lambda: UnitOffsetRMSNorm(config.hidden_size, config.rms_norm_eps)  # noqa: E731
         self.kind = config.layer_types[index]  # "full_attention" (global) or "sliding_attention" (local)
+        self.mask_kind = self.kind  # the layer type whose mask it reads (global's, where attention ignores windows)
         self.attn_norm, self.attn_out_norm = norm(), norm()
         self.attention = Gemma3Attention(config)
         self.ffn_norm, self.ffn_out_norm = norm(), norm()

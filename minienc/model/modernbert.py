@@ -24,12 +24,11 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .attention import AttentionFn, Spans, band, set_local_global_attention
-from .bert import check_inputs
+from .attention import AttentionFn, PackedAttentionFn, Spans, band, set_local_global_attention
 from .blocks import FusedGatedFeedForward, apply_rotary_float32, inverse_frequencies, rotary_angles
 from .config import ModernBertConfig
+from .inputs import check_inputs, positions
 from .linear import Linear
-from .qwen3 import positions
 
 Masks = dict[str, torch.Tensor | None]  # layer type ("full_attention", "sliding_attention") -> its mask
 
@@ -58,7 +57,7 @@ class ModernBertAttention(nn.Module):
         self.qkv = Linear(config.hidden_size, 3 * config.hidden_size, bias=config.attention_bias)
         self.out = Linear(config.hidden_size, config.hidden_size, bias=config.attention_bias)
         self.attend: AttentionFn | None = None  # set by ModernBertModel.set_attention
-        self.attend_packed = None
+        self.attend_packed: PackedAttentionFn | None = None
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, mask: torch.Tensor | None,
                 spans: Spans | None = None) -> torch.Tensor:
@@ -79,6 +78,7 @@ class ModernBertLayer(nn.Module):
         super().__init__()
         norm = lambda: nn.LayerNorm(config.hidden_size, eps=config.norm_eps, bias=config.norm_bias)  # noqa: E731
         self.kind = config.layer_types[index]  # "full_attention" (global) or "sliding_attention" (local)
+        self.mask_kind = self.kind  # the layer type whose mask it reads (global's, where attention ignores windows)
         self.attn_norm = nn.Identity() if index == 0 else norm()
         self.attention = ModernBertAttention(config)
         self.ffn_norm = norm()

@@ -23,9 +23,9 @@ import torch
 from torch import nn
 
 from .attention import AttentionFn, PackedAttentionFn, Spans, causal_mask, get_causal_attention, per_text
-from .bert import check_inputs
 from .blocks import GatedFeedForward, RMSNorm, apply_rotary, inverse_frequencies, rotary_angles
 from .config import Qwen3Config
+from .inputs import check_inputs, positions
 from .linear import Linear
 
 
@@ -73,14 +73,6 @@ class Qwen3Layer(nn.Module):
                 spans: Spans | None = None) -> torch.Tensor:
         x = x + self.attention(self.attn_norm(x), cos, sin, mask, spans)
         return x + self.ffn(self.ffn_norm(x))  # (B, T, H)
-
-
-def positions(input_ids: torch.Tensor, spans: Spans | None) -> torch.Tensor:
-    """(1, T) position of each token: 0..T-1 for a padded batch (transformers counts from the row's first token, so a
-    left-padded text's positions start after its padding), each text from 0 when packed."""
-    if spans is None:
-        return torch.arange(input_ids.shape[1], device=input_ids.device)[None, :]
-    return torch.cat([torch.arange(b - a, device=input_ids.device) for a, b in spans])[None, :]
 
 
 # reproduces transformers v5.x Qwen3Model (no cache, rope_type "default")
