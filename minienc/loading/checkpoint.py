@@ -184,9 +184,13 @@ def bad_weight(tensor: torch.Tensor) -> str | None:
     silently), or holding NaN / infinity; None when it can."""
     if not tensor.is_floating_point():
         return f"stored as {str(tensor.dtype).removeprefix('torch.')}, not a floating-point type"
-    if not bool(torch.isfinite(tensor).all()):
+    # in parts: torch.isfinite builds temporaries as large as the tensor (1.3 GiB for EmbeddingGemma's float32 table)
+    if not all(bool(torch.isfinite(part).all()) for part in tensor.reshape(-1).split(FINITE_CHECK_PART)):
         return "holds NaN or infinite values"
     return None
+
+
+FINITE_CHECK_PART = 1 << 22  # elements checked at once by bad_weight
 
 
 def read_linear(path: Path, in_features: int, out_features: int | None, bias: bool, dtype: torch.dtype,
