@@ -403,3 +403,26 @@ def test_bfloat16_padded_identical_to_sentence_transformers_bfloat16(embedding_d
     ours = minienc.SentenceEncoder.from_pretrained(embedding_dir, execution="padded", dtype="bfloat16")
     st = SentenceTransformer(str(embedding_dir), device="cpu", model_kwargs={"dtype": torch.bfloat16})
     assert np.array_equal(ours.encode(TEXTS, batch_size=3), st.encode(TEXTS, batch_size=3))
+
+
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_biases_where_the_config_asks(family, tmp_path):
+    """The real checkpoints have no biases; a config asking for them (ModernBERT: norm_bias, attention_bias,
+    mlp_bias; Gemma: attention_bias) gets them read and added, with transformers' bits."""
+    config, model_class = FAMILIES[family]
+    biases = dict(norm_bias=True, attention_bias=True, mlp_bias=True) if family == "modernbert" else \
+        dict(attention_bias=True)
+    folder = save_seeded(tmp_path, config(**biases), model_class)
+    model = model_class.from_pretrained(folder)
+    with torch.no_grad():  # transformers starts biases at zero: make them count
+        for name, parameter in model.named_parameters():
+            if name.endswith(".bias"):
+                parameter.uniform_(-0.5, 0.5)
+    model.save_pretrained(folder)
+    ids, mask = batch(20, "right")
+    ours = minienc.Encoder.from_pretrained(folder)
+    assert sum(name.endswith(".bias") for name, _ in ours.named_parameters()) > 0
+    with torch.inference_mode():
+        a = reference(folder, "sdpa")(input_ids=ids, attention_mask=mask).last_hidden_state
+        b = ours(ids, attention_mask=mask)
+    assert torch.equal(a[mask.bool()], b[mask.bool()])
