@@ -189,11 +189,15 @@ def st_folder(tmp_path: Path, source: Path, *modules) -> Path:
     return tmp_path / "st"
 
 
-@pytest.mark.parametrize("name", ["tiny-bert", "tiny-xlm-roberta", "tiny-qwen3-embedding"])
+@pytest.mark.parametrize("name", ["tiny-bert", "tiny-xlm-roberta", "tiny-qwen3-embedding", "tiny-modernbert-embed",
+                                  "tiny-embeddinggemma"])
 def test_bundled_sentence_models(name):
+    """Each bundled folder, as sentence-transformers reads it: documents, and queries with the folder's prompt where
+    it has one."""
     ours = minienc.SentenceEncoder.from_pretrained(WEIGHTS / name, execution="padded")
     st = SentenceTransformer(str(WEIGHTS / name), device="cpu")
     assert np.array_equal(ours.encode(TEXTS), st.encode(TEXTS))
+    assert np.array_equal(ours.encode_query(TEXTS), st.encode_query(TEXTS))
 
 
 def test_dense_module(tmp_path):
