@@ -81,28 +81,17 @@ def xlmr_tokenizer() -> Tokenizer:
     return tok
 
 
-def byte_level_tokenizer() -> Tokenizer:
-    """Byte-level BPE as Qwen's, with no merges (every byte a token: deterministic, unlike a trained one), and the
-    post-processor Qwen3-Embedding's tokenizer has: the end-of-text token appended, the one padding uses too."""
+def byte_level_tokenizer(specials: list[str], template: str) -> Tokenizer:
+    """Byte-level BPE as Qwen's, ModernBERT's and Gemma's, with no merges (every byte a token: deterministic, unlike a
+    trained one); `specials` added after the 256 bytes, and the post-processor `template` framing each text."""
     alphabet = sorted(pre_tokenizers.ByteLevel.alphabet())
     tok = Tokenizer(models.BPE({symbol: i for i, symbol in enumerate(alphabet)}, []))
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
-    tok.add_special_tokens([EOT])
-    tok.post_processor = processors.TemplateProcessing(single=f"$A {EOT}", special_tokens=[(EOT, tok.token_to_id(EOT))])
-    return tok
-
-
-def framed_byte_tokenizer(start: str, end: str, pad: str) -> Tokenizer:
-    """Byte-level BPE with no merges, each text framed as `start text end` (ModernBERT: [CLS] ... [SEP]; Gemma:
-    <bos> ... <eos>), with a padding token of its own."""
-    alphabet = sorted(pre_tokenizers.ByteLevel.alphabet())
-    tok = Tokenizer(models.BPE({symbol: i for i, symbol in enumerate(alphabet)}, []))
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    tok.add_special_tokens([pad, start, end])
+    tok.add_special_tokens(specials)
+    framing = [token for token in specials if token in template.split()]
     tok.post_processor = processors.TemplateProcessing(
-        single=f"{start} $A {end}", special_tokens=[(start, tok.token_to_id(start)), (end, tok.token_to_id(end))])
+        single=template, special_tokens=[(token, tok.token_to_id(token)) for token in framing])
     return tok
 
 
@@ -140,11 +129,11 @@ def build_local_global(out: Path) -> None:
     import transformers
 
     specs = [
-        ("tiny-modernbert-embed", framed_byte_tokenizer("[CLS]", "[SEP]", "[PAD]"), transformers.ModernBertConfig,
-         transformers.ModernBertModel, {"query": "search_query: ", "document": "search_document: "},
+        ("tiny-modernbert-embed", byte_level_tokenizer(["[PAD]", "[CLS]", "[SEP]"], "[CLS] $A [SEP]"),
+         transformers.ModernBertConfig, transformers.ModernBertModel, {"query": "search_query: ", "document": "search_document: "},
          dict(num_hidden_layers=4, local_attention=16, global_attn_every_n_layers=3, max_position_embeddings=512)),
-        ("tiny-embeddinggemma", framed_byte_tokenizer("<bos>", "<eos>", "<pad>"), transformers.Gemma3TextConfig,
-         transformers.Gemma3TextModel, {"query": "task: search result | query: ", "document": "title: none | text: "},
+        ("tiny-embeddinggemma", byte_level_tokenizer(["<pad>", "<bos>", "<eos>"], "<bos> $A <eos>"),
+         transformers.Gemma3TextConfig, transformers.Gemma3TextModel, {"query": "task: search result | query: ", "document": "title: none | text: "},
          dict(num_hidden_layers=3, num_key_value_heads=1, head_dim=16, query_pre_attn_scalar=16, sliding_window=16,
               layer_types=["sliding_attention", "sliding_attention", "full_attention"],
               use_bidirectional_attention=True, max_position_embeddings=512)),
@@ -152,7 +141,7 @@ def build_local_global(out: Path) -> None:
     for name, tokenizer, config_class, model_class, prompts, extra in specs:
         folder = out / name
         folder.mkdir(parents=True, exist_ok=True)
-        pad, start, end = (tokenizer.id_to_token(i) for i in range(256, 259))
+        pad = tokenizer.id_to_token(256)
         ids = {"pad_token_id": 256, "bos_token_id": tokenizer.token_to_id("<bos>" if "gemma" in name else "[CLS]"),
                "eos_token_id": tokenizer.token_to_id("<eos>" if "gemma" in name else "[SEP]")}
         if "gemma" not in name:
@@ -218,7 +207,8 @@ def build(out: Path) -> None:
         tokenizer.save(str(folder / "tokenizer.json"))
         write_sentence_modules(folder, pooling, max_seq_length=128)
         report(folder, tokenizer)
-    folder, tokenizer = out / "tiny-qwen3-embedding", byte_level_tokenizer()
+    # Qwen3-Embedding's post-processor appends the end-of-text token, the one padding uses too
+    folder, tokenizer = out / "tiny-qwen3-embedding", byte_level_tokenizer([EOT], f"$A {EOT}")
     folder.mkdir(parents=True, exist_ok=True)
     config = transformers.Qwen3Config(vocab_size=tokenizer.get_vocab_size(), initializer_range=0.2, **SIZES,
                                       num_key_value_heads=2, head_dim=16, max_position_embeddings=512,

@@ -9,6 +9,7 @@ google/embeddinggemma-300m) cannot be downloaded here: these are the same archit
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -70,6 +71,11 @@ def reference(folder: Path, attention: str, dtype: torch.dtype = torch.float32):
     return transformers.AutoModel.from_pretrained(folder, attn_implementation=attention, dtype=dtype).eval()
 
 
+def copy_folder(source: Path, target: Path) -> Path:
+    """A copy of a model folder whose config.json a test may rewrite."""
+    return Path(shutil.copytree(source, target, dirs_exist_ok=True))
+
+
 def batch(T: int, side: str, seed: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
     """Three rows of T token ids and their mask: nothing padded, or rows 1 and 2 padded on one side."""
     ids = torch.randint(3, 400, (3, T), generator=torch.Generator().manual_seed(seed))
@@ -121,8 +127,8 @@ def layer_masks(model, ids, mask, ours: bool) -> list:
 def test_masks_by_transformers_rules(model_dir, T, side):
     """Each layer gets the mask transformers gives it under sdpa, and no mask exactly where transformers gives none
     (ModernBERT: global layers where nothing is padded, local layers where also the text is shorter than the window;
-    Gemma: always a mask). On a CPU a masked and an unmasked sdpa call agree here, so only this test holds the rule;
-    on CUDA they choose different kernels."""
+    Gemma: always a mask). On the CPU this was written on (an Intel Xeon with AMX) a masked and an unmasked sdpa call
+    gave the same bits, so there only this test held the rule; on CUDA they choose different kernels."""
     ids, mask = batch(T, "none" if side == "absent" else side, seed=T)
     mask = None if side == "absent" else mask  # no attention_mask passed at all
     theirs = layer_masks(reference(model_dir, "sdpa"), ids, mask, ours=False)
@@ -170,10 +176,7 @@ def test_no_window_is_the_model_with_a_window_wider_than_the_text(model_dir, tmp
     wider than the text; and on texts shorter than the window it is eager itself, to the bit."""
     config = json.loads((model_dir / "config.json").read_text())
     width = "local_attention" if config["model_type"] == "modernbert" else "sliding_window"
-    wide = tmp_path / "wide"
-    wide.mkdir()
-    for item in model_dir.iterdir():
-        (wide / item.name).write_bytes(item.read_bytes())
+    wide = copy_folder(model_dir, tmp_path / "wide")
     (wide / "config.json").write_text(json.dumps({**config, width: 200}))
     ids, mask = batch(40, "right")
     no_window = minienc.Encoder.from_pretrained(model_dir, attention="no_window")
@@ -235,8 +238,7 @@ def older_spelling(config: dict) -> tuple[dict, tuple[str, ...]]:
 
 def test_older_config_spelling(model_dir, tmp_path):
     config = json.loads((model_dir / "config.json").read_text())
-    for item in model_dir.iterdir():
-        (tmp_path / item.name).write_bytes(item.read_bytes())
+    copy_folder(model_dir, tmp_path)
     older, kinds = older_spelling(config)
     (tmp_path / "config.json").write_text(json.dumps(older))
     new, old = (minienc.Encoder.from_pretrained(folder).config for folder in (model_dir, tmp_path))
@@ -251,8 +253,7 @@ def test_older_config_spelling(model_dir, tmp_path):
 
 def test_config_refusals(model_dir, tmp_path):
     config = json.loads((model_dir / "config.json").read_text())
-    for item in model_dir.iterdir():
-        (tmp_path / item.name).write_bytes(item.read_bytes())
+    copy_folder(model_dir, tmp_path)
     refusals = [({"layer_types": ["full_attention"]}, "layer_types must name"),
                 ({"rope_parameters": {**config["rope_parameters"], "full_attention": {"rope_type": "yarn",
                                                                                       "factor": 4.0}}},

@@ -179,6 +179,9 @@ def prefix_hint(unexpected: list[str], table: dict[str, str | None], model_type:
             f"(minienc strips '{PREFIXES[model_type]}'): check config.json's model_type, or save the bare encoder")
 
 
+FINITE_CHECK_PART = 1 << 22  # elements bad_weight checks at once
+
+
 def bad_weight(tensor: torch.Tensor) -> str | None:
     """Why a weight tensor cannot be a model's: not floating-point (an integer or bool file would be cast to float
     silently), or holding NaN / infinity; None when it can."""
@@ -188,9 +191,6 @@ def bad_weight(tensor: torch.Tensor) -> str | None:
     if not all(bool(torch.isfinite(part).all()) for part in tensor.reshape(-1).split(FINITE_CHECK_PART)):
         return "holds NaN or infinite values"
     return None
-
-
-FINITE_CHECK_PART = 1 << 22  # elements checked at once by bad_weight
 
 
 def read_linear(path: Path, in_features: int, out_features: int | None, bias: bool, dtype: torch.dtype,
