@@ -121,8 +121,10 @@ class RunOptions:
 
 
 def load_encoder(folder: Path, options: RunOptions) -> nn.Module:
-    """The encoder in `folder` (loading/encoder.py), on options' device, in its dtype, with its attention."""
-    return Encoder.from_pretrained(folder, attention=options.attention, device=options.device, dtype=options.dtype)
+    """The encoder in `folder` (loading/encoder.py), on options' device, in its dtype, with its attention, and without
+    the KV cache's layout, as sentence-transformers loads it (its Transformer module sets use_cache false)."""
+    return Encoder.from_pretrained(folder, attention=options.attention, device=options.device, dtype=options.dtype,
+                                   use_cache=False)
 
 
 def load_tokenizer(folder: Path, encoder: nn.Module, max_seq_length: int | None, tokenizer_max_length: int | None,

@@ -6,6 +6,7 @@ files, the Hub or kernels.
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import torch
@@ -67,6 +68,7 @@ class Encoder:
         device: str | torch.device | None = None,
         dtype: torch.dtype | str | None = None,
         revision: str | None = None,
+        use_cache: bool | None = None,
     ) -> nn.Module:
         """Load a BERT / MiniLM / RoBERTa / XLM-R / Qwen3 / ModernBERT / EmbeddingGemma checkpoint from a local folder
         or a Hub repo id, in eval mode.
@@ -74,6 +76,10 @@ class Encoder:
         dtype (a torch.dtype, "float32", "float16", "bfloat16", or "auto": bfloat16 where the device computes it
         natively) defaults to float32 whatever the file stores; device defaults to the CPU. matmul "torch" (the
         default) keeps transformers' bits; "onednn" is faster on x86 CPUs with AVX2 or AVX-512 (runtime/matmul.py).
+        use_cache: the decoders' (Qwen3, EmbeddingGemma) transformers setting, config.json's by default, as
+        transformers' from_pretrained; sentence-transformers loads with False. No cache is kept: it decides only the
+        memory layout attention reads keys and values in (model/attention.py, as_cached), which some CPUs' kernels
+        round by; pass what the model you compare with ran.
         """
         device = check_device(device)
         dtype = check_dtype(dtype, device)
@@ -82,6 +88,8 @@ class Encoder:
         if not (folder / "config.json").is_file():
             raise FileNotFoundError(f"{folder} has no config.json")
         config = read_config(folder / "config.json")
+        if use_cache is not None and hasattr(config, "use_cache"):
+            config = dataclasses.replace(config, use_cache=use_cache)
         with torch.device("meta"):  # shapes only: the checkpoint supplies every value
             model = FAMILIES[config.model_type][1](config, attention=attention)
         expected = {name: t.shape for name, t in model.state_dict().items()}

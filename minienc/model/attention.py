@@ -269,6 +269,16 @@ def causal_mask(attention_mask: torch.Tensor | None) -> torch.Tensor | None:
     return triangle & attention_mask.bool()[:, None, None, :]  # (B, 1, T, T)
 
 
+# reproduces transformers v5.x cache_utils.DynamicLayer.update, in a forward pass that starts with an empty cache
+def as_cached(x: torch.Tensor) -> torch.Tensor:
+    """Keys or values (B, nkv, T, hs) laid out as transformers' KV cache hands them to attention: copied to contiguous
+    memory (the cache concatenates them onto its empty store). The values do not change, the layout does, and matrix
+    kernels may sum in another order for another layout: on AMD EPYC CPUs, MKL multiplies q by a strided k^T (which
+    matmul copies into plain rows) and by the cache's transposed view in two orders. transformers' decoders (Qwen3,
+    Gemma 3) run with the cache unless config.json's use_cache is false; sentence-transformers turns it off."""
+    return x.contiguous()
+
+
 # reproduces transformers v5.x models/qwen3/modeling_qwen3.py repeat_kv
 def repeat_kv(x: torch.Tensor, groups: int) -> torch.Tensor:
     """(B, nkv, T, hs) -> (B, nkv * groups, T, hs): each key / value head repeated for the query heads it serves."""

@@ -136,6 +136,9 @@ class Qwen3Config:
     rope_theta: float = 10000.0           # base of the rotary frequencies (transformers' default; Qwen3 sets 1e6)
     attention_bias: bool = False          # biases on q, k, v and o (Qwen3: none)
     pad_token_id: int = 0                 # the id padding is filled with (masked: its value changes no result)
+    use_cache: bool = True                # config.json's: transformers runs the model with a KV cache unless it is
+                                          # false; minienc keeps none, but the cache decides the keys' layout
+                                          # (model/attention.py, as_cached)
 
     def __post_init__(self) -> None:
         check_sizes(self, ("vocab_size", "hidden_size", "num_layers", "num_heads", "num_kv_heads", "head_dim",
@@ -179,6 +182,7 @@ class Qwen3Config:
             rms_norm_eps=raw.get("rms_norm_eps", defaults.rms_norm_eps),
             rope_theta=rope.get("rope_theta", raw.get("rope_theta", defaults.rope_theta)),
             attention_bias=bool(raw.get("attention_bias", False)), pad_token_id=pad,
+            use_cache=bool(raw.get("use_cache", True)),
         )
 
 
@@ -308,6 +312,9 @@ class Gemma3Config:
     layer_types: tuple[str, ...] = (("sliding_attention",) * 5 + ("full_attention",)) * 4  # five local, one global
     rope_theta: float = 1000000.0         # rotary base of the global layers
     local_rope_theta: float = 10000.0     # rotary base of the local layers (rope_local_base_freq)
+    use_cache: bool = True                # config.json's: transformers runs the model with a KV cache unless it is
+                                          # false; minienc keeps none, but the cache decides the keys' layout
+                                          # (model/attention.py, as_cached)
 
     def __post_init__(self) -> None:
         check_sizes(self, ("vocab_size", "hidden_size", "num_layers", "num_heads", "num_kv_heads", "head_dim",
@@ -355,5 +362,5 @@ class Gemma3Config:
             attention_bias=bool(raw.get("attention_bias", False)),
             pad_token_id=0 if raw.get("pad_token_id") is None else raw["pad_token_id"],
             local_width=raw.get("sliding_window", 4096), layer_types=read_layer_types(raw, n, lambda i: (i + 1) % every),
-            rope_theta=global_theta, local_rope_theta=local_theta,
+            rope_theta=global_theta, local_rope_theta=local_theta, use_cache=bool(raw.get("use_cache", True)),
         )

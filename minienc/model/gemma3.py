@@ -24,7 +24,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .attention import AttentionFn, PackedAttentionFn, Spans, band, set_local_global_attention
+from .attention import AttentionFn, PackedAttentionFn, Spans, as_cached, band, set_local_global_attention
 from .blocks import GatedFeedForward, UnitOffsetRMSNorm, apply_rotary, inverse_frequencies, rotary_angles
 from .config import Gemma3Config
 from .inputs import check_inputs, positions
@@ -44,7 +44,7 @@ def masks(attention_mask: torch.Tensor | None, T: int, window: int, device: torc
     return {"full_attention": every & keys, "sliding_attention": band(T, window, device) & keys}
 
 
-# reproduces transformers v5.x Gemma3Attention (no cache, no soft-capping)
+# reproduces transformers v5.x Gemma3Attention (one pass: an empty KV cache, or none; no soft-capping)
 class Gemma3Attention(nn.Module):
     def __init__(self, config: Gemma3Config):
         super().__init__()
@@ -57,6 +57,7 @@ class Gemma3Attention(nn.Module):
         self.out = Linear(config.num_heads * hs, H, bias=bias)
         self.q_norm = UnitOffsetRMSNorm(hs, config.rms_norm_eps)  # per head, over hs
         self.k_norm = UnitOffsetRMSNorm(hs, config.rms_norm_eps)
+        self.cached_layout = config.use_cache  # keys and values in the cache's layout (attention.py, as_cached)
         self.attend: AttentionFn | None = None  # set by Gemma3Model.set_attention
         self.attend_packed: PackedAttentionFn | None = None
 
@@ -68,6 +69,8 @@ class Gemma3Attention(nn.Module):
         k = self.k_norm(self.key(x).view(heads).transpose(1, 2))  # (B, nkv, T, hs)
         v = self.value(x).view(heads).transpose(1, 2)  # (B, nkv, T, hs)
         q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
+        if self.cached_layout:  # laid out as transformers' KV cache hands them over
+            k, v = as_cached(k), as_cached(v)
         if spans is None:
             y = self.attend(q, k, v, mask, self.scale)  # (B, nh, T, hs)
         else:  # packed: each text attends to itself alone, with its own window
@@ -93,7 +96,7 @@ class Gemma3Layer(nn.Module):
         return x + self.ffn_out_norm(self.ffn(self.ffn_norm(x)))  # (B, T, H)
 
 
-# reproduces transformers v5.x Gemma3TextModel (use_bidirectional_attention, no cache, rope_type "default")
+# reproduces transformers v5.x Gemma3TextModel (use_bidirectional_attention, one pass, rope_type "default")
 class Gemma3Model(nn.Module):
     """The whole encoder. `model(input_ids, attention_mask)` -> last hidden state (B, T, H); packed,
     `model(input_ids, spans=spans)` with (1, N) inputs -> (1, N, H)."""

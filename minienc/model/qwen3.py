@@ -22,14 +22,15 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .attention import AttentionFn, PackedAttentionFn, Spans, causal_mask, get_causal_attention, per_text
+from .attention import (AttentionFn, PackedAttentionFn, Spans, as_cached, causal_mask, get_causal_attention,
+                        per_text)
 from .blocks import GatedFeedForward, RMSNorm, apply_rotary, inverse_frequencies, rotary_angles
 from .config import Qwen3Config
 from .inputs import check_inputs, positions
 from .linear import Linear
 
 
-# reproduces transformers v5.x Qwen3Attention (no cache)
+# reproduces transformers v5.x Qwen3Attention (one pass: an empty KV cache, or none)
 class Qwen3Attention(nn.Module):
     def __init__(self, config: Qwen3Config, attend: AttentionFn, attend_packed: PackedAttentionFn):
         super().__init__()
@@ -42,6 +43,7 @@ class Qwen3Attention(nn.Module):
         self.out = Linear(config.num_heads * hs, H, bias=bias)
         self.q_norm = RMSNorm(hs, config.rms_norm_eps)  # per head, over hs
         self.k_norm = RMSNorm(hs, config.rms_norm_eps)
+        self.cached_layout = config.use_cache  # keys and values in the cache's layout (attention.py, as_cached)
         self.attend, self.attend_packed = attend, attend_packed
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, mask: torch.Tensor | None,
@@ -52,6 +54,8 @@ class Qwen3Attention(nn.Module):
         k = self.k_norm(self.key(x).view(heads)).transpose(1, 2)  # (B, nkv, T, hs)
         v = self.value(x).view(heads).transpose(1, 2)  # (B, nkv, T, hs)
         q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)  # positions, as rotations
+        if self.cached_layout:  # laid out as transformers' KV cache hands them over
+            k, v = as_cached(k), as_cached(v)
         if spans is None:
             y = self.attend(q, k, v, mask, self.scale)  # (B, nh, T, hs)
         else:  # packed: each text attends causally to itself alone
@@ -75,7 +79,7 @@ class Qwen3Layer(nn.Module):
         return x + self.ffn(self.ffn_norm(x))  # (B, T, H)
 
 
-# reproduces transformers v5.x Qwen3Model (no cache, rope_type "default")
+# reproduces transformers v5.x Qwen3Model (one pass, rope_type "default")
 class Qwen3Model(nn.Module):
     """The whole decoder. `model(input_ids, attention_mask)` -> last hidden state (B, T, H); packed,
     `model(input_ids, spans=spans)` with (1, N) inputs -> (1, N, H)."""
