@@ -8,7 +8,8 @@ from .heads.sentence import SentenceEncoder, SentenceTransformer
 from .heads.sparse import SparseEncoder
 from .loading.checkpoint import CheckpointError
 from .loading.encoder import Encoder
-from .model.attention import ATTENTION, get_attention, register_attention
+from .model.attention import ATTENTION, get_attention, register_attention, register_packed, repeat_kv
+from .runtime import attention as _packed_forms  # noqa: F401  (registers sdpa's packed forms)
 from .model.config import EncoderConfig
 from .model.pooling import POOLERS, l2_normalize
 
@@ -28,6 +29,8 @@ __all__ = [
     "l2_normalize",
     "read_vectors",
     "register_attention",
+    "register_packed",
+    "repeat_kv",
 ]
 __version__ = "0.1.0"
 

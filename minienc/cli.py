@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import pickle
@@ -14,7 +15,7 @@ import numpy as np
 from . import __version__, corpus
 from .heads.pipeline import EXECUTIONS, TOKEN_BUDGETS, default_matmul
 from .heads.sentence import DEFAULT_MODEL, SentenceEncoder
-from .model.attention import ATTENTION, CAUSAL, MODERN
+from .model.attention import ATTENTION, register_attention
 from .runtime.devices import DTYPES, check_device, check_dtype
 from .runtime.matmul import MATMUL
 
@@ -233,14 +234,13 @@ def cmd_trace(args: argparse.Namespace) -> None:
 
 
 def cmd_parity(args: argparse.Namespace) -> int:
-    from .model.attention import MATCHES
-    from .parity import format_table, run_parity
+    from .parity import claimed_reference, format_table, run_parity
 
     matmul = args.matmul or default_matmul(args.execution, args.device)
     rows, reference = run_parity(args.model, args.attention, args.texts, args.reference, DTYPES[args.dtype], args.device,
                                  args.execution, matmul)
     # bit-exactness is promised for transformers' own attention and kernels, run padded as transformers runs
-    exact = MATCHES.get(args.attention) == reference and matmul == "torch" and args.execution == "padded"
+    exact = claimed_reference(args.model, args.attention) == reference and matmul == "torch" and args.execution == "padded"
     atol = args.atol if args.atol is not None else (0.0 if exact else None)
     table, ok = format_table(rows, atol)
     rule = "report only" if atol is None else ("bit-exact" if atol == 0 else f"atol {atol:g}")
@@ -253,9 +253,8 @@ def cmd_parity(args: argparse.Namespace) -> int:
 def add_model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default=DEFAULT_MODEL, help=f"folder or Hub repo id (default: {DEFAULT_MODEL})")
     parser.add_argument("--attention", default="sdpa",
-                        help=f"attention implementation: BERT family {', '.join(sorted(ATTENTION))}; Qwen3 "
-                             f"{', '.join(sorted(CAUSAL))}; ModernBERT and EmbeddingGemma {', '.join(sorted(MODERN))} "
-                             f"(default: sdpa)")
+                        help=f"attention, on every family: {', '.join(sorted(ATTENTION))}, or MODULE:FUNCTION, a "
+                             f"variant in your own module (docs/attention.md; default: sdpa)")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cpu)")
     parser.add_argument("--matmul", default=None, choices=sorted(MATMUL),
                         help=f"linear layers' kernel: {', '.join(sorted(MATMUL))} (default: onednn for packed "
@@ -348,11 +347,37 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def import_attention(spec: str) -> str:
+    """--attention's value as a registered name. MODULE:FUNCTION imports MODULE (the current folder first, as
+    `python -m` finds it) and registers FUNCTION as MODULE:FUNCTION, unless importing it registered it already
+    (`@minienc.register_attention`: then its own name, and its claims)."""
+    if ":" not in spec:
+        return spec
+    module_name, _, function_name = spec.partition(":")
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as err:
+        raise ImportError(f"--attention {spec}: cannot import {module_name!r} ({err}); run from the folder that "
+                          f"holds it, or put that folder on PYTHONPATH") from None
+    fn = getattr(module, function_name, None)
+    if not callable(fn):
+        raise ValueError(f"--attention {spec}: {module_name!r} has no function {function_name!r}")
+    registered = [name for name, variant in ATTENTION.items() if variant.fn is fn]
+    if registered:
+        return registered[0]
+    register_attention(spec)(fn)
+    return spec
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     sys.stdout.reconfigure(encoding="utf-8")
     try:
         check_device(args.device)  # before any work, so that every command fails the same way
+        if getattr(args, "attention", None):
+            args.attention = import_attention(args.attention)
         status = args.run(args) or 0
         sys.stdout.flush()
         return status

@@ -14,8 +14,9 @@ import torch
 
 from .formats.sentence import read_sentence_folder
 from .heads.sentence import SentenceEncoder
+from .loading.encoder import FAMILIES, read_config
 from .loading.hub import resolve_model_dir
-from .model.attention import CAUSAL, MATCHES, MODERN, get_attention
+from .model.attention import get_attention, matches_for
 from .model.config import FAMILIES as BERT_FAMILIES
 from .stages import capture, capture_reference, last_stage
 
@@ -65,14 +66,12 @@ def run_parity(
         import transformers
     except ImportError:
         raise ImportError("minienc parity needs the reference: pip install transformers sentence-transformers") from None
-    if attention not in CAUSAL and attention not in MODERN:
-        get_attention(attention)  # an unknown name is refused before anything loads
-    reference = reference or MATCHES.get(attention, "eager")
+    get_attention(attention)  # an unknown name is refused before anything loads
     texts = texts or BUILT_IN_TEXTS
     ours = SentenceEncoder.from_pretrained(model, attention=attention, dtype=dtype, device=device, execution=execution,
                                            matmul=matmul)
-    folder = resolve_model_dir(model)
-    transformer = read_sentence_folder(folder).transformer or folder  # where config.json and the weights are
+    reference = reference or claimed_reference(model, attention) or "eager"
+    folder, transformer = model_folders(model)
     options = {"add_pooling_layer": False} if ours.encoder.config.model_type in BERT_FAMILIES else {}  # BERT's pooler
     hf = transformers.AutoModel.from_pretrained(transformer, attn_implementation=reference,
                                                 dtype=dtype or torch.float32, **options).to(ours.device).eval()
@@ -86,6 +85,18 @@ def run_parity(
     if (folder / "modules.json").is_file():
         rows += sentence_rows(ours, folder, reference, texts, dtype)
     return rows, reference
+
+
+def model_folders(model: str | Path) -> tuple[Path, Path]:
+    """The model's folder, and the one in it that holds config.json and the weights."""
+    folder = resolve_model_dir(model)
+    return folder, read_sentence_folder(folder).transformer or folder
+
+
+def claimed_reference(model: str | Path, attention: str) -> str | None:
+    """The transformers implementation `attention` claims to reproduce bit for bit on the model's family, or None."""
+    config = read_config(model_folders(model)[1] / "config.json")
+    return matches_for(attention, FAMILIES[config.model_type][1].family)
 
 
 def sentence_rows(ours: SentenceEncoder, folder: Path, reference: str, texts: list[str], dtype) -> list[StageDiff]:

@@ -1,9 +1,10 @@
 """`minienc trace --plot FILE`: one text's attention weights, for one layer and head, beside the mask that shaped
 them: BERT's full square, a decoder's causal triangle.
 
-The weights are read as the model runs: the layer's attention function is wrapped, for that one forward pass, by one
-that also computes softmax(q k^T * scale) over the keys the mask allows (a decoder's shared key heads repeated for
-their query heads) and keeps the chosen head's; the pass itself computes what it always does. Drawing needs
+The weights are read as the model runs: the layer's attention is wrapped, for that one forward pass, by one that also
+computes softmax(q k^T * scale) over the keys the contract's mask allows (model/attention.py: the padding, a decoder's
+triangle, a local layer's band; shared key heads repeated for their query heads) and keeps the chosen head's; the
+pass itself computes what it always does. Drawing needs
 matplotlib: `pip install 'minienc[plot]'`.
 """
 
@@ -14,23 +15,24 @@ from pathlib import Path
 
 import torch
 
-from .model.attention import AttentionFn, causal_triangle, repeat_kv
+from .model.attention import Attend, repeat_kv
 
 
-def recording(attend: AttentionFn, head: int, causal: bool, kept: dict) -> AttentionFn:
+def recording(attend: Attend, head: int, kept: dict):
     """attend, which also keeps head `head`'s attention weights (T, T) in kept["weights"], and the mask in
     kept["allowed"]."""
 
-    def wrapped(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None,
-                scale: float) -> torch.Tensor:
+    def wrapped(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None, scale: float,
+                spans=None) -> torch.Tensor:
         T = q.shape[2]
-        allowed = causal_triangle(T, q.device) if causal else torch.ones(1, 1, T, T, dtype=torch.bool, device=q.device)
-        allowed = allowed if mask is None else allowed & mask
-        keys = repeat_kv(k, q.shape[1] // k.shape[1])  # (1, nh, T, hs)
+        allowed = torch.ones(1, 1, T, T, dtype=torch.bool, device=q.device)
+        contract = attend.contract_mask(mask, T, q.device)
+        allowed = allowed if contract is None else allowed & contract
+        keys = repeat_kv(k, q)  # (1, nh, T, hs)
         scores = (q[:, head] @ keys[:, head].transpose(1, 2)).float() * scale  # (1, T, T)
         kept["weights"] = torch.softmax(scores.masked_fill(~allowed[:, 0], float("-inf")), dim=-1)[0]
         kept["allowed"] = allowed[0, 0].expand(T, T)
-        return attend(q, k, v, mask, scale)
+        return attend(q, k, v, mask, scale, spans)
 
     return wrapped
 
@@ -48,7 +50,7 @@ def attention_weights(model, text: str, layer: int, head: int) -> tuple[list[str
         raise ValueError(f"--head must be from 0 to {heads - 1}, got {head}")
     kept: dict = {}
     original = attention.attend
-    attention.attend = recording(original, head, encoder.config.model_type == "qwen3", kept)
+    attention.attend = recording(original, head, kept)
     try:
         encoder(**model.tokenizer([text], device=model.device))
     finally:

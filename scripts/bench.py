@@ -113,7 +113,7 @@ def cpu_description() -> str:
 
 def bfloat16_attention() -> str:
     """Which attention minienc's packed bfloat16 execution runs on this CPU (minienc/model/attention.py)."""
-    from minienc.model.attention import BFLOAT16_MATH_FROM, bfloat16_without_amx
+    from minienc.runtime.attention import BFLOAT16_MATH_FROM, bfloat16_without_amx
 
     if bfloat16_without_amx():
         return f"PyTorch's flash kernel per text, two bfloat16 matrix multiplies from {BFLOAT16_MATH_FROM} tokens"

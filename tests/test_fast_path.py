@@ -14,7 +14,8 @@ from sentence_transformers import SentenceTransformer
 
 import minienc
 import minienc.model.attention
-from minienc.model.attention import BFLOAT16_MATH_FROM, bfloat16_math, eager, sdpa
+from minienc.model.attention import eager, sdpa
+from minienc.runtime.attention import BFLOAT16_MATH_FROM, bfloat16_math
 from minienc.cli import main
 from minienc.runtime.devices import check_dtype
 
@@ -85,12 +86,12 @@ def test_bfloat16_long_texts_take_the_math_path(monkeypatch, native):
     """Packed sdpa in bfloat16: where the CPU multiplies bfloat16 without AMX, texts of BFLOAT16_MATH_FROM tokens
     and more take `bfloat16_math`, shorter ones PyTorch's kernel; elsewhere every text the kernel. Either way each
     text's result is what its own path gives it alone (so batch invariance holds by construction)."""
-    monkeypatch.setattr(minienc.model.attention, "bfloat16_without_amx", lambda: native)
+    monkeypatch.setattr(minienc.runtime.attention, "bfloat16_without_amx", lambda: native)
     gen = torch.Generator().manual_seed(0)
     long, short = BFLOAT16_MATH_FROM, 5
     q, k, v = (torch.randn(1, 4, short + long, 16, generator=gen).bfloat16() for _ in range(3))
     spans = [(0, short), (short, short + long)]
-    packed = minienc.model.attention.PACKED["sdpa"](q, k, v, spans, 0.25)
+    packed = minienc.model.attention.ATTENTION["sdpa"].packed(q, k, v, spans, 0.25)
     for (a, b), path in zip(spans, (sdpa, bfloat16_math if native else sdpa)):
         alone = path(q[:, :, a:b], k[:, :, a:b], v[:, :, a:b], None, 0.25)
         assert torch.equal(packed[:, :, a:b], alone), (b - a, path.__name__)

@@ -11,7 +11,8 @@ import pytest
 import torch
 
 import minienc
-from minienc.model.attention import VARLEN, per_text, sdpa, sdpa_packed
+from minienc.model.attention import per_text, sdpa
+from minienc.runtime.attention import VARLEN, sdpa_packed
 from minienc.heads.pipeline import ROW_BLOCKS, TOKEN_BUDGETS
 
 from .test_packed import corpus

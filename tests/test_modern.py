@@ -21,7 +21,7 @@ from sentence_transformers.sentence_transformer.modules import Dense, Normalize,
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 
 import minienc
-from minienc.model.attention import IGNORES_WINDOW, MODERN, band
+from minienc.model.attention import UPCAST_FORMS, band
 
 WINDOW = 8  # each family's local layers see 8 tokens each way: local_attention / sliding_window 16
 TEXTS = ["头痛", "脑袋痛死", "呕吐", "How do I initialise DDR4 memory?", "", "🙂🚀 emoji", "x",
@@ -154,7 +154,7 @@ def textbook_local_attention(q, k, v, radius: int, scale: float) -> torch.Tensor
     return torch.cat(rows, dim=2)
 
 
-@pytest.mark.parametrize("name", sorted(set(MODERN) - IGNORES_WINDOW))
+@pytest.mark.parametrize("name", sorted(UPCAST_FORMS))
 @pytest.mark.parametrize("kv_heads", [4, 2])
 def test_local_attention_against_the_textbook_and_eager(name, kv_heads):
     """Every registered form with the band mask a local layer gets computes local attention (float32 rounding apart
@@ -163,12 +163,12 @@ def test_local_attention_against_the_textbook_and_eager(name, kv_heads):
     q = torch.randn(2, 4, 37, 16, generator=gen)
     k, v = torch.randn(2, kv_heads, 37, 16, generator=gen), torch.randn(2, kv_heads, 37, 16, generator=gen)
     mask = band(37, WINDOW, q.device)
-    got = MODERN[name](q, k, v, mask, 0.25)
+    got = UPCAST_FORMS[name](q, k, v, mask, 0.25)
     repeated = [t.repeat_interleave(4 // kv_heads, dim=1) for t in (k, v)]
     torch.testing.assert_close(got.double(), textbook_local_attention(q, *repeated, WINDOW, 0.25), rtol=0, atol=1e-6)
     if name != "eager":
-        torch.testing.assert_close(got, MODERN["eager"](q, k, v, mask, 0.25), rtol=0, atol=1e-6)
-    assert not torch.allclose(got, MODERN[name](q, k, v, None, 0.25), atol=1e-3)  # the window changes the result
+        torch.testing.assert_close(got, UPCAST_FORMS["eager"](q, k, v, mask, 0.25), rtol=0, atol=1e-6)
+    assert not torch.allclose(got, UPCAST_FORMS[name](q, k, v, None, 0.25), atol=1e-3)  # the window changes the result
 
 
 def test_no_window_is_the_model_with_a_window_wider_than_the_text(model_dir, tmp_path):
@@ -272,8 +272,8 @@ def test_config_refusals(model_dir, tmp_path):
         with pytest.raises(ValueError, match=message):
             minienc.Encoder.from_pretrained(tmp_path)
     (tmp_path / "config.json").write_text(json.dumps(config))
-    with pytest.raises(ValueError, match="attention 'linear' has no form for ModernBERT / Gemma 3"):
-        minienc.Encoder.from_pretrained(tmp_path, attention="linear")
+    with pytest.raises(ValueError, match="unknown attention 'flash9'"):
+        minienc.Encoder.from_pretrained(tmp_path, attention="flash9")
 
 
 # --- sentence vectors: as sentence-transformers gives them --------------------------------------------------------

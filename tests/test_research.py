@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import minienc
-from minienc.model.attention import ATTENTION, MATCHES, eager, linear, sliding_window
+from minienc.model.attention import ATTENTION, eager, linear, sliding_window
 from minienc.cli import main
 from minienc.loading.encoder import read_config
 from minienc.runtime.matmul import onednn_available
@@ -27,7 +27,7 @@ def attention_inputs(seed=0, batch=3, heads=2, seq=12, dim=8):
     return q, k, v, mask[:, None, None, :], dim**-0.5
 
 
-@pytest.mark.parametrize("name", sorted(name for name in MATCHES if ATTENTION[name] is not eager))
+@pytest.mark.parametrize("name", sorted(name for name, v in ATTENTION.items() if v.matches and v.fn is not eager))
 def test_reference_matching_variants_agree_with_eager(name):
     """Variants that claim to reproduce a transformers implementation, on identical inputs: equal to eager up to
     summation order (different kernels add in different orders: float32 rounding on O(1) values)."""
@@ -90,7 +90,6 @@ def user_variants():
     yield
     for name in ("user_eager", "user_temperature"):
         ATTENTION.pop(name)
-        MATCHES.pop(name, None)
 
 
 def test_user_variant_selected_by_name(user_variants, minilm_dir):
@@ -98,7 +97,7 @@ def test_user_variant_selected_by_name(user_variants, minilm_dir):
     import transformers
 
     ours = minienc.Encoder.from_pretrained(minilm_dir, attention="user_eager")
-    assert {layer.attention.attend for layer in ours.layers} == {ATTENTION["user_eager"]}
+    assert {layer.attention.attend.padded for layer in ours.layers} == {ATTENTION["user_eager"].fn}
     reference = transformers.AutoModel.from_pretrained(minilm_dir, attn_implementation="eager").eval()
     ids = torch.tensor([[101, 7592, 2088, 102]])
     with torch.inference_mode():
@@ -106,14 +105,14 @@ def test_user_variant_selected_by_name(user_variants, minilm_dir):
         assert torch.equal(ours(ids), expected)
         ours.set_attention("user_temperature")
         assert ours.attention_name == "user_temperature"
-        assert {layer.attention.attend for layer in ours.layers} == {ATTENTION["user_temperature"]}
+        assert {layer.attention.attend.padded for layer in ours.layers} == {ATTENTION["user_temperature"].fn}
         assert not torch.equal(ours(ids), expected)
 
 
 def test_user_variant_on_packed_input(user_variants):
     """A variant runs once per text on packed input; a registered packed form replaces that loop, and switching
     the attention switches both."""
-    from minienc.model.attention import PACKED, register_packed
+    from minienc.model.attention import register_packed
 
     weights = Path(__file__).resolve().parent.parent / "weights" / "tiny-bert"
     ids, spans = torch.tensor([[101, 7, 8, 102, 101, 9, 102]]), [(0, 4), (4, 7)]
@@ -125,15 +124,12 @@ def test_user_variant_on_packed_input(user_variants):
         calls.append(len(spans))
         return torch.cat([eager(q[:, :, a:b], k[:, :, a:b], v[:, :, a:b], None, scale) for a, b in spans], dim=2)
 
-    try:
-        with torch.inference_mode():
-            alone = ours(ids, spans=spans)  # set before the packed form existed: one eager call per text
-            ours.set_attention("user_eager")
-            assert torch.equal(ours(ids, spans=spans), alone) and calls == [2] * len(ours.layers)
-            ours.set_attention("user_temperature")
-            assert {layer.attention.attend_packed for layer in ours.layers} != {counted}
-    finally:
-        PACKED.pop("user_eager")
+    with torch.inference_mode():
+        alone = ours(ids, spans=spans)  # set before the packed form existed: one eager call per text
+        ours.set_attention("user_eager")
+        assert torch.equal(ours(ids, spans=spans), alone) and calls == [2] * len(ours.layers)
+        ours.set_attention("user_temperature")
+        assert {layer.attention.attend.packed for layer in ours.layers} != {counted}
 
 
 @pytest.mark.parametrize("folder", ["tiny-bert", "tiny-xlm-roberta", "minilm"])

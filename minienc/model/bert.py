@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .attention import AttentionFn, PackedAttentionFn, Spans, get_attention, get_packed_attention
+from .attention import BERT_FORMS, Attend, Spans, bind
 from .config import EncoderConfig
 from .inputs import check_spans
 from .linear import Linear
@@ -61,7 +61,7 @@ class Embeddings(nn.Module):
 
 # reproduces transformers v5.x BertSelfAttention + the dense layer of BertSelfOutput
 class SelfAttention(nn.Module):
-    def __init__(self, config: EncoderConfig, attend: AttentionFn, attend_packed: PackedAttentionFn):
+    def __init__(self, config: EncoderConfig):
         super().__init__()
         self.head_dim = config.head_dim
         self.scale = self.head_dim**-0.5
@@ -69,7 +69,7 @@ class SelfAttention(nn.Module):
         self.key = Linear(config.hidden_size, config.hidden_size)
         self.value = Linear(config.hidden_size, config.hidden_size)
         self.out = Linear(config.hidden_size, config.hidden_size)
-        self.attend, self.attend_packed = attend, attend_packed
+        self.attend: Attend | None = None  # set by BertModel.set_attention
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None, spans: Spans | None = None) -> torch.Tensor:
         B, T, _ = x.shape
@@ -77,10 +77,7 @@ class SelfAttention(nn.Module):
         q = self.query(x).view(heads).transpose(1, 2)  # (B, nh, T, hs)
         k = self.key(x).view(heads).transpose(1, 2)
         v = self.value(x).view(heads).transpose(1, 2)
-        if spans is None:
-            y = self.attend(q, k, v, mask, self.scale)  # (B, nh, T, hs)
-        else:  # packed: each text attends to itself alone (minienc/model/attention.py)
-            y = self.attend_packed(q, k, v, spans, self.scale)  # (1, nh, N, hs)
+        y = self.attend(q, k, v, mask, self.scale, spans)  # (B, nh, T, hs); packed: each text alone
         y = y.transpose(1, 2).contiguous().reshape(B, T, -1)  # (B, T, H): heads side by side again
         return self.out(y)
 
@@ -99,9 +96,9 @@ class FeedForward(nn.Module):
 
 # reproduces transformers v5.x BertLayer: post-norm, LayerNorm(sublayer(x) + x) twice
 class EncoderLayer(nn.Module):
-    def __init__(self, config: EncoderConfig, attend: AttentionFn, attend_packed: PackedAttentionFn):
+    def __init__(self, config: EncoderConfig):
         super().__init__()
-        self.attention = SelfAttention(config, attend, attend_packed)
+        self.attention = SelfAttention(config)
         self.attn_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.ffn = FeedForward(config)
         self.ffn_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
@@ -128,19 +125,21 @@ class BertModel(nn.Module):
     """The whole encoder. `model(input_ids, attention_mask, token_type_ids)` -> last hidden state (B, T, H);
     packed, `model(input_ids, spans=spans)` with (1, N) inputs -> (1, N, H)."""
 
+    family = "bert"  # whose reference forms, and `matches=` claims, apply (model/attention.py)
+
     def __init__(self, config: EncoderConfig, attention: str = "sdpa"):
         super().__init__()
         self.config = config
         self.embeddings = Embeddings(config)
-        self.layers = nn.ModuleList(EncoderLayer(config, get_attention(attention), get_packed_attention(attention))
-                                    for _ in range(config.num_layers))
+        self.layers = nn.ModuleList(EncoderLayer(config) for _ in range(config.num_layers))
         self.set_attention(attention)
 
     def set_attention(self, name: str) -> None:
-        """Switch every layer to the attention implementation registered as `name`."""
-        attend, attend_packed = get_attention(name), get_packed_attention(name)
+        """Switch every layer to attention `name`: BERT's own eager / sdpa, or a registered variant. The padding mask
+        is the contract's as it is."""
+        attend = bind(name, self.family, BERT_FORMS)
         for layer in self.layers:
-            layer.attention.attend, layer.attention.attend_packed = attend, attend_packed
+            layer.attention.attend = attend
         self.attention_name = name
 
     def forward(

@@ -24,7 +24,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .attention import AttentionFn, PackedAttentionFn, Spans, as_cached, band, set_local_global_attention
+from .attention import Attend, Spans, as_cached, band, bind_local_global
 from .blocks import GatedFeedForward, UnitOffsetRMSNorm, apply_rotary, inverse_frequencies, rotary_angles
 from .config import Gemma3Config
 from .inputs import check_inputs, positions
@@ -58,8 +58,7 @@ class Gemma3Attention(nn.Module):
         self.q_norm = UnitOffsetRMSNorm(hs, config.rms_norm_eps)  # per head, over hs
         self.k_norm = UnitOffsetRMSNorm(hs, config.rms_norm_eps)
         self.cached_layout = config.use_cache  # keys and values in the cache's layout (attention.py, as_cached)
-        self.attend: AttentionFn | None = None  # set by Gemma3Model.set_attention
-        self.attend_packed: PackedAttentionFn | None = None
+        self.attend: Attend | None = None  # set by Gemma3Model.set_attention
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, mask: torch.Tensor | None,
                 spans: Spans | None = None) -> torch.Tensor:
@@ -71,10 +70,7 @@ class Gemma3Attention(nn.Module):
         q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
         if self.cached_layout:  # laid out as transformers' KV cache hands them over
             k, v = as_cached(k), as_cached(v)
-        if spans is None:
-            y = self.attend(q, k, v, mask, self.scale)  # (B, nh, T, hs)
-        else:  # packed: each text attends to itself alone, with its own window
-            y = self.attend_packed(q, k, v, spans, self.scale)
+        y = self.attend(q, k, v, mask, self.scale, spans)  # (B, nh, T, hs); packed: each text alone, its own window
         return self.out(y.transpose(1, 2).reshape(B, T, -1))  # (B, T, H)
 
 
@@ -101,6 +97,8 @@ class Gemma3Model(nn.Module):
     """The whole encoder. `model(input_ids, attention_mask)` -> last hidden state (B, T, H); packed,
     `model(input_ids, spans=spans)` with (1, N) inputs -> (1, N, H)."""
 
+    family = "gemma3"  # whose reference forms, and `matches=` claims, apply (model/attention.py)
+
     def __init__(self, config: Gemma3Config, attention: str = "sdpa"):
         super().__init__()
         self.config = config
@@ -114,7 +112,7 @@ class Gemma3Model(nn.Module):
 
     def set_attention(self, name: str) -> None:
         """Switch every layer to attention `name`; a variant that ignores the window makes local layers global."""
-        set_local_global_attention(self.layers, name, masks, self.config.window)
+        bind_local_global(self.layers, name, self.family, masks, self.config.window)
         self.attention_name = name
 
     def forward(

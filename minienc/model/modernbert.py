@@ -24,7 +24,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .attention import AttentionFn, PackedAttentionFn, Spans, band, set_local_global_attention
+from .attention import Attend, Spans, band, bind_local_global
 from .blocks import FusedGatedFeedForward, apply_rotary_float32, inverse_frequencies, rotary_angles
 from .config import ModernBertConfig
 from .inputs import check_inputs, positions
@@ -56,8 +56,7 @@ class ModernBertAttention(nn.Module):
         self.scale = self.head_dim**-0.5
         self.qkv = Linear(config.hidden_size, 3 * config.hidden_size, bias=config.attention_bias)
         self.out = Linear(config.hidden_size, config.hidden_size, bias=config.attention_bias)
-        self.attend: AttentionFn | None = None  # set by ModernBertModel.set_attention
-        self.attend_packed: PackedAttentionFn | None = None
+        self.attend: Attend | None = None  # set by ModernBertModel.set_attention
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, mask: torch.Tensor | None,
                 spans: Spans | None = None) -> torch.Tensor:
@@ -65,10 +64,7 @@ class ModernBertAttention(nn.Module):
         q, k, v = self.qkv(x).view(B, T, 3, -1, self.head_dim).unbind(dim=2)  # each (B, T, nh, hs)
         q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)  # (B, nh, T, hs)
         q, k = apply_rotary_float32(q, cos, sin), apply_rotary_float32(k, cos, sin)
-        if spans is None:
-            y = self.attend(q, k, v, mask, self.scale)  # (B, nh, T, hs)
-        else:  # packed: each text attends to itself alone, with its own window
-            y = self.attend_packed(q, k, v, spans, self.scale)
+        y = self.attend(q, k, v, mask, self.scale, spans)  # (B, nh, T, hs); packed: each text alone, its own window
         return self.out(y.transpose(1, 2).reshape(B, T, -1))  # (B, T, H)
 
 
@@ -96,6 +92,8 @@ class ModernBertModel(nn.Module):
     """The whole encoder. `model(input_ids, attention_mask)` -> last hidden state (B, T, H); packed,
     `model(input_ids, spans=spans)` with (1, N) inputs -> (1, N, H)."""
 
+    family = "modernbert"  # whose reference forms, and `matches=` claims, apply (model/attention.py)
+
     def __init__(self, config: ModernBertConfig, attention: str = "sdpa"):
         super().__init__()
         self.config = config
@@ -110,7 +108,7 @@ class ModernBertModel(nn.Module):
 
     def set_attention(self, name: str) -> None:
         """Switch every layer to attention `name`; a variant that ignores the window makes local layers global."""
-        set_local_global_attention(self.layers, name, masks, self.config.window)
+        bind_local_global(self.layers, name, self.family, masks, self.config.window)
         self.attention_name = name
 
     def forward(

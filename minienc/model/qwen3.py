@@ -22,8 +22,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .attention import (AttentionFn, PackedAttentionFn, Spans, as_cached, causal_mask, get_causal_attention,
-                        per_text)
+from .attention import CAUSAL_FORMS, Attend, Spans, as_cached, bind, causal_mask, with_triangle
 from .blocks import GatedFeedForward, RMSNorm, apply_rotary, inverse_frequencies, rotary_angles
 from .config import Qwen3Config
 from .inputs import check_inputs, positions
@@ -32,7 +31,7 @@ from .linear import Linear
 
 # reproduces transformers v5.x Qwen3Attention (one pass: an empty KV cache, or none)
 class Qwen3Attention(nn.Module):
-    def __init__(self, config: Qwen3Config, attend: AttentionFn, attend_packed: PackedAttentionFn):
+    def __init__(self, config: Qwen3Config):
         super().__init__()
         self.head_dim = config.head_dim
         self.scale = self.head_dim**-0.5
@@ -44,7 +43,7 @@ class Qwen3Attention(nn.Module):
         self.q_norm = RMSNorm(hs, config.rms_norm_eps)  # per head, over hs
         self.k_norm = RMSNorm(hs, config.rms_norm_eps)
         self.cached_layout = config.use_cache  # keys and values in the cache's layout (attention.py, as_cached)
-        self.attend, self.attend_packed = attend, attend_packed
+        self.attend: Attend | None = None  # set by Qwen3Model.set_attention
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, mask: torch.Tensor | None,
                 spans: Spans | None = None) -> torch.Tensor:
@@ -56,20 +55,17 @@ class Qwen3Attention(nn.Module):
         q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)  # positions, as rotations
         if self.cached_layout:  # laid out as transformers' KV cache hands them over
             k, v = as_cached(k), as_cached(v)
-        if spans is None:
-            y = self.attend(q, k, v, mask, self.scale)  # (B, nh, T, hs)
-        else:  # packed: each text attends causally to itself alone
-            y = self.attend_packed(q, k, v, spans, self.scale)
+        y = self.attend(q, k, v, mask, self.scale, spans)  # (B, nh, T, hs); packed: each text causally alone
         y = y.transpose(1, 2).contiguous().reshape(B, T, -1)  # (B, T, nh * hs)
         return self.out(y)
 
 
 # reproduces transformers v5.x Qwen3DecoderLayer: pre-norm, x + sublayer(RMSNorm(x)) twice
 class Qwen3Layer(nn.Module):
-    def __init__(self, config: Qwen3Config, attend: AttentionFn, attend_packed: PackedAttentionFn):
+    def __init__(self, config: Qwen3Config):
         super().__init__()
         self.attn_norm = RMSNorm(config.hidden_size, config.rms_norm_eps)
-        self.attention = Qwen3Attention(config, attend, attend_packed)
+        self.attention = Qwen3Attention(config)
         self.ffn_norm = RMSNorm(config.hidden_size, config.rms_norm_eps)
         self.ffn = GatedFeedForward(config.hidden_size, config.intermediate_size, config.hidden_act)
 
@@ -84,23 +80,25 @@ class Qwen3Model(nn.Module):
     """The whole decoder. `model(input_ids, attention_mask)` -> last hidden state (B, T, H); packed,
     `model(input_ids, spans=spans)` with (1, N) inputs -> (1, N, H)."""
 
+    family = "qwen3"  # whose reference forms, and `matches=` claims, apply (model/attention.py)
+
     def __init__(self, config: Qwen3Config, attention: str = "sdpa"):
         super().__init__()
         self.config = config
         self.embed = nn.Embedding(config.vocab_size, config.hidden_size)
-        attend = get_causal_attention(attention)
-        self.layers = nn.ModuleList(Qwen3Layer(config, attend, per_text(attend)) for _ in range(config.num_layers))
+        self.layers = nn.ModuleList(Qwen3Layer(config) for _ in range(config.num_layers))
         self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps)
         # float32 on the CPU whatever the model's dtype and device, as transformers keeps it (not a buffer: .to()
         # would cast it, which changes every angle)
         self.inv_freq = inverse_frequencies(config.head_dim, config.rope_theta, device="cpu")
-        self.attention_name = attention
+        self.set_attention(attention)
 
     def set_attention(self, name: str) -> None:
-        """Switch every layer to the causal form of the attention registered as `name`."""
-        attend = get_causal_attention(name)
+        """Switch every layer to attention `name`: the decoders' eager / sdpa, or a registered variant, which gets
+        the causal triangle in its mask where transformers' rules leave the mask out (nothing padded)."""
+        attend = bind(name, self.family, CAUSAL_FORMS, complete=with_triangle)
         for layer in self.layers:
-            layer.attention.attend, layer.attention.attend_packed = attend, per_text(attend)
+            layer.attention.attend = attend
         self.attention_name = name
 
     def forward(

@@ -1,0 +1,93 @@
+"""The engine's attention: faster ways to compute the `sdpa` reference form on a packed row, registered as its packed
+form (model/attention.py, register_packed). On CUDA in float16 / bfloat16, PyTorch's variable-length flash attention
+runs every text of the row in one call; on a CPU with AVX512-BF16 and no AMX, long bfloat16 texts attend by two
+bfloat16 matrix multiplies. Elsewhere, one call of the reference form per text.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+
+import torch
+
+from ..model.attention import Spans, per_text, register_packed, sdpa
+
+BFLOAT16_MATH_FROM = 128  # tokens: below it, PyTorch's flash kernel was the faster (docs/performance.md)
+
+
+@register_packed("sdpa")
+def sdpa_packed(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, spans: Spans, scale: float) -> torch.Tensor:
+    """sdpa on packed (1, nh, N, hs) input: on CUDA in float16 / bfloat16, one variable-length flash-attention call
+    for the whole row; elsewhere one call per text, in bfloat16 on a CPU without AMX the long texts as two matrix
+    multiplies (`bfloat16_math`). (Stacking texts of one length into one call of PyTorch's CPU flash kernel is not the
+    same: a stacked text's bits can depend on the stack it is in; docs/performance.md, "Measured and not kept".)"""
+    if varlen_fits(q):
+        return varlen(q, k, v, spans, scale)
+    if not bfloat16_math_fits(q):
+        return per_text(sdpa)(q, k, v, spans, scale)
+    return torch.cat([(bfloat16_math if b - a >= BFLOAT16_MATH_FROM else sdpa)(
+        q[:, :, a:b], k[:, :, a:b], v[:, :, a:b], None, scale) for a, b in spans], dim=2)
+
+
+def bfloat16_math_fits(q: torch.Tensor) -> bool:
+    """Whether long texts take `bfloat16_math`: bfloat16 on a CPU that multiplies it natively without AMX."""
+    return q.device.type == "cpu" and q.dtype == torch.bfloat16 and bfloat16_without_amx()
+
+
+@functools.cache
+def bfloat16_without_amx() -> bool:
+    """Whether oneDNN multiplies bfloat16 on this CPU (AVX512-BF16) and there is no AMX: the CPUs `bfloat16_math` was
+    measured faster on, for long texts (docs/performance.md). With AMX that was not measured: the texts keep
+    PyTorch's flash kernel there."""
+    amx = hasattr(torch.cpu, "get_capabilities") and torch.cpu.get_capabilities().get("amx_bf16")
+    onednn = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
+    return onednn and torch.ops.mkldnn._is_mkldnn_bf16_supported() and not amx
+
+
+def bfloat16_math(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None,
+                  scale: float) -> torch.Tensor:
+    """softmax(q k^T * scale) v for one unpadded text as two bfloat16 matrix multiplies, which use the CPU's bfloat16
+    dot products. Roundings: q * scale, the scores and the weights are each rounded to bfloat16 (softmax itself
+    computes in float32); transformers' eager attention in bfloat16 rounds the scores before and after scaling
+    instead of q, and the tests hold this to its accuracy. Packed execution's texts have no padding: mask is None."""
+    if mask is not None:
+        raise ValueError("bfloat16_math computes one unpadded text: mask must be None")
+    scores = torch.matmul(q * scale, k.transpose(2, 3))  # (1, nh, T, T)
+    return torch.matmul(torch.softmax(scores, dim=-1), v)  # (1, nh, T, hs)
+
+
+def varlen_fits(q: torch.Tensor) -> bool:
+    """Whether PyTorch's variable-length flash attention takes q: CUDA, compute capability 8.0 or later, float16 or
+    bfloat16, a head size that is a multiple of 8 and at most 256."""
+    return (VARLEN is not None and q.device.type == "cuda" and q.dtype in (torch.float16, torch.bfloat16)
+            and q.shape[-1] % 8 == 0 and q.shape[-1] <= 256 and torch.cuda.get_device_capability(q.device) >= (8, 0))
+
+
+def _varlen_attn():
+    """PyTorch's variable-length flash attention (torch.nn.attention.varlen, CUDA), or None where it is missing."""
+    try:
+        from torch.nn.attention.varlen import varlen_attn
+    except ImportError:
+        return None
+    return varlen_attn
+
+
+VARLEN = _varlen_attn()
+VARLEN_OPTIONS = set(inspect.signature(VARLEN).parameters) if VARLEN is not None else set()  # they vary by version
+
+
+def varlen(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, spans: Spans, scale: float) -> torch.Tensor:
+    """One flash-attention call over every text of the packed row, each text attending to itself (cu_seq marks
+    where texts start). One split of the keys per text (num_splits=1, where this PyTorch has the option; the GPU
+    tests check batch invariance either way), so that a text's result does not depend on what else the call holds."""
+    cu_seq = torch.tensor([0, *(b for _, b in spans)], dtype=torch.int32, device=q.device)
+    longest = max(b - a for a, b in spans)
+    options = {"scale": scale, **({"num_splits": 1} if "num_splits" in VARLEN_OPTIONS else {})}
+    y = VARLEN(by_token(q), by_token(k), by_token(v), cu_seq, cu_seq, longest, longest, **options)  # (N, nh, hs)
+    return y.transpose(0, 1)[None]  # (1, nh, N, hs)
+
+
+def by_token(t: torch.Tensor) -> torch.Tensor:
+    """(1, nh, N, hs) -> (N, nh, hs), the layout varlen_attn reads (a view: no copy)."""
+    return t[0].transpose(0, 1)
