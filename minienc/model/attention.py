@@ -9,8 +9,8 @@ The contract. Every attention variant is a function
          repeats each key / value head for the query heads it serves);
 - mask:  None where every key may be attended, else bool broadcastable to (B, 1, T, T), True where query i may
          attend to key j. It already holds everything the family and the layer decide: the padding, a decoder's
-         causal triangle, a local layer's band. A padded query row may have no True key; it is padding, and no
-         real token reads it;
+         causal triangle, a local layer's band. Every row has a True key (a padded query may get its own, and no
+         real token reads a padded one), so masking with -inf never makes NaN;
 - scale: the factor applied to q k^T (1 / sqrt(D); Gemma's: query_pre_attn_scalar ** -0.5);
 - bias:  positions that enter as scores (relative buckets, ALiBi), float broadcastable to (B, H, T, T), added to
          the scaled scores. A family that has one hands it by name and refuses a variant that takes no `bias`;
@@ -200,7 +200,9 @@ def completed(fn: AttentionFn, complete: Completion) -> AttentionFn:
 
 # reproduces transformers v5.x models/bert/modeling_bert.py eager_attention_forward + masking_utils.eager_mask
 def eager(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None, scale: float) -> torch.Tensor:
-    """The textbook math, op for op as transformers' eager path: masked keys get the dtype's lowest value added."""
+    """The textbook math, op for op as transformers' eager path: masked keys get the dtype's lowest value added.
+    (BERT's heads are never grouped; grouped keys, from a caller of the contract, are repeated first.)"""
+    k, v = repeat_kv(k, q), repeat_kv(v, q)  # the same tensors where heads are not grouped
     scores = torch.matmul(q, k.transpose(2, 3)) * scale  # (B, nh, T, T)
     if mask is not None:
         lowest = torch.finfo(scores.dtype).min
@@ -211,8 +213,10 @@ def eager(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor 
 
 # reproduces transformers v5.x integrations/sdpa_attention.py sdpa_attention_forward (encoder, no dropout)
 def sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None, scale: float) -> torch.Tensor:
-    """PyTorch's fused kernel (flash / memory-efficient / math, chosen by PyTorch)."""
-    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale)  # (B, nh, T, hs)
+    """PyTorch's fused kernel (flash / memory-efficient / math, chosen by PyTorch); grouped keys, from a caller of
+    the contract, as kv_heads_for_sdpa hands them over (BERT's never are)."""
+    k, v, options = kv_heads_for_sdpa(q, k, v, mask)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale, **options)  # (B, nh, T, hs)
 
 
 BERT_FORMS = {"eager": eager, "sdpa": sdpa}
@@ -241,8 +245,16 @@ def causal_mask(attention_mask: torch.Tensor | None) -> torch.Tensor | None:
 
 
 def with_triangle(mask: torch.Tensor | None, T: int, device: torch.device) -> torch.Tensor:
-    """A decoder's mask as the contract has it: the causal triangle where transformers' rules leave it out."""
-    return causal_triangle(T, device) if mask is None else mask
+    """A decoder's mask as the contract has it: the causal triangle where transformers' rules leave it out, and each
+    padded query allowed its own key (`attending_itself`)."""
+    return causal_triangle(T, device) if mask is None else attending_itself(mask, T, device)
+
+
+def attending_itself(mask: torch.Tensor | None, T: int, device: torch.device) -> torch.Tensor | None:
+    """mask with each query allowed its own key. A real token may always read itself, so only a padded query changes:
+    one whose triangle or window holds no real key (left padding; padding past a window) gets one key, and a variant
+    that masks with -inf gives it a finite row instead of NaN, which would reach real tokens through its value."""
+    return None if mask is None else mask | torch.eye(T, dtype=torch.bool, device=device)
 
 
 # reproduces transformers v5.x cache_utils.DynamicLayer.update, in a forward pass that starts with an empty cache
@@ -292,7 +304,7 @@ CAUSAL_FORMS = {"eager": causal_eager, "sdpa": causal_sdpa}
 #
 # Bidirectional like BERT, with the decoders' arithmetic: the softmax in float32 and k, v with fewer heads than q. Their
 # local layers attend within a window: the family builds that mask (`band`) by transformers' rules and hands it to the
-# form like any mask, so their masks are the contract's already.
+# form like any mask; the contract's is the same with each padded query allowed its own key (`attending_itself`).
 
 
 def band(T: int, radius: int, device: torch.device) -> torch.Tensor:
@@ -340,7 +352,7 @@ def bind_local_global(layers: Sequence[torch.nn.Module], name: str, family: str,
         kind = layer.kind if windows else "full_attention"
         layer.mask_kind = kind
         alone = lambda T, device, kind=kind: masks(None, T, window, device)[kind]  # noqa: E731
-        layer.attention.attend = bind(name, family, UPCAST_FORMS, alone)
+        layer.attention.attend = bind(name, family, UPCAST_FORMS, alone, complete=attending_itself)
 
 
 # --- research variants: they change the computation on purpose, on every family ------------------------------------
