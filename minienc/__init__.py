@@ -10,7 +10,7 @@ from .loading.checkpoint import CheckpointError
 from .loading.encoder import Encoder
 from .model.attention import ATTENTION, get_attention, register_attention, register_packed, repeat_kv
 from .runtime import attention as _packed_forms  # noqa: F401  (registers sdpa's packed forms)
-from .model.config import EncoderConfig
+from .model.bert import EncoderConfig
 from .model.pooling import POOLERS, l2_normalize
 
 __all__ = [

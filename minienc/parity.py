@@ -14,10 +14,10 @@ import torch
 
 from .formats.sentence import read_sentence_folder
 from .heads.sentence import SentenceEncoder
-from .loading.encoder import FAMILIES, read_config
+from .loading.encoder import read_config
 from .loading.hub import resolve_model_dir
 from .model.attention import get_attention, matches_for
-from .model.config import FAMILIES as BERT_FAMILIES
+from .model.family import family_of
 from .stages import capture, capture_reference, last_stage
 
 BUILT_IN_TEXTS = [
@@ -72,9 +72,9 @@ def run_parity(
                                            matmul=matmul)
     reference = reference or claimed_reference(model, attention) or "eager"
     folder, transformer = model_folders(model)
-    options = {"add_pooling_layer": False} if ours.encoder.config.model_type in BERT_FAMILIES else {}  # BERT's pooler
+    options = family_of(ours.encoder.config.model_type).reference_options  # BERT's: without its pooler
     hf = transformers.AutoModel.from_pretrained(transformer, attn_implementation=reference,
-                                                dtype=dtype or torch.float32, **options).to(ours.device).eval()
+                                                dtype=dtype or torch.float32, **dict(options)).to(ours.device).eval()
     batch = ours.tokenizer(texts, device=ours.device)
     real = batch["attention_mask"].bool()
     mine, theirs = capture(ours.encoder, batch), capture_reference(hf, batch)
@@ -96,7 +96,7 @@ def model_folders(model: str | Path) -> tuple[Path, Path]:
 def claimed_reference(model: str | Path, attention: str) -> str | None:
     """The transformers implementation `attention` claims to reproduce bit for bit on the model's family, or None."""
     config = read_config(model_folders(model)[1] / "config.json")
-    return matches_for(attention, FAMILIES[config.model_type][1].family)
+    return matches_for(attention, family_of(config.model_type).name)
 
 
 def sentence_rows(ours: SentenceEncoder, folder: Path, reference: str, texts: list[str], dtype) -> list[StageDiff]:

@@ -25,6 +25,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from .model.family import Stages, family_of
 from .model.pooling import l2_normalize, pool
 
 
@@ -52,44 +53,25 @@ def _capture(points: list[tuple[str, nn.Module, bool]], run) -> dict[str, torch.
     return stages
 
 
-# model_type -> where a pre-norm family's stages are read, in minienc's model and in transformers': the embeddings
-# (a module's output, or the first layer's input where the scaling happens outside any module), the norm whose input
-# is the residual stream after attention, and the final norm
-PRE_NORM: dict[str, tuple[tuple[tuple[str, bool], str, str], tuple[tuple[str, bool], str, str]]] = {
-    "qwen3": ((("embed", False), "ffn_norm", "norm"), (("embed_tokens", False), "post_attention_layernorm", "norm")),
-    "modernbert": ((("embed_norm", False), "ffn_norm", "final_norm"), (("embeddings", False), "mlp_norm", "final_norm")),
-    "gemma3_text": ((("layers.0", True), "ffn_norm", "norm"), (("layers.0", True), "pre_feedforward_layernorm", "norm")),
-}
-
-
-def pre_norm_points(model: nn.Module, where: tuple[tuple[str, bool], str, str]) -> list[tuple[str, nn.Module, bool]]:
-    (embeddings, before), ffn_norm, final_norm = where
-    points = [("embeddings", model.get_submodule(embeddings), before)]
-    for i, layer in enumerate(model.layers):
-        points += [(f"layer.{i}.attention", getattr(layer, ffn_norm), True), (f"layer.{i}.output", layer, False)]
-    return [*points, ("norm", model.get_submodule(final_norm), False)]
+def points(model: nn.Module, where: Stages) -> list[tuple[str, nn.Module, bool]]:
+    """The (stage, module, before) points of `model`, by its family's record (model/family.py, Stages)."""
+    found = [(name, model.get_submodule(path), before) for name, path, before in where.embeddings]
+    module, before = where.attention
+    for i, layer in enumerate(model.get_submodule(where.layers)):
+        found += [(f"layer.{i}.attention", layer.get_submodule(module), before), (f"layer.{i}.output", layer, False)]
+    return found + ([("norm", model.get_submodule(where.final_norm), False)] if where.final_norm else [])
 
 
 def capture(encoder: nn.Module, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """minienc's stages for one batch (see the module docstring for the names)."""
-    if encoder.config.model_type in PRE_NORM:
-        return _capture(pre_norm_points(encoder, PRE_NORM[encoder.config.model_type][0]), lambda: encoder(**batch))
-    points = [("embedding_sum", encoder.embeddings.norm, True), ("embeddings", encoder.embeddings, False)]
-    for i, layer in enumerate(encoder.layers):
-        points += [(f"layer.{i}.attention", layer.attn_norm, False), (f"layer.{i}.output", layer, False)]
-    return _capture(points, lambda: encoder(**batch))
+    return _capture(points(encoder, family_of(encoder.config.model_type).ours), lambda: encoder(**batch))
 
 
 def capture_reference(model: nn.Module, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """The same stages read from a transformers BertModel / RobertaModel / XLMRobertaModel / Qwen3Model /
-    ModernBertModel / Gemma3TextModel."""
-    if model.config.model_type in PRE_NORM:
-        inputs = {key: value for key, value in batch.items() if key != "token_type_ids"}
-        return _capture(pre_norm_points(model, PRE_NORM[model.config.model_type][1]), lambda: model(**inputs))
-    points = [("embedding_sum", model.embeddings.LayerNorm, True), ("embeddings", model.embeddings, False)]
-    for i, layer in enumerate(model.encoder.layer):
-        points += [(f"layer.{i}.attention", layer.attention, False), (f"layer.{i}.output", layer, False)]
-    return _capture(points, lambda: model(**batch))
+    """The same stages read from the transformers model the family is held to (its record's `reference`)."""
+    family = family_of(model.config.model_type)
+    inputs = {key: value for key, value in batch.items() if key != "token_type_ids" or family.token_types}
+    return _capture(points(model, family.theirs), lambda: model(**inputs))
 
 
 def last_stage(stages: dict[str, torch.Tensor]) -> str:
@@ -117,10 +99,11 @@ def trace_encoder(sentence, text: str) -> tuple[dict[str, Any], torch.Tensor, to
     batch = sentence.tokenizer([text], device=sentence.device)
     stages = capture(sentence.encoder, batch)
     config = sentence.encoder.config
-    if config.model_type in PRE_NORM:
+    table = getattr(sentence.encoder, "embeddings", None)  # a position table (the BERT family) has its own rule
+    if table is None:
         position_ids = torch.arange(batch["input_ids"].shape[1])[None]  # 0, 1, 2, ...: rotation angles
     else:
-        position_ids = sentence.encoder.embeddings.position_ids(batch["input_ids"]).expand_as(batch["input_ids"])
+        position_ids = table.position_ids(batch["input_ids"]).expand_as(batch["input_ids"])
     data = {
         "text": text,
         "family": config.model_type,
@@ -162,17 +145,6 @@ def trace_sparse(model, text: str) -> dict[str, Any]:
             "terms": [(token, round(weight, 6)) for token, weight in model.decode(vector, top_k=8)]}
 
 
-# model_type -> the trace's words for a pre-norm family: its embeddings, its layers, its final norm
-FAMILY_LINES = {
-    "qwen3": ("the token's vector alone",
-              "decoder layers      (pre-norm: x + attention(RMSNorm(x)), causal; then the gated FFN)", "final RMSNorm"),
-    "modernbert": ("LayerNorm of the token's vector",
-                   "encoder layers      (pre-norm: x + attention(LayerNorm(x)), global or local; then GeGLU)",
-                   "final LayerNorm"),
-    "gemma3_text": ("the token's vector times sqrt(H)",
-                    "encoder layers      (x + norm(attention(norm(x))), bidirectional, global or local; then the gated "
-                    "FFN)", "final RMSNorm"),
-}
 ACTIVATION_FORMULAS = {"relu": "log(1 + relu(x))", "log1p_relu": "log(1 + log(1 + relu(x)))"}  # SPLADE_ACTIVATIONS
 
 
@@ -184,7 +156,7 @@ def format_trace(data: dict[str, Any]) -> str:
 
     lines = [f"text: {data['text']!r}", "", "1. tokenize"]
     lines += [f"  {'tokens':<15} {data['tokens']}"]
-    family = FAMILY_LINES.get(data["family"])  # None: the BERT family
+    family = family_of(data["family"]).trace_words  # None: the BERT family
     for key in ("input_ids", "attention_mask", *(() if family else ("token_type_ids",)), "position_ids"):
         lines.append(f"  {key:<15} {data[key]}")
     if family:

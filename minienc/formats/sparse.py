@@ -1,6 +1,6 @@
 """Reading a SPLADE model's folder: the sentence-transformers sparse layout (modules.json: MLMTransformer, or
 Transformer("fill-mask"), then SpladePooling) or a plain *ForMaskedLM folder, and the masked-LM head's tensors
-under our names (transformers v5 BertLMPredictionHead / RobertaLMHead keys)."""
+under our names (by the family's table of transformers v5 BertLMPredictionHead / RobertaLMHead keys)."""
 
 from __future__ import annotations
 
@@ -14,34 +14,10 @@ from ..loading.checkpoint import (LEGACY_SUFFIXES, CheckpointError, bad_weight, 
 from ..model.pooling import SPLADE_ACTIVATIONS, SPLADE_POOLERS
 from .sentence import SentenceConfig, module_list, setting, tokenizer_limit
 
-# checkpoint name -> our name in MLMHead, per family. "bias" and "decoder.bias" are one tensor tied in transformers
-# (either or both may be stored); "decoder.weight" is stored when untied, and by some older checkpoints when tied.
-HEAD_KEYS: dict[str, dict[str, str]] = {
-    "bert": {
-        "cls.predictions.transform.dense.weight": "dense.weight",
-        "cls.predictions.transform.dense.bias": "dense.bias",
-        "cls.predictions.transform.LayerNorm.weight": "norm.weight",
-        "cls.predictions.transform.LayerNorm.bias": "norm.bias",
-        "cls.predictions.bias": "bias",
-        "cls.predictions.decoder.bias": "decoder.bias",
-        "cls.predictions.decoder.weight": "decoder.weight",
-    },
-    "roberta": {
-        "lm_head.dense.weight": "dense.weight",
-        "lm_head.dense.bias": "dense.bias",
-        "lm_head.layer_norm.weight": "norm.weight",
-        "lm_head.layer_norm.bias": "norm.bias",
-        "lm_head.bias": "bias",
-        "lm_head.decoder.bias": "decoder.bias",
-        "lm_head.decoder.weight": "decoder.weight",
-    },
-}
-HEAD_KEYS["xlm-roberta"] = HEAD_KEYS["roberta"]
-
-def read_head_tensors(folder: Path, model_type: str) -> dict[str, torch.Tensor]:
-    """The masked-LM head's tensors in `folder`, under MLMHead's names, as transformers v5 loads them: the decoder
-    adds its own stored bias if there is one, else the head's; its weight is stored only when untied."""
-    table = HEAD_KEYS[model_type]
+def read_head_tensors(folder: Path, table: dict[str, str]) -> dict[str, torch.Tensor]:
+    """The masked-LM head's tensors in `folder`, under MLMHead's names by `table` (checkpoint name -> ours, from the
+    family's record: model/bert.py), as transformers v5 loads them: the decoder adds its own stored bias if there is
+    one, else the head's; its weight is stored only when untied."""
     found: dict[str, torch.Tensor] = {}
     for path in weight_files(folder):
         for key, tensor in read_safetensors(path).items():

@@ -156,8 +156,9 @@ class M3Encoder(TextPipeline):
             raise ValueError(f"{folder}: M3Encoder's dense vector is the CLS hidden state, not a Dense module's")
         transformer = config.transformer or folder
         encoder = load_encoder(transformer, options)
-        if encoder.config.model_type != "xlm-roberta":
-            raise ValueError(f"{folder}: bge-m3's heads sit on an XLM-R encoder, not {encoder.config.model_type!r}")
+        if encoder.family != "bert":  # XLM-R: its CLS token is the dense vector
+            raise ValueError(f"{folder}: bge-m3's heads sit on an XLM-R encoder (the BERT family), not "
+                             f"{encoder.config.model_type!r}")
         tokenizer = load_tokenizer(transformer, encoder, config.max_seq_length, config.tokenizer_max_length,
                                    config.lowercase)
         colbert_linear, sparse_linear = (read_head(folder, name, encoder.config.hidden_size,

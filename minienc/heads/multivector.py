@@ -34,7 +34,7 @@ from ..formats.multivector import (MultiVectorConfig, QueryExpansion, read_multi
                                    resolve_expansion)
 from ..formats.sentence import tokenizer_limit
 from ..loading.tokenizer import TextTokenizer
-from ..model.config import EncoderConfig
+from ..model.bert import EncoderConfig
 from ..model.pooling import l2_normalize
 from ..runtime.batching import Tokens, padded_order
 from .pipeline import RunOptions, TextPipeline, load_encoder, load_tokenizer, report_truncation, to_numpy

@@ -15,7 +15,6 @@ folder is formats/sparse.py.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -24,23 +23,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..formats.sparse import HEAD_KEYS, SparseFolder, read_head_tensors, read_sparse_folder
+from ..formats.sparse import SparseFolder, read_head_tensors, read_sparse_folder
 from ..loading.checkpoint import CheckpointError
-from ..model.config import EncoderConfig
+from ..model.family import family_of
 from ..model.linear import Linear
 from ..model.pooling import SPLADE_ACTIVATIONS, SPLADE_POOLERS
 from ..runtime.batching import Tokens, padded_order
 from .pipeline import RunOptions, TextPipeline, load_encoder, load_tokenizer
 from .similarity import SPARSE_SIMILARITIES, check_similarity
-
-# the activation between the head's dense layer and its LayerNorm: BERT's is config.hidden_act; RobertaLMHead and
-# XLMRobertaLMHead call gelu whatever the config says
-HEAD_ACTIVATION: dict[str, Callable[[EncoderConfig], str]] = {
-    "bert": lambda config: config.hidden_act,
-    "roberta": lambda config: "gelu",
-    "xlm-roberta": lambda config: "gelu",
-}
-
 
 # reproduces transformers v5.24 BertLMPredictionHead (BertPredictionHeadTransform + decoder) and RobertaLMHead
 class MLMHead(nn.Module):
@@ -63,9 +53,10 @@ class MLMHead(nn.Module):
         """The head stored beside `encoder` in `folder`, on its device and in its dtype; its decoder shares the
         word-embedding table unless the checkpoint stores its own decoder weight."""
         config, word = encoder.config, encoder.embeddings.word.weight
-        tensors = read_head_tensors(folder, config.model_type)
+        spec = family_of(config.model_type).masked_lm[config.model_type]  # the family's record: keys, activation
+        tensors = read_head_tensors(folder, spec.keys)
         with torch.device("meta"):  # shapes only: the checkpoint supplies every value
-            head = cls(config.hidden_size, config.vocab_size, HEAD_ACTIVATION[config.model_type](config),
+            head = cls(config.hidden_size, config.vocab_size, spec.activation or config.hidden_act,
                        config.layer_norm_eps, word.dtype)
         expected = {name: t.shape for name, t in head.state_dict().items()}
         wrong = [f"{name} {tuple(t.shape)}, expected {tuple(expected[name])}" for name, t in tensors.items()
@@ -124,9 +115,11 @@ class SparseEncoder(TextPipeline):
         spec = replace(spec, **{k: v for k, v in overrides.items() if v is not None})
         length = spec.sentence.max_seq_length if max_seq_length is None else max_seq_length
         encoder = load_encoder(spec.model_folder, options)
-        if encoder.config.model_type not in HEAD_KEYS:
-            raise ValueError(f"{folder}: SPLADE needs a masked-language model of the BERT family "
-                             f"({sorted(HEAD_KEYS)}); this model_type is {encoder.config.model_type!r}")
+        heads = family_of(encoder.config.model_type).masked_lm
+        if encoder.config.model_type not in heads:
+            raise ValueError(f"{folder}: SPLADE needs a masked-language model whose head minienc reads "
+                             f"({sorted(heads) or 'none in this family'}); this model_type is "
+                             f"{encoder.config.model_type!r}")
         head = MLMHead.from_checkpoint(spec.model_folder, encoder)
         tokenizer = load_tokenizer(spec.model_folder, encoder, length, spec.sentence.tokenizer_max_length,
                                    spec.sentence.lowercase)

@@ -13,76 +13,15 @@ from typing import Any
 import torch
 from safetensors import SafetensorError, safe_open
 
+from ..model.family import family_of
+
 WEIGHTS_FILE = "model.safetensors"
 SHARD_INDEX_FILE = "model.safetensors.index.json"
 PICKLE_FILES = ("pytorch_model.bin", "pytorch_model.bin.index.json", "model.pt", "model.pth", "model.ckpt")
 
-# checkpoint name -> our name, one table per family. "{}" is the layer index. None: found in checkpoints, ignored on
-# purpose. BERT's is identical for BERT, MiniLM, RoBERTa and XLM-R; only the task-model prefix (PREFIXES) differs.
-BERT_KEYS: dict[str, str | None] = {
-    "embeddings.word_embeddings.weight": "embeddings.word.weight",
-    "embeddings.position_embeddings.weight": "embeddings.position.weight",
-    "embeddings.token_type_embeddings.weight": "embeddings.token_type.weight",
-    "embeddings.LayerNorm.weight": "embeddings.norm.weight",
-    "embeddings.LayerNorm.bias": "embeddings.norm.bias",
-    "encoder.layer.{}.attention.self.query.weight": "layers.{}.attention.query.weight",
-    "encoder.layer.{}.attention.self.query.bias": "layers.{}.attention.query.bias",
-    "encoder.layer.{}.attention.self.key.weight": "layers.{}.attention.key.weight",
-    "encoder.layer.{}.attention.self.key.bias": "layers.{}.attention.key.bias",
-    "encoder.layer.{}.attention.self.value.weight": "layers.{}.attention.value.weight",
-    "encoder.layer.{}.attention.self.value.bias": "layers.{}.attention.value.bias",
-    "encoder.layer.{}.attention.output.dense.weight": "layers.{}.attention.out.weight",
-    "encoder.layer.{}.attention.output.dense.bias": "layers.{}.attention.out.bias",
-    "encoder.layer.{}.attention.output.LayerNorm.weight": "layers.{}.attn_norm.weight",
-    "encoder.layer.{}.attention.output.LayerNorm.bias": "layers.{}.attn_norm.bias",
-    "encoder.layer.{}.intermediate.dense.weight": "layers.{}.ffn.up.weight",
-    "encoder.layer.{}.intermediate.dense.bias": "layers.{}.ffn.up.bias",
-    "encoder.layer.{}.output.dense.weight": "layers.{}.ffn.down.weight",
-    "encoder.layer.{}.output.dense.bias": "layers.{}.ffn.down.bias",
-    "encoder.layer.{}.output.LayerNorm.weight": "layers.{}.ffn_norm.weight",
-    "encoder.layer.{}.output.LayerNorm.bias": "layers.{}.ffn_norm.bias",
-    "embeddings.position_ids": None,  # a saved arange buffer: we compute positions
-    "embeddings.token_type_ids": None,  # a saved zeros buffer
-    "pooler.dense.weight": None,  # BERT's next-sentence pooler: not part of the hidden states
-    "pooler.dense.bias": None,
-}
-QWEN3_KEYS: dict[str, str | None] = {
-    "embed_tokens.weight": "embed.weight",
-    "layers.{}.input_layernorm.weight": "layers.{}.attn_norm.weight",
-    **{f"layers.{{}}.self_attn.{theirs}_proj.{kind}": f"layers.{{}}.attention.{ours}.{kind}"
-       for theirs, ours in (("q", "query"), ("k", "key"), ("v", "value"), ("o", "out")) for kind in ("weight", "bias")},
-    "layers.{}.self_attn.q_norm.weight": "layers.{}.attention.q_norm.weight",
-    "layers.{}.self_attn.k_norm.weight": "layers.{}.attention.k_norm.weight",
-    "layers.{}.post_attention_layernorm.weight": "layers.{}.ffn_norm.weight",
-    "layers.{}.mlp.gate_proj.weight": "layers.{}.ffn.gate.weight",
-    "layers.{}.mlp.up_proj.weight": "layers.{}.ffn.up.weight",
-    "layers.{}.mlp.down_proj.weight": "layers.{}.ffn.down.weight",
-    "norm.weight": "norm.weight",
-}
-GEMMA3_KEYS: dict[str, str | None] = {
-    **{theirs: ours for theirs, ours in QWEN3_KEYS.items() if "layernorm" not in theirs},
-    "layers.{}.input_layernorm.weight": "layers.{}.attn_norm.weight",
-    "layers.{}.post_attention_layernorm.weight": "layers.{}.attn_out_norm.weight",
-    "layers.{}.pre_feedforward_layernorm.weight": "layers.{}.ffn_norm.weight",
-    "layers.{}.post_feedforward_layernorm.weight": "layers.{}.ffn_out_norm.weight",
-}
-MODERNBERT_KEYS: dict[str, str | None] = {
-    **{f"{theirs}.{kind}": f"{ours}.{kind}" for theirs, ours in (
-        ("embeddings.norm", "embed_norm"), ("layers.{}.attn_norm", "layers.{}.attn_norm"),
-        ("layers.{}.attn.Wqkv", "layers.{}.attention.qkv"), ("layers.{}.attn.Wo", "layers.{}.attention.out"),
-        ("layers.{}.mlp_norm", "layers.{}.ffn_norm"), ("layers.{}.mlp.Wi", "layers.{}.ffn.up"),
-        ("layers.{}.mlp.Wo", "layers.{}.ffn.down"), ("final_norm", "final_norm")) for kind in ("weight", "bias")},
-    "embeddings.tok_embeddings.weight": "embed.weight",
-}
-KEY_TABLES = {"bert": BERT_KEYS, "roberta": BERT_KEYS, "xlm-roberta": BERT_KEYS, "qwen3": QWEN3_KEYS,
-              "modernbert": MODERNBERT_KEYS, "gemma3_text": GEMMA3_KEYS}
-# task models (BertForMaskedLM, XLMRobertaForSequenceClassification, Qwen3ForCausalLM, ModernBertForMaskedLM, ...)
-# store the model under a prefix
-PREFIXES = {"bert": "bert.", "roberta": "roberta.", "xlm-roberta": "roberta.", "qwen3": "model.",
-            "modernbert": "model.", "gemma3_text": "model."}
-# task heads stored beside the encoder, ignored on purpose; and those of one family only (ModernBERT's masked-LM head)
+# task heads stored beside the encoder, ignored on purpose (a family's own, such as ModernBERT's masked-LM head, are in
+# its record); each family's key table and task-model prefixes are in its record too (model/family.py)
 HEADS = ("cls.", "lm_head.", "classifier.", "qa_outputs.", "score.")
-FAMILY_HEADS = {"modernbert": ("head.", "decoder.")}
 # TensorFlow-era LayerNorm names still found in old checkpoints
 LEGACY_SUFFIXES = {"LayerNorm.gamma": "LayerNorm.weight", "LayerNorm.beta": "LayerNorm.bias"}
 
@@ -94,7 +33,7 @@ class CheckpointError(ValueError):
 def layer_table(model_type: str, num_layers: int) -> dict[str, str | None]:
     """The family's key table with "{}" written out for layers 0..num_layers-1: an exact lookup, no pattern matching."""
     table: dict[str, str | None] = {}
-    for theirs, ours in KEY_TABLES[model_type].items():
+    for theirs, ours in family_of(model_type).keys.items():
         indices = range(num_layers) if "{}" in theirs else [None]
         for i in indices:
             table[theirs.format(i)] = None if ours is None else ours.format(i)
@@ -106,10 +45,11 @@ def checkpoint_name(key: str, model_type: str) -> str | None:
     for old, new in LEGACY_SUFFIXES.items():
         if key.endswith(old):
             key = key[: -len(old)] + new
-    prefix = PREFIXES[model_type]
+    family = family_of(model_type)
+    prefix = family.model_types[model_type]
     if key.startswith(prefix):
         return key[len(prefix) :]
-    if key.startswith(HEADS + FAMILY_HEADS.get(model_type, ())):
+    if key.startswith(HEADS + family.heads):
         return None
     return key
 
@@ -176,7 +116,7 @@ def prefix_hint(unexpected: list[str], table: dict[str, str | None], model_type:
     if len(heads) != 1 or not all(checkpoint_name(key.split(".", 1)[1], model_type) in table for key in unexpected):
         return ""
     return (f"\n  every unexpected key starts with '{heads.pop()}.', a prefix {model_type} checkpoints do not use "
-            f"(minienc strips '{PREFIXES[model_type]}'): check config.json's model_type, or save the bare encoder")
+            f"(minienc strips '{family_of(model_type).model_types[model_type]}'): check config.json's model_type, or save the bare encoder")
 
 
 FINITE_CHECK_PART = 1 << 22  # elements bad_weight checks at once

@@ -12,38 +12,23 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..model.bert import BertModel
-from ..model.config import EncoderConfig, Gemma3Config, ModernBertConfig, Qwen3Config
-from ..model.gemma3 import Gemma3Model
-from ..model.modernbert import ModernBertModel
-from ..model.qwen3 import Qwen3Model
+from ..model.family import family_of
 from ..runtime.devices import check_device, check_dtype
 from ..runtime.matmul import get_matmul, use_kernel
 from .checkpoint import load_weights, read_json
 from .hub import resolve_model_dir
 
-# config.json's model_type -> its config class and the model class that computes it
-FAMILIES: dict[str, tuple[type, type[nn.Module]]] = {
-    "bert": (EncoderConfig, BertModel),
-    "roberta": (EncoderConfig, BertModel),
-    "xlm-roberta": (EncoderConfig, BertModel),
-    "qwen3": (Qwen3Config, Qwen3Model),
-    "modernbert": (ModernBertConfig, ModernBertModel),
-    "gemma3_text": (Gemma3Config, Gemma3Model),
-}
-
-
-def read_config(path: Path) -> EncoderConfig | Qwen3Config | ModernBertConfig | Gemma3Config:
+def read_config(path: Path):
     """config.json as its family's config; an error naming the file and the field that is missing or wrong."""
     raw = read_json(path)
     if not isinstance(raw, dict):
         raise ValueError(f"{path}: config.json must hold a JSON object, got {type(raw).__name__}")
-    model_type = raw.get("model_type")
-    if not isinstance(model_type, str) or model_type not in FAMILIES:
-        found = "no 'model_type'" if model_type is None else f"unsupported model_type {model_type!r}"
-        raise ValueError(f"{path}: {found}; minienc supports {sorted(FAMILIES)}")
     try:
-        return FAMILIES[model_type][0].from_dict(raw)
+        family = family_of(raw.get("model_type"))
+    except ValueError as err:
+        raise ValueError(f"{path}: {err}") from None
+    try:
+        return family.config.from_dict(raw)
     except KeyError as err:
         raise ValueError(f"{path} lacks the field {err.args[0]!r}") from err
     except ValueError as err:
@@ -91,7 +76,7 @@ class Encoder:
         if use_cache is not None and hasattr(config, "use_cache"):
             config = dataclasses.replace(config, use_cache=use_cache)
         with torch.device("meta"):  # shapes only: the checkpoint supplies every value
-            model = FAMILIES[config.model_type][1](config, attention=attention)
+            model = family_of(config.model_type).model(config, attention=attention)
         expected = {name: t.shape for name, t in model.state_dict().items()}
         weights = load_weights(folder, config.model_type, expected, config.num_layers, dtype=dtype)
         model.load_state_dict(weights, strict=True, assign=True)

@@ -11,13 +11,96 @@ Two inputs, one forward pass:
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import nn
 
 from .attention import BERT_FORMS, Attend, Spans, bind
-from .config import EncoderConfig
+from .config import check_common, check_sizes
+from .family import Family, MaskedLMHead, Stages
 from .inputs import check_spans
 from .linear import Linear
+
+# config.json's model_type -> (positions from the input ids, as the RoBERTa family counts them; pad_token_id where
+# config.json has none, BertConfig's / RobertaConfig's default; the prefix task models store the encoder under)
+MODEL_TYPES: dict[str, tuple[bool, int, str]] = {
+    "bert": (False, 0, "bert."),
+    "roberta": (True, 1, "roberta."),
+    "xlm-roberta": (True, 1, "roberta."),
+}
+
+
+@dataclass(frozen=True)
+class EncoderConfig:
+    model_type: str = "bert"              # one of MODEL_TYPES
+    vocab_size: int = 30522               # rows of the word-embedding table
+    hidden_size: int = 768                # width of every token vector
+    num_layers: int = 12                  # encoder layers stacked
+    num_heads: int = 12                   # attention heads; must divide hidden_size
+    intermediate_size: int = 3072         # feed-forward inner width
+    hidden_act: str = "gelu"              # feed-forward activation, a key of ACTIVATIONS
+    max_position_embeddings: int = 512    # rows of the position-embedding table
+    type_vocab_size: int = 2              # rows of the token-type (segment) table
+    layer_norm_eps: float = 1e-12         # epsilon of every LayerNorm
+    pad_token_id: int = 0                 # id of the padding token
+    positions_from_input_ids: bool = False  # RoBERTa family: pad_token_id + 1 + running count of real tokens
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.model_type, str) or self.model_type not in MODEL_TYPES:
+            raise ValueError(f"unsupported model_type {self.model_type!r}; this class computes {sorted(MODEL_TYPES)}")
+        check_sizes(self, ("vocab_size", "hidden_size", "num_layers", "num_heads", "intermediate_size",
+                           "max_position_embeddings", "type_vocab_size"))
+        check_common(self, "layer_norm_eps", self.layer_norm_eps)
+        if self.hidden_size % self.num_heads != 0:
+            raise ValueError(
+                f"num_attention_heads ({self.num_heads}) does not divide hidden_size ({self.hidden_size})"
+            )
+
+    @property
+    def head_dim(self) -> int:
+        return self.hidden_size // self.num_heads
+
+    @property
+    def max_tokens(self) -> int:
+        """The longest text the position table can hold: its rows, less those the RoBERTa family skips."""
+        return self.max_position_embeddings - self.first_position
+
+    @property
+    def first_position(self) -> int:
+        """Position id of the first real token: 0 for BERT, pad_token_id + 1 for the RoBERTa family."""
+        return self.pad_token_id + 1 if self.positions_from_input_ids else 0
+
+    @classmethod
+    def from_dict(cls, raw: dict) -> EncoderConfig:
+        """Build from the fields of a Hugging Face config.json (unknown fields are ignored)."""
+        if not isinstance(raw, dict):
+            raise ValueError(f"config.json must hold a JSON object, got {type(raw).__name__}")
+        model_type = raw.get("model_type")
+        if model_type is None:
+            raise ValueError(f"config has no 'model_type'; this class computes {sorted(MODEL_TYPES)}")
+        if not isinstance(model_type, str) or model_type not in MODEL_TYPES:
+            raise ValueError(f"unsupported model_type {model_type!r}; this class computes {sorted(MODEL_TYPES)}")
+        position_type = raw.get("position_embedding_type", "absolute")
+        if position_type != "absolute":
+            raise ValueError(f"unsupported position_embedding_type {position_type!r}; minienc supports 'absolute'")
+        if raw.get("is_decoder", False):
+            raise ValueError("config has is_decoder=true; minienc is a bidirectional encoder only")
+        defaults = cls()
+        return cls(
+            model_type=model_type,
+            vocab_size=raw["vocab_size"],
+            hidden_size=raw["hidden_size"],
+            num_layers=raw["num_hidden_layers"],
+            num_heads=raw["num_attention_heads"],
+            intermediate_size=raw["intermediate_size"],
+            hidden_act=raw.get("hidden_act", defaults.hidden_act),
+            max_position_embeddings=raw.get("max_position_embeddings", defaults.max_position_embeddings),
+            type_vocab_size=raw.get("type_vocab_size", defaults.type_vocab_size),
+            layer_norm_eps=raw.get("layer_norm_eps", defaults.layer_norm_eps),
+            pad_token_id=MODEL_TYPES[model_type][1] if raw.get("pad_token_id") is None else raw["pad_token_id"],
+            positions_from_input_ids=MODEL_TYPES[model_type][0],
+        )
 
 
 # reproduces transformers v5.x BertEmbeddings / XLMRobertaEmbeddings (eval mode)
@@ -167,3 +250,67 @@ class BertModel(nn.Module):
         for layer in self.layers:
             x = layer(x, mask, spans)
         return x
+
+
+# --- the family's record: how its checkpoints, stages and heads are read -------------------------------------------
+
+# checkpoint name -> ours, for BERT, MiniLM, RoBERTa and XLM-R alike (only the task-model prefix differs)
+KEYS: dict[str, str | None] = {
+    "embeddings.word_embeddings.weight": "embeddings.word.weight",
+    "embeddings.position_embeddings.weight": "embeddings.position.weight",
+    "embeddings.token_type_embeddings.weight": "embeddings.token_type.weight",
+    "embeddings.LayerNorm.weight": "embeddings.norm.weight",
+    "embeddings.LayerNorm.bias": "embeddings.norm.bias",
+    "encoder.layer.{}.attention.self.query.weight": "layers.{}.attention.query.weight",
+    "encoder.layer.{}.attention.self.query.bias": "layers.{}.attention.query.bias",
+    "encoder.layer.{}.attention.self.key.weight": "layers.{}.attention.key.weight",
+    "encoder.layer.{}.attention.self.key.bias": "layers.{}.attention.key.bias",
+    "encoder.layer.{}.attention.self.value.weight": "layers.{}.attention.value.weight",
+    "encoder.layer.{}.attention.self.value.bias": "layers.{}.attention.value.bias",
+    "encoder.layer.{}.attention.output.dense.weight": "layers.{}.attention.out.weight",
+    "encoder.layer.{}.attention.output.dense.bias": "layers.{}.attention.out.bias",
+    "encoder.layer.{}.attention.output.LayerNorm.weight": "layers.{}.attn_norm.weight",
+    "encoder.layer.{}.attention.output.LayerNorm.bias": "layers.{}.attn_norm.bias",
+    "encoder.layer.{}.intermediate.dense.weight": "layers.{}.ffn.up.weight",
+    "encoder.layer.{}.intermediate.dense.bias": "layers.{}.ffn.up.bias",
+    "encoder.layer.{}.output.dense.weight": "layers.{}.ffn.down.weight",
+    "encoder.layer.{}.output.dense.bias": "layers.{}.ffn.down.bias",
+    "encoder.layer.{}.output.LayerNorm.weight": "layers.{}.ffn_norm.weight",
+    "encoder.layer.{}.output.LayerNorm.bias": "layers.{}.ffn_norm.bias",
+    "embeddings.position_ids": None,  # a saved arange buffer: we compute positions
+    "embeddings.token_type_ids": None,  # a saved zeros buffer
+    "pooler.dense.weight": None,  # BERT's next-sentence pooler: not part of the hidden states
+    "pooler.dense.bias": None,
+}
+# masked-LM heads (transformers v5 BertLMPredictionHead / RobertaLMHead keys). "bias" and "decoder.bias" are one tensor
+# tied in transformers (either or both may be stored); "decoder.weight" is stored when untied, and by some older
+# checkpoints when tied. RobertaLMHead and XLMRobertaLMHead call gelu whatever config.json says.
+BERT_HEAD = MaskedLMHead({
+    "cls.predictions.transform.dense.weight": "dense.weight",
+    "cls.predictions.transform.dense.bias": "dense.bias",
+    "cls.predictions.transform.LayerNorm.weight": "norm.weight",
+    "cls.predictions.transform.LayerNorm.bias": "norm.bias",
+    "cls.predictions.bias": "bias",
+    "cls.predictions.decoder.bias": "decoder.bias",
+    "cls.predictions.decoder.weight": "decoder.weight",
+})
+ROBERTA_HEAD = MaskedLMHead({
+    "lm_head.dense.weight": "dense.weight",
+    "lm_head.dense.bias": "dense.bias",
+    "lm_head.layer_norm.weight": "norm.weight",
+    "lm_head.layer_norm.bias": "norm.bias",
+    "lm_head.bias": "bias",
+    "lm_head.decoder.bias": "decoder.bias",
+    "lm_head.decoder.weight": "decoder.weight",
+}, activation="gelu")
+
+FAMILY = Family(
+    name=BertModel.family, model_types={model_type: prefix for model_type, (_, _, prefix) in MODEL_TYPES.items()},
+    config=EncoderConfig, model=BertModel, keys=KEYS, reference="BertModel / RobertaModel / XLMRobertaModel",
+    ours=Stages(embeddings=(("embedding_sum", "embeddings.norm", True), ("embeddings", "embeddings", False)),
+                attention=("attn_norm", False)),
+    theirs=Stages(embeddings=(("embedding_sum", "embeddings.LayerNorm", True), ("embeddings", "embeddings", False)),
+                  attention=("attention", False), layers="encoder.layer"),
+    token_types=True, reference_options={"add_pooling_layer": False},  # BERT's pooler is not the hidden states
+    masked_lm={"bert": BERT_HEAD, "roberta": ROBERTA_HEAD, "xlm-roberta": ROBERTA_HEAD},
+)

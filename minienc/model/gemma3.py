@@ -21,16 +21,93 @@ hs = head size. Two inputs, one forward pass: padded (B, T) with an attention ma
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import nn
 
 from .attention import Attend, Spans, as_cached, band, bind_local_global
 from .blocks import GatedFeedForward, UnitOffsetRMSNorm, apply_rotary, inverse_frequencies, rotary_angles
-from .config import Gemma3Config
+from .config import check_common, check_local_global, check_sizes, read_layer_types, read_thetas
+from .family import Family, Stages
 from .inputs import check_inputs, positions
 from .linear import Linear
 
 Masks = dict[str, torch.Tensor]  # layer type ("full_attention", "sliding_attention") -> its mask
+
+
+@dataclass(frozen=True)
+class Gemma3Config:
+    model_type: str = "gemma3_text"
+    vocab_size: int = 262144              # rows of the token-embedding table
+    hidden_size: int = 768                # width of every token vector
+    num_layers: int = 24                  # layers stacked
+    num_heads: int = 3                    # query heads
+    num_kv_heads: int = 1                 # key / value heads, each shared by num_heads / num_kv_heads query heads
+    head_dim: int = 256                   # width of one head: config.json's, not hidden_size / num_heads
+    intermediate_size: int = 1152         # feed-forward inner width (gate and up projections)
+    hidden_act: str = "gelu_pytorch_tanh"  # config.json's hidden_activation: the gate's activation
+    max_position_embeddings: int = 2048   # the longest text it was trained on
+    rms_norm_eps: float = 1e-6            # epsilon of every RMSNorm
+    query_pre_attn_scalar: float = 256    # attention scores are scaled by query_pre_attn_scalar ** -0.5
+    attention_bias: bool = False          # biases on q, k, v and o
+    pad_token_id: int = 0                 # the id padding is filled with (masked: its value changes no result)
+    local_width: int = 512                # config.json's sliding_window: a local layer sees width // 2 each side
+    layer_types: tuple[str, ...] = (("sliding_attention",) * 5 + ("full_attention",)) * 4  # five local, one global
+    rope_theta: float = 1000000.0         # rotary base of the global layers
+    local_rope_theta: float = 10000.0     # rotary base of the local layers (rope_local_base_freq)
+    use_cache: bool = True                # config.json's: transformers runs the model with a KV cache unless it is
+                                          # false; minienc keeps none, but the cache decides the keys' layout
+                                          # (model/attention.py, as_cached)
+
+    def __post_init__(self) -> None:
+        check_sizes(self, ("vocab_size", "hidden_size", "num_layers", "num_heads", "num_kv_heads", "head_dim",
+                           "intermediate_size", "max_position_embeddings"))
+        check_common(self, "rms_norm_eps", self.rms_norm_eps)
+        if self.num_heads % self.num_kv_heads:
+            raise ValueError(f"num_key_value_heads ({self.num_kv_heads}) does not divide num_attention_heads "
+                             f"({self.num_heads})")
+        if isinstance(self.query_pre_attn_scalar, bool) or not (
+                isinstance(self.query_pre_attn_scalar, (int, float)) and self.query_pre_attn_scalar > 0):
+            raise ValueError(f"query_pre_attn_scalar must be a positive number, got {self.query_pre_attn_scalar!r}")
+        check_local_global(self, "sliding_window")
+
+    @property
+    def window(self) -> int:
+        """How far a local layer looks each way (transformers' bidirectional rule: |i - j| < width // 2 + 1)."""
+        return self.local_width // 2
+
+    @property
+    def max_tokens(self) -> int:
+        return self.max_position_embeddings
+
+    positions_from_input_ids = False
+
+    @classmethod
+    def from_dict(cls, raw: dict) -> Gemma3Config:
+        """Build from the fields of a Hugging Face config.json (EmbeddingGemma's: Gemma 3 with
+        use_bidirectional_attention); a causal Gemma 3, or attention soft-capping, is refused. A field the file
+        leaves out takes transformers' Gemma3TextConfig default, not EmbeddingGemma's value."""
+        if not raw.get("use_bidirectional_attention"):
+            raise ValueError("use_bidirectional_attention is not true: minienc computes Gemma 3 as EmbeddingGemma's "
+                             "bidirectional encoder, not the causal language model")
+        if raw.get("attn_logit_softcapping") is not None:
+            raise ValueError(f"attn_logit_softcapping {raw['attn_logit_softcapping']!r} is not supported (EmbeddingGemma "
+                             f"has none)")
+        n, every = raw["num_hidden_layers"], raw.get("sliding_window_pattern", 6)
+        global_theta, local_theta = read_thetas(raw, "rope_theta", "rope_local_base_freq", (1000000.0, 10000.0))
+        heads = raw["num_attention_heads"]
+        return cls(
+            vocab_size=raw["vocab_size"], hidden_size=raw["hidden_size"], num_layers=n, num_heads=heads,
+            num_kv_heads=raw.get("num_key_value_heads", 4), head_dim=raw.get("head_dim", 256),
+            intermediate_size=raw["intermediate_size"], hidden_act=raw.get("hidden_activation", "gelu_pytorch_tanh"),
+            max_position_embeddings=raw.get("max_position_embeddings", 131072),
+            rms_norm_eps=raw.get("rms_norm_eps", 1e-6), query_pre_attn_scalar=raw.get("query_pre_attn_scalar", 256),
+            attention_bias=bool(raw.get("attention_bias", False)),
+            pad_token_id=0 if raw.get("pad_token_id") is None else raw["pad_token_id"],
+            local_width=raw.get("sliding_window", 4096), layer_types=read_layer_types(raw, n, lambda i: (i + 1) % every),
+            rope_theta=global_theta, local_rope_theta=local_theta, use_cache=bool(raw.get("use_cache", True)),
+        )
 
 
 # reproduces transformers v5.x Gemma3TextModel's masks with use_bidirectional_attention (create_causal_mask and
@@ -135,3 +212,35 @@ class Gemma3Model(nn.Module):
         for layer in self.layers:
             x = layer(x, *angles[layer.kind], mask[layer.mask_kind], spans)
         return self.norm(x)
+
+
+# --- the family's record: how its checkpoints and stages are read ----------------------------------------------------
+
+# checkpoint name -> ours (task models store the model under "model.")
+KEYS: dict[str, str | None] = {
+    "embed_tokens.weight": "embed.weight",
+    **{f"layers.{{}}.self_attn.{theirs}_proj.{kind}": f"layers.{{}}.attention.{ours}.{kind}"
+       for theirs, ours in (("q", "query"), ("k", "key"), ("v", "value"), ("o", "out")) for kind in ("weight", "bias")},
+    "layers.{}.self_attn.q_norm.weight": "layers.{}.attention.q_norm.weight",
+    "layers.{}.self_attn.k_norm.weight": "layers.{}.attention.k_norm.weight",
+    "layers.{}.input_layernorm.weight": "layers.{}.attn_norm.weight",
+    "layers.{}.post_attention_layernorm.weight": "layers.{}.attn_out_norm.weight",
+    "layers.{}.pre_feedforward_layernorm.weight": "layers.{}.ffn_norm.weight",
+    "layers.{}.post_feedforward_layernorm.weight": "layers.{}.ffn_out_norm.weight",
+    "layers.{}.mlp.gate_proj.weight": "layers.{}.ffn.gate.weight",
+    "layers.{}.mlp.up_proj.weight": "layers.{}.ffn.up.weight",
+    "layers.{}.mlp.down_proj.weight": "layers.{}.ffn.down.weight",
+    "norm.weight": "norm.weight",
+}
+
+FAMILY = Family(
+    name=Gemma3Model.family, model_types={"gemma3_text": "model."}, config=Gemma3Config, model=Gemma3Model, keys=KEYS,
+    reference="Gemma3TextModel",
+    # the embeddings are scaled outside any module: read as the first layer's input
+    ours=Stages(embeddings=(("embeddings", "layers.0", True),), attention=("ffn_norm", True), final_norm="norm"),
+    theirs=Stages(embeddings=(("embeddings", "layers.0", True),), attention=("pre_feedforward_layernorm", True),
+                  final_norm="norm"),
+    trace_words=("the token's vector times sqrt(H)",
+                 "encoder layers      (x + norm(attention(norm(x))), bidirectional, global or local; then the gated "
+                 "FFN)", "final RMSNorm"),
+)

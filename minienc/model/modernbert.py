@@ -21,16 +21,84 @@ positions restart at each text and each text attends to itself alone (within its
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import nn
 
 from .attention import Attend, Spans, band, bind_local_global
 from .blocks import FusedGatedFeedForward, apply_rotary_float32, inverse_frequencies, rotary_angles
-from .config import ModernBertConfig
+from .config import check_common, check_local_global, check_sizes, read_layer_types, read_thetas
+from .family import Family, Stages
 from .inputs import check_inputs, positions
 from .linear import Linear
 
 Masks = dict[str, torch.Tensor | None]  # layer type ("full_attention", "sliding_attention") -> its mask
+
+
+@dataclass(frozen=True)
+class ModernBertConfig:
+    model_type: str = "modernbert"
+    vocab_size: int = 50368               # rows of the token-embedding table
+    hidden_size: int = 768                # width of every token vector
+    num_layers: int = 22                  # encoder layers stacked
+    num_heads: int = 12                   # attention heads; must divide hidden_size
+    intermediate_size: int = 1152         # feed-forward inner width (each half of the fused up-projection)
+    hidden_act: str = "gelu"              # config.json's hidden_activation, a key of ACTIVATIONS
+    max_position_embeddings: int = 8192   # the longest text it was trained on: rotary positions have no table
+    norm_eps: float = 1e-5                # epsilon of every LayerNorm
+    norm_bias: bool = False               # biases on the LayerNorms
+    attention_bias: bool = False          # biases on Wqkv and Wo
+    mlp_bias: bool = False                # biases on the feed-forward projections
+    pad_token_id: int = 50283             # the id padding is filled with (masked: its value changes no result)
+    local_width: int = 128                # config.json's local_attention: a local layer sees width // 2 each side
+    layer_types: tuple[str, ...] = ("full_attention", "sliding_attention", "sliding_attention") * 7 + (
+        "full_attention",)                # per layer, one of LAYER_TYPES: every third layer global, from 0
+    rope_theta: float = 160000.0          # rotary base of the global layers (global_rope_theta)
+    local_rope_theta: float = 10000.0     # rotary base of the local layers
+
+    def __post_init__(self) -> None:
+        check_sizes(self, ("vocab_size", "hidden_size", "num_layers", "num_heads", "intermediate_size",
+                           "max_position_embeddings"))
+        check_common(self, "norm_eps", self.norm_eps)
+        if self.hidden_size % self.num_heads:
+            raise ValueError(f"num_attention_heads ({self.num_heads}) does not divide hidden_size ({self.hidden_size})")
+        check_local_global(self, "local_attention")
+
+    @property
+    def head_dim(self) -> int:
+        return self.hidden_size // self.num_heads
+
+    @property
+    def window(self) -> int:
+        """How far a local layer looks each way: query i sees key j where |i - j| <= window."""
+        return self.local_width // 2
+
+    @property
+    def max_tokens(self) -> int:
+        return self.max_position_embeddings
+
+    positions_from_input_ids = False
+
+    @classmethod
+    def from_dict(cls, raw: dict) -> ModernBertConfig:
+        """Build from the fields of a Hugging Face config.json, in either spelling of the rotary bases (transformers 4:
+        global_rope_theta / local_rope_theta; 5: rope_parameters per layer type)."""
+        every = raw.get("global_attn_every_n_layers", 3)
+        n = raw["num_hidden_layers"]
+        global_theta, local_theta = read_thetas(raw, "global_rope_theta", "local_rope_theta", (160000.0, 10000.0))
+        return cls(
+            vocab_size=raw["vocab_size"], hidden_size=raw["hidden_size"], num_layers=n,
+            num_heads=raw["num_attention_heads"], intermediate_size=raw["intermediate_size"],
+            hidden_act=raw.get("hidden_activation", "gelu"),
+            max_position_embeddings=raw.get("max_position_embeddings", 8192), norm_eps=raw.get("norm_eps", 1e-5),
+            norm_bias=bool(raw.get("norm_bias", False)), attention_bias=bool(raw.get("attention_bias", False)),
+            mlp_bias=bool(raw.get("mlp_bias", False)),
+            pad_token_id=50283 if raw.get("pad_token_id") is None else raw["pad_token_id"],
+            local_width=raw.get("local_attention", 128),
+            layer_types=read_layer_types(raw, n, lambda i: i % every), rope_theta=global_theta,
+            local_rope_theta=local_theta,
+        )
 
 
 # reproduces transformers v5.x masking_utils.create_bidirectional_mask / create_bidirectional_sliding_window_mask
@@ -130,3 +198,29 @@ class ModernBertModel(nn.Module):
         for layer in self.layers:
             x = layer(x, *angles[layer.kind], mask[layer.mask_kind], spans)
         return self.final_norm(x)
+
+
+# --- the family's record: how its checkpoints and stages are read ----------------------------------------------------
+
+# checkpoint name -> ours (ModernBertForMaskedLM stores the model under "model.", its head and decoder beside it)
+KEYS: dict[str, str | None] = {
+    **{f"{theirs}.{kind}": f"{ours}.{kind}" for theirs, ours in (
+        ("embeddings.norm", "embed_norm"), ("layers.{}.attn_norm", "layers.{}.attn_norm"),
+        ("layers.{}.attn.Wqkv", "layers.{}.attention.qkv"), ("layers.{}.attn.Wo", "layers.{}.attention.out"),
+        ("layers.{}.mlp_norm", "layers.{}.ffn_norm"), ("layers.{}.mlp.Wi", "layers.{}.ffn.up"),
+        ("layers.{}.mlp.Wo", "layers.{}.ffn.down"), ("final_norm", "final_norm")) for kind in ("weight", "bias")},
+    "embeddings.tok_embeddings.weight": "embed.weight",
+}
+
+FAMILY = Family(
+    name=ModernBertModel.family, model_types={"modernbert": "model."}, config=ModernBertConfig, model=ModernBertModel,
+    keys=KEYS, reference="ModernBertModel",
+    ours=Stages(embeddings=(("embeddings", "embed_norm", False),), attention=("ffn_norm", True),
+                final_norm="final_norm"),
+    theirs=Stages(embeddings=(("embeddings", "embeddings", False),), attention=("mlp_norm", True),
+                  final_norm="final_norm"),
+    trace_words=("LayerNorm of the token's vector",
+                 "encoder layers      (pre-norm: x + attention(LayerNorm(x)), global or local; then GeGLU)",
+                 "final LayerNorm"),
+    heads=("head.", "decoder."),
+)

@@ -19,14 +19,83 @@ each text's span, where positions restart at each text and each text attends cau
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import nn
 
 from .attention import CAUSAL_FORMS, Attend, Spans, as_cached, bind, causal_mask, with_triangle
 from .blocks import GatedFeedForward, RMSNorm, apply_rotary, inverse_frequencies, rotary_angles
-from .config import Qwen3Config
+from .config import check_common, check_sizes
+from .family import Family, Stages
 from .inputs import check_inputs, positions
 from .linear import Linear
+
+
+@dataclass(frozen=True)
+class Qwen3Config:
+    model_type: str = "qwen3"
+    vocab_size: int = 151669              # rows of the token-embedding table
+    hidden_size: int = 1024               # width of every token vector
+    num_layers: int = 28                  # decoder layers stacked
+    num_heads: int = 16                   # query heads
+    num_kv_heads: int = 8                 # key / value heads, each shared by num_heads / num_kv_heads query heads
+    head_dim: int = 128                   # width of one head: config.json's, not hidden_size / num_heads
+    intermediate_size: int = 3072         # feed-forward inner width (gate and up projections)
+    hidden_act: str = "silu"              # the gate's activation, a key of ACTIVATIONS
+    max_position_embeddings: int = 32768  # the longest text it was trained on: rotary positions have no table
+    rms_norm_eps: float = 1e-6            # epsilon of every RMSNorm
+    rope_theta: float = 10000.0           # base of the rotary frequencies (transformers' default; Qwen3 sets 1e6)
+    attention_bias: bool = False          # biases on q, k, v and o (Qwen3: none)
+    pad_token_id: int = 0                 # the id padding is filled with (masked: its value changes no result)
+    use_cache: bool = True                # config.json's: transformers runs the model with a KV cache unless it is
+                                          # false; minienc keeps none, but the cache decides the keys' layout
+                                          # (model/attention.py, as_cached)
+
+    def __post_init__(self) -> None:
+        check_sizes(self, ("vocab_size", "hidden_size", "num_layers", "num_heads", "num_kv_heads", "head_dim",
+                           "intermediate_size", "max_position_embeddings"))
+        check_common(self, "rms_norm_eps", self.rms_norm_eps)
+        if self.num_heads % self.num_kv_heads:
+            raise ValueError(f"num_key_value_heads ({self.num_kv_heads}) does not divide num_attention_heads "
+                             f"({self.num_heads})")
+        if self.head_dim % 2 or not isinstance(self.rope_theta, (int, float)) or self.rope_theta <= 0:
+            raise ValueError(f"rotary positions need an even head_dim and a positive rope_theta, got {self.head_dim} "
+                             f"and {self.rope_theta!r}")
+
+    @property
+    def max_tokens(self) -> int:
+        """The longest text minienc runs: max_position_embeddings."""
+        return self.max_position_embeddings
+
+    positions_from_input_ids = False  # positions count 0, 1, 2, ... from the first token, whatever the padding
+
+    @classmethod
+    def from_dict(cls, raw: dict) -> Qwen3Config:
+        """Build from the fields of a Hugging Face config.json (unknown fields are ignored); what minienc does not
+        compute (another rope_type, sliding-window layers) is refused."""
+        rope = raw.get("rope_scaling") or raw.get("rope_parameters") or {}  # transformers' order
+        if rope.get("rope_type", rope.get("type", "default")) != "default":
+            raise ValueError(f"unsupported rotary scaling {rope}; minienc computes rope_type 'default'")
+        if raw.get("use_sliding_window") or any(kind != "full_attention" for kind in raw.get("layer_types") or []):
+            raise ValueError("sliding-window attention layers (use_sliding_window, layer_types) are not supported; "
+                             "minienc's Qwen3 attends to every earlier token")
+        if raw.get("is_causal") is False:
+            raise ValueError("is_causal false (a bidirectional Qwen3) is not supported; minienc's Qwen3 is causal")
+        defaults = cls()
+        pad = next((raw[key] for key in ("pad_token_id", "eos_token_id") if isinstance(raw.get(key), int)), 0)
+        return cls(
+            vocab_size=raw["vocab_size"], hidden_size=raw["hidden_size"], num_layers=raw["num_hidden_layers"],
+            num_heads=raw["num_attention_heads"],
+            num_kv_heads=raw.get("num_key_value_heads") or raw["num_attention_heads"],
+            head_dim=raw.get("head_dim") or raw["hidden_size"] // raw["num_attention_heads"],
+            intermediate_size=raw["intermediate_size"], hidden_act=raw.get("hidden_act", defaults.hidden_act),
+            max_position_embeddings=raw.get("max_position_embeddings", defaults.max_position_embeddings),
+            rms_norm_eps=raw.get("rms_norm_eps", defaults.rms_norm_eps),
+            rope_theta=rope.get("rope_theta", raw.get("rope_theta", defaults.rope_theta)),
+            attention_bias=bool(raw.get("attention_bias", False)), pad_token_id=pad,
+            use_cache=bool(raw.get("use_cache", True)),
+        )
 
 
 # reproduces transformers v5.x Qwen3Attention (one pass: an empty KV cache, or none)
@@ -120,3 +189,32 @@ class Qwen3Model(nn.Module):
         for layer in self.layers:
             x = layer(x, cos, sin, mask, spans)
         return self.norm(x)
+
+
+# --- the family's record: how its checkpoints and stages are read ----------------------------------------------------
+
+# checkpoint name -> ours (Qwen3ForCausalLM stores the model under "model.", and its lm_head beside it)
+KEYS: dict[str, str | None] = {
+    "embed_tokens.weight": "embed.weight",
+    "layers.{}.input_layernorm.weight": "layers.{}.attn_norm.weight",
+    **{f"layers.{{}}.self_attn.{theirs}_proj.{kind}": f"layers.{{}}.attention.{ours}.{kind}"
+       for theirs, ours in (("q", "query"), ("k", "key"), ("v", "value"), ("o", "out")) for kind in ("weight", "bias")},
+    "layers.{}.self_attn.q_norm.weight": "layers.{}.attention.q_norm.weight",
+    "layers.{}.self_attn.k_norm.weight": "layers.{}.attention.k_norm.weight",
+    "layers.{}.post_attention_layernorm.weight": "layers.{}.ffn_norm.weight",
+    "layers.{}.mlp.gate_proj.weight": "layers.{}.ffn.gate.weight",
+    "layers.{}.mlp.up_proj.weight": "layers.{}.ffn.up.weight",
+    "layers.{}.mlp.down_proj.weight": "layers.{}.ffn.down.weight",
+    "norm.weight": "norm.weight",
+}
+
+FAMILY = Family(
+    name=Qwen3Model.family, model_types={"qwen3": "model."}, config=Qwen3Config, model=Qwen3Model, keys=KEYS,
+    reference="Qwen3Model",
+    ours=Stages(embeddings=(("embeddings", "embed", False),), attention=("ffn_norm", True), final_norm="norm"),
+    theirs=Stages(embeddings=(("embeddings", "embed_tokens", False),), attention=("post_attention_layernorm", True),
+                  final_norm="norm"),
+    trace_words=("the token's vector alone",
+                 "decoder layers      (pre-norm: x + attention(RMSNorm(x)), causal; then the gated FFN)",
+                 "final RMSNorm"),
+)

@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..model.config import EncoderConfig
+from ..model.bert import EncoderConfig
 from .matmul import TAIL_ROWS
 
 

@@ -1,0 +1,76 @@
+"""What the package knows of a model family, in one record that the family's own file holds (`FAMILY` in bert.py,
+qwen3.py, modernbert.py, gemma3.py). The loader, the checkpoint reader, trace, parity, plot and the CLI read the
+records, never a model_type string: adding a family is its file, its tiny weights and its tests
+(docs/adding-a-family.md).
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import pkgutil
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from torch import nn
+
+Point = tuple[str, str, bool]  # (stage name, module path, read its input: True, or its output: False)
+
+
+@dataclass(frozen=True)
+class Stages:
+    """Where trace and parity read a model's stages (stages.py), by module path: the embedding stages, the module in
+    each layer whose input (before) or output is the residual stream after attention, and the final norm (None: the
+    last layer's output is the last hidden state)."""
+
+    embeddings: tuple[Point, ...]
+    attention: tuple[str, bool]
+    final_norm: str | None = None
+    layers: str = "layers"
+
+
+@dataclass(frozen=True)
+class MaskedLMHead:
+    """A masked-LM head stored beside the encoder (SPLADE reads it): checkpoint name -> MLMHead's name, and the
+    activation between its dense layer and its norm (None: config.json's hidden_act)."""
+
+    keys: Mapping[str, str]
+    activation: str | None = None
+
+
+@dataclass(frozen=True)
+class Family:
+    name: str                            # whose reference forms and `matches=` claims apply (model/attention.py)
+    model_types: Mapping[str, str]       # config.json's model_type -> the prefix task models store the model under
+    config: type                         # its config dataclass: config.from_dict(config.json's fields)
+    model: type[nn.Module]               # model(config, attention=name)
+    keys: Mapping[str, str | None]       # checkpoint name -> ours; "{}" the layer index, None ignored on purpose
+    reference: str                       # the transformers class it is held to, bit for bit
+    ours: Stages                         # where its stages are read in minienc's model...
+    theirs: Stages                       # ... and in transformers'
+    token_types: bool = False            # takes token_type_ids (segments)
+    reference_options: Mapping[str, object] = field(default_factory=dict)  # from_pretrained options for parity
+    trace_words: tuple[str, str, str] | None = None  # trace's words: its embeddings, its layers, its final norm
+    heads: tuple[str, ...] = ()          # task heads of this family only, stored beside the model, ignored
+    masked_lm: Mapping[str, MaskedLMHead] = field(default_factory=dict)  # model_type -> its masked-LM head
+
+
+@functools.cache
+def families() -> dict[str, Family]:
+    """model_type -> its family: every module of this folder that defines FAMILY."""
+    found: dict[str, Family] = {}
+    for module in pkgutil.iter_modules([str(Path(__file__).parent)]):
+        record = getattr(importlib.import_module(f"{__package__}.{module.name}"), "FAMILY", None)
+        if isinstance(record, Family):
+            found.update({model_type: record for model_type in record.model_types})
+    return found
+
+
+def family_of(model_type: object) -> Family:
+    """The family config.json's model_type names; an error lists those minienc computes."""
+    known = families()
+    if not isinstance(model_type, str) or model_type not in known:
+        found = "no 'model_type'" if model_type is None else f"unsupported model_type {model_type!r}"
+        raise ValueError(f"{found}; minienc supports {sorted(known)}")
+    return known[model_type]
