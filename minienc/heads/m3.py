@@ -31,6 +31,7 @@ from torch.nn.utils.rnn import pad_sequence
 from ..formats.m3 import HEADS, read_head, unused_token_ids
 from ..formats.sentence import read_sentence_folder
 from ..loading.tokenizer import TextTokenizer
+from ..model.bert import BertModel
 from ..model.linear import Linear
 from ..model.pooling import l2_normalize
 from ..runtime.batching import Tokens
@@ -156,7 +157,7 @@ class M3Encoder(TextPipeline):
             raise ValueError(f"{folder}: M3Encoder's dense vector is the CLS hidden state, not a Dense module's")
         transformer = config.transformer or folder
         encoder = load_encoder(transformer, options)
-        if encoder.family != "bert":  # XLM-R: its CLS token is the dense vector
+        if not isinstance(encoder, BertModel):  # XLM-R: its CLS token is the dense vector
             raise ValueError(f"{folder}: bge-m3's heads sit on an XLM-R encoder (the BERT family), not "
                              f"{encoder.config.model_type!r}")
         tokenizer = load_tokenizer(transformer, encoder, config.max_seq_length, config.tokenizer_max_length,
