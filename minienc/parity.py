@@ -95,8 +95,8 @@ def model_folders(model: str | Path) -> tuple[Path, Path]:
 
 def claimed_reference(model: str | Path, attention: str) -> str | None:
     """The transformers implementation `attention` claims to reproduce bit for bit on the model's family, or None."""
-    config = read_config(model_folders(model)[1] / "config.json")
-    return matches_for(attention, family_of(config.model_type).name)
+    family = family_of(read_config(model_folders(model)[1] / "config.json").model_type)
+    return family.reference_claims.get(attention) or matches_for(attention, family.name)
 
 
 def sentence_rows(ours: SentenceEncoder, folder: Path, reference: str, texts: list[str], dtype) -> list[StageDiff]:

@@ -1,5 +1,5 @@
-"""Build the small seeded checkpoints in weights/: a tiny BERT, XLM-R, Qwen3-Embedding, ModernBERT embedder and
-EmbeddingGemma, each with a tokenizer.json and sentence-transformers module files, so readers and quick tests have
+"""Build the small seeded checkpoints in weights/: a tiny BERT, XLM-R, MPNet, Qwen3-Embedding, ModernBERT embedder
+and EmbeddingGemma, each with a tokenizer.json and sentence-transformers module files, so readers and quick tests have
 real files on disk.
 
     python scripts/make_tiny_weights.py [--out weights]
@@ -42,23 +42,31 @@ def corpus_lines() -> list[str]:
     return [line for line in CORPUS.strip().splitlines() if line] * 4
 
 
-def bert_tokenizer() -> Tokenizer:
+def bert_tokenizer(specials: tuple[str, ...] = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"),
+                   cls: str = "[CLS]", sep: str = "[SEP]", unk: str = "[UNK]", pair: str = "[CLS] $A [SEP] $B:1 [SEP]:1"
+                   ) -> Tokenizer:
     """WordPiece over a vocabulary listed from the corpus: every character, its '##' continuation, and every whole
-    word. (tokenizers' WordPieceTrainer was seen to give a different vocabulary on two runs of the same text.)"""
+    word. (tokenizers' WordPieceTrainer was seen to give a different vocabulary on two runs of the same text.) The
+    special tokens are BERT's by default; MPNet's are RoBERTa's names on the same scheme."""
     normalizer = normalizers.BertNormalizer(lowercase=True)
     pre_tokenizer = pre_tokenizers.BertPreTokenizer()
     words = sorted({w for line in corpus_lines() for w, _ in pre_tokenizer.pre_tokenize_str(normalizer.normalize_str(line))})
     chars = sorted({c for w in words for c in w})
-    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
-    pieces = specials + chars + ["##" + c for c in chars] + [w for w in words if len(w) > 1]
-    tok = Tokenizer(models.WordPiece({piece: i for i, piece in enumerate(pieces)}, unk_token="[UNK]"))
+    pieces = list(specials) + chars + ["##" + c for c in chars] + [w for w in words if len(w) > 1]
+    tok = Tokenizer(models.WordPiece({piece: i for i, piece in enumerate(pieces)}, unk_token=unk))
     tok.normalizer, tok.pre_tokenizer = normalizer, pre_tokenizer
-    cls, sep = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
     tok.post_processor = processors.TemplateProcessing(
-        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1", special_tokens=[("[CLS]", cls), ("[SEP]", sep)]
+        single=f"{cls} $A {sep}", pair=pair, special_tokens=[(cls, tok.token_to_id(cls)), (sep, tok.token_to_id(sep))]
     )
     tok.decoder = decoders.WordPiece()
     return tok
+
+
+def mpnet_tokenizer() -> Tokenizer:
+    """MPNetTokenizer's scheme: BERT's WordPiece with <s> </s> around a text, <pad> = 1 (the id MPNet counts
+    positions from), and a pair as <s> A </s></s> B </s>."""
+    return bert_tokenizer(("<s>", "<pad>", "</s>", "<unk>", "<mask>"), "<s>", "</s>", "<unk>",
+                          "<s> $A </s> </s> $B </s>")
 
 
 def xlmr_tokenizer() -> Tokenizer:
@@ -101,6 +109,14 @@ def write_prompts_and_tokenizer_config(folder: Path, prompts: dict[str, str], pa
     (folder / "tokenizer_config.json").write_text(json.dumps(
         {"tokenizer_class": "PreTrainedTokenizerFast", "pad_token": pad, "padding_side": "right",
          "model_input_names": ["input_ids", "attention_mask"], "model_max_length": 512}, indent=2) + "\n")
+
+
+def write_mpnet_tokenizer_config(folder: Path) -> None:
+    """MPNetTokenizer's special tokens, as all-mpnet-base-v2's tokenizer_config.json names them."""
+    (folder / "tokenizer_config.json").write_text(json.dumps(
+        {"tokenizer_class": "MPNetTokenizer", "bos_token": "<s>", "eos_token": "</s>", "sep_token": "</s>",
+         "cls_token": "<s>", "unk_token": "<unk>", "pad_token": "<pad>", "mask_token": "<mask>",
+         "do_lower_case": True, "model_max_length": 512}, indent=2) + "\n")
 
 
 def write_dense_layers(folder: Path, widths: list[int]) -> None:
@@ -197,6 +213,8 @@ def build(out: Path) -> None:
          dict(max_position_embeddings=128, type_vocab_size=2, pad_token_id=0)),
         ("tiny-xlm-roberta", xlmr_tokenizer(), transformers.XLMRobertaConfig, transformers.XLMRobertaModel, "cls",
          dict(max_position_embeddings=130, type_vocab_size=1, pad_token_id=1, bos_token_id=0, eos_token_id=2)),
+        ("tiny-mpnet", mpnet_tokenizer(), transformers.MPNetConfig, transformers.MPNetModel, "mean",
+         dict(max_position_embeddings=130, pad_token_id=1, bos_token_id=0, eos_token_id=2)),
     ]
     for name, tokenizer, config_class, model_class, pooling, extra in specs:
         folder = out / name
@@ -206,6 +224,8 @@ def build(out: Path) -> None:
         model_class(config, add_pooling_layer=False).save_pretrained(folder)
         tokenizer.save(str(folder / "tokenizer.json"))
         write_sentence_modules(folder, pooling, max_seq_length=128)
+        if name == "tiny-mpnet":  # without it, transformers' MPNetTokenizer looks for BERT's [UNK]
+            write_mpnet_tokenizer_config(folder)
         report(folder, tokenizer)
     # Qwen3-Embedding's post-processor appends the end-of-text token, the one padding uses too
     folder, tokenizer = out / "tiny-qwen3-embedding", byte_level_tokenizer([EOT], f"$A {EOT}")

@@ -97,6 +97,17 @@ def test_bert_family(reference_dir, family, attention, dtype):
     compare(folder, inputs["input_ids"], inputs["attention_mask"], attention, dtype, add_pooling_layer=False)
 
 
+@DTYPES
+@pytest.mark.parametrize("side", ["none", "right"])
+def test_mpnet(tmp_path_factory, side, dtype):
+    """MPNet: transformers' eager path (its only one), the relative position bias added to the scores."""
+    from .test_mpnet import SHAPES, batch as mpnet_batch, save_mpnet
+
+    folder = save_mpnet(tmp_path_factory.mktemp("mpnet"), **SHAPES["hs12"])
+    ids, mask = mpnet_batch(side, length=40)
+    compare(folder, ids, mask, "eager", dtype, add_pooling_layer=False)
+
+
 @pytest.fixture(scope="module", params=[(4, 4, 16), (4, 2, 24)], ids=["4q-4kv", "4q-2kv"])
 def qwen3_dir(request, tmp_path_factory) -> Path:
     return save_qwen3(tmp_path_factory.mktemp("qwen3"), qwen3_config(*request.param))

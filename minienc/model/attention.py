@@ -35,6 +35,7 @@ place that chooses between the two.
 from __future__ import annotations
 
 import dataclasses
+import inspect
 from collections.abc import Callable, Mapping, Sequence
 
 import torch
@@ -134,21 +135,28 @@ def repeat_kv(kv: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
 
 def per_text(attend: AttentionFn, mask_for: MaskRule | None = None) -> PackedAttentionFn:
     """Packed attention as one call of `attend` per text, each call seeing nothing but that text; mask_for(T, device)
-    gives the mask of a text of T tokens alone (a decoder's triangle, a local layer's band), None by default."""
+    gives the mask of a text of T tokens alone (a decoder's triangle, a local layer's band), None by default. A
+    position bias comes for the longest text, (1, H, L, L), and a text of T tokens reads its top-left T x T: a
+    relative bias depends on i - j alone, and each text counts from 0."""
 
-    def packed(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, spans: Spans, scale: float) -> torch.Tensor:
-        return torch.cat([attend(q[:, :, a:b], k[:, :, a:b], v[:, :, a:b],
-                                 None if mask_for is None else mask_for(b - a, q.device), scale)
-                          for a, b in spans], dim=2)
+    def packed(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, spans: Spans, scale: float,
+               bias: torch.Tensor | None = None) -> torch.Tensor:
+        out = []
+        for a, b in spans:
+            mask = None if mask_for is None else mask_for(b - a, q.device)
+            extra = {} if bias is None else {"bias": bias[:, :, : b - a, : b - a]}
+            out.append(attend(q[:, :, a:b], k[:, :, a:b], v[:, :, a:b], mask, scale, **extra))
+        return torch.cat(out, dim=2)
 
     return packed
 
 
 @dataclasses.dataclass(frozen=True)
 class Attend:
-    """What a family's attention module calls, `attend(q, k, v, mask, scale, spans)`: the mask by the family's
-    (transformers') rules for padded input, spans for packed input. complete(mask, T, device) turns the family's
-    mask into the contract's (None: the family's mask is already the contract's)."""
+    """What a family's attention module calls, `attend(q, k, v, mask, scale, spans, bias)`: the mask by the family's
+    (transformers') rules for padded input, spans for packed input, and the family's position bias if it has one
+    (packed: for the longest text, per_text). complete(mask, T, device) turns the family's mask into the contract's
+    (None: the family's mask is already the contract's)."""
 
     name: str
     padded: AttentionFn
@@ -156,10 +164,11 @@ class Attend:
     complete: Completion | None = None
 
     def __call__(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None, scale: float,
-                 spans: Spans | None = None) -> torch.Tensor:
+                 spans: Spans | None = None, bias: torch.Tensor | None = None) -> torch.Tensor:
+        extra = {} if bias is None else {"bias": bias}
         if spans is None:
-            return self.padded(q, k, v, mask, scale)  # (B, nh, T, hs)
-        return self.packed(q, k, v, spans, scale)  # (1, nh, N, hs): each text attends to itself alone
+            return self.padded(q, k, v, mask, scale, **extra)  # (B, nh, T, hs)
+        return self.packed(q, k, v, spans, scale, **extra)  # (1, nh, N, hs): each text attends to itself alone
 
     def contract_mask(self, mask: torch.Tensor | None, T: int, device: torch.device) -> torch.Tensor | None:
         """The mask a contract variant gets where the family's rules give `mask`."""
@@ -167,11 +176,15 @@ class Attend:
 
 
 def bind(name: str, family: str, forms: Mapping[str, AttentionFn], alone: MaskRule | None = None,
-         complete: Completion | None = None) -> Attend:
+         complete: Completion | None = None, bias: bool = False) -> Attend:
     """Attention `name` for one layer of `family`: the family's own form where `name` is eager or sdpa, else the
     registered variant, handed the contract's mask. alone(T, device): the family's mask of one unpadded text (None:
-    no mask); complete: how the family's mask becomes the contract's (None: it already is)."""
+    no mask); complete: how the family's mask becomes the contract's (None: it already is); bias: the family adds
+    positions to the scores, so a variant must take `bias`."""
     variant = get_attention(name)
+    if bias and name not in forms and not takes_bias(variant.fn):
+        raise ValueError(f"attention {name!r} takes no `bias`, and {family} adds its positions to the scores as one: "
+                         f"give it a `bias=None` parameter that adds bias to the scaled scores (docs/attention.md)")
     if name in forms or complete is None:
         form, lone = forms.get(name, variant.fn), alone
     else:
@@ -180,7 +193,7 @@ def bind(name: str, family: str, forms: Mapping[str, AttentionFn], alone: MaskRu
         def lone(T: int, device: torch.device) -> torch.Tensor | None:
             return complete(None if alone is None else alone(T, device), T, device)
 
-    everything = alone is None and complete is None  # a text alone attends to every key
+    everything = alone is None and complete is None and not bias  # a text alone attends to every key, unbiased
     packed = variant.packed if variant.packed is not None and everything else per_text(form, lone)
     return Attend(name, form, packed, complete)
 
@@ -188,11 +201,18 @@ def bind(name: str, family: str, forms: Mapping[str, AttentionFn], alone: MaskRu
 def completed(fn: AttentionFn, complete: Completion) -> AttentionFn:
     """fn, handed the contract's mask where the family gives its own."""
 
-    def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None,
-               scale: float) -> torch.Tensor:
-        return fn(q, k, v, complete(mask, q.shape[2], q.device), scale)
+    def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None, scale: float,
+               bias: torch.Tensor | None = None) -> torch.Tensor:
+        extra = {} if bias is None else {"bias": bias}
+        return fn(q, k, v, complete(mask, q.shape[2], q.device), scale, **extra)
 
     return attend
+
+
+def takes_bias(fn: Callable) -> bool:
+    """Whether `fn` accepts the contract's `bias` keyword."""
+    parameters = inspect.signature(fn).parameters
+    return "bias" in parameters or any(p.kind is p.VAR_KEYWORD for p in parameters.values())
 
 
 # --- the BERT family's reference forms --------------------------------------------------------------------------------

@@ -51,6 +51,8 @@ class Family:
     theirs: Stages                       # ... and in transformers'
     token_types: bool = False            # takes token_type_ids (segments)
     reference_options: Mapping[str, object] = field(default_factory=dict)  # from_pretrained options for parity
+    reference_claims: Mapping[str, str] = field(default_factory=dict)  # our form -> the transformers one it is, where
+                                                                        # the names differ (MPNet: sdpa is eager)
     trace_words: tuple[str, str, str] | None = None  # trace's words: its embeddings, its layers, its final norm
     heads: tuple[str, ...] = ()          # task heads of this family only, stored beside the model, ignored
     masked_lm: Mapping[str, MaskedLMHead] = field(default_factory=dict)  # model_type -> its masked-LM head

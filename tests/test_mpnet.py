@@ -1,0 +1,146 @@
+"""MPNet (model/mpnet.py) against transformers' MPNetModel and sentence-transformers: the last hidden state bit for
+bit, its relative position buckets, its checkpoints, its sentence vectors, and the bias a variant must take."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import transformers
+
+import minienc
+from minienc.model.mpnet import relative_buckets
+from minienc.parity import run_parity
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = REPO / "weights" / "tiny-mpnet"
+# head sizes 8 and 12: sqrt(12) is no power of two, so dividing the scores by it (transformers) and multiplying them by
+# its inverse round apart
+SHAPES = {"hs8": dict(hidden_size=32, num_attention_heads=4), "hs12": dict(hidden_size=48, num_attention_heads=4)}
+
+
+def save_mpnet(folder: Path, model_class=transformers.MPNetModel, **sizes) -> Path:
+    config = transformers.MPNetConfig(vocab_size=120, num_hidden_layers=2, intermediate_size=64, initializer_range=0.2,
+                                      layer_norm_eps=1e-5, **sizes)
+    torch.manual_seed(0)
+    model = model_class(config) if model_class is not transformers.MPNetModel else model_class(config)
+    model.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="module", params=sorted(SHAPES))
+def mpnet_dir(request, tmp_path_factory) -> Path:
+    return save_mpnet(tmp_path_factory.mktemp("mpnet"), **SHAPES[request.param])
+
+
+def batch(side: str, length: int = 200) -> tuple[torch.Tensor, torch.Tensor]:
+    """Three rows of `length` ids (longer than the buckets' 128 tokens of distance), rows 1 and 2 padded on `side`
+    with MPNet's pad id, 1."""
+    ids = torch.randint(3, 120, (3, length), generator=torch.Generator().manual_seed(1))
+    mask = torch.ones_like(ids)
+    for row, n in ((1, 150), (2, 5)):
+        if side == "right":
+            mask[row, n:] = 0
+        elif side == "left":
+            mask[row, : length - n] = 0
+    return ids.masked_fill(mask == 0, 1), mask
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["float32", "bfloat16"])
+@pytest.mark.parametrize("attention", ["eager", "sdpa"])
+@pytest.mark.parametrize("side", ["none", "right", "left"])
+def test_last_hidden_state_bit_for_bit(mpnet_dir, side, attention, dtype):
+    """transformers' MPNet computes eager attention only (it refuses sdpa); minienc's sdpa on MPNet is that path."""
+    ids, mask = batch(side)
+    theirs = transformers.AutoModel.from_pretrained(mpnet_dir, add_pooling_layer=False, dtype=dtype).eval()
+    ours = minienc.Encoder.from_pretrained(mpnet_dir, attention=attention, dtype=dtype)
+    with torch.inference_mode():
+        a = theirs(input_ids=ids, attention_mask=mask).last_hidden_state
+        b = ours(ids, mask)
+    assert b.dtype == dtype and torch.equal(a[mask.bool()], b[mask.bool()])
+
+
+def test_relative_buckets_are_transformers():
+    T = 300  # distances past max_distance (128) on both sides
+    n = torch.arange(T)
+    expected = transformers.models.mpnet.modeling_mpnet.MPNetEncoder.relative_position_bucket(n[None, :] - n[:, None])
+    got = relative_buckets(T, torch.device("cpu"))
+    assert torch.equal(got, expected)
+    assert int(got.max()) == 31 and int(got.min()) == 0
+
+
+def test_masked_lm_checkpoint_loads_as_the_model(tmp_path):
+    """MPNetForMaskedLM stores the model under 'mpnet.' beside its lm_head: the same hidden states."""
+    folder = save_mpnet(tmp_path / "mlm", transformers.MPNetForMaskedLM, **SHAPES["hs8"])
+    theirs = transformers.MPNetForMaskedLM.from_pretrained(folder).eval()
+    ours = minienc.Encoder.from_pretrained(folder, attention="eager")
+    ids, mask = batch("right")
+    with torch.inference_mode():
+        a = theirs.mpnet(input_ids=ids, attention_mask=mask).last_hidden_state
+        assert torch.equal(a[mask.bool()], ours(ids, mask)[mask.bool()])
+
+
+def test_config_refusals(tmp_path):
+    folder = save_mpnet(tmp_path / "m", **SHAPES["hs8"])
+    config = json.loads((folder / "config.json").read_text())
+    for changes, message in (({"relative_attention_num_buckets": 16}, "relative_attention_num_buckets must be 32"),
+                             ({"num_attention_heads": 5}, "does not divide")):
+        (folder / "config.json").write_text(json.dumps({**config, **changes}))
+        with pytest.raises(ValueError, match=message):
+            minienc.Encoder.from_pretrained(folder)
+
+
+def test_a_variant_without_bias_is_refused_by_name():
+    """MPNet adds its relative positions to the scores as the contract's `bias`: a variant that cannot take one
+    (linear attention has no scores) is refused when it loads, naming the variant and the parameter."""
+    with pytest.raises(ValueError, match=r"attention 'linear' takes no `bias`, and mpnet adds its positions"):
+        minienc.Encoder.from_pretrained(TINY, attention="linear")
+    moved = minienc.Encoder.from_pretrained(TINY, attention="sliding_window")  # takes bias: runs
+    ids = torch.randint(3, 300, (1, 40), generator=torch.Generator().manual_seed(0))
+    with torch.inference_mode():
+        assert torch.isfinite(moved(ids)).all()
+
+
+TEXTS = ["a", "a short text", "tokens become vectors and attention mixes them, layer after layer, " * 3, "头痛 🙂", ""]
+
+
+@pytest.fixture(scope="module")
+def st_saved(tmp_path_factory) -> Path:
+    """The bundled folder as sentence-transformers' own save_pretrained writes it."""
+    from sentence_transformers import SentenceTransformer
+
+    folder = tmp_path_factory.mktemp("st") / "tiny-mpnet"
+    SentenceTransformer(str(TINY), device="cpu").save_pretrained(str(folder))
+    return folder
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+@pytest.mark.parametrize("which", ["bundled", "st-saved"])
+def test_sentence_vectors_as_sentence_transformers(which, dtype, st_saved):
+    """Mean pooling and Normalize, as all-mpnet-base-v2's folder: padded execution gives sentence-transformers'
+    vectors bit for bit, in one batch; packed within 1e-5 (float32)."""
+    from sentence_transformers import SentenceTransformer
+
+    folder = TINY if which == "bundled" else st_saved
+    torch_dtype = getattr(torch, dtype)
+    st = SentenceTransformer(str(folder), device="cpu", model_kwargs={"dtype": torch_dtype})
+    expected = st.encode(TEXTS, batch_size=len(TEXTS))
+    padded = minienc.SentenceEncoder.from_pretrained(folder, execution="padded", dtype=dtype)
+    assert np.array_equal(padded.encode(TEXTS, batch_size=len(TEXTS)), expected)
+    if dtype == "float32":
+        packed = minienc.SentenceEncoder.from_pretrained(folder, matmul="torch").encode(TEXTS)
+        np.testing.assert_allclose(packed, expected, rtol=0, atol=1e-5)
+
+
+def test_parity_holds_sdpa_to_transformers_eager(tmp_path):
+    """`minienc parity` on MPNet: sdpa is compared with transformers' eager (its only path), stage by stage."""
+    folder = tmp_path / "tiny-mpnet"
+    shutil.copytree(TINY, folder)
+    rows, reference = run_parity(folder, "sdpa")
+    assert reference == "eager"
+    assert [r.stage for r in rows][:2] == ["embedding_sum", "embeddings"] and rows[-1].stage == "sentence_embedding"
+    assert all(r.identical for r in rows)
