@@ -170,7 +170,7 @@ def test_unsupported_model_type(reference_dir, tmp_path):
     config = json.loads((folder / "config.json").read_text())
     config["model_type"] = "gpt2"
     (folder / "config.json").write_text(json.dumps(config))
-    with pytest.raises(ValueError, match=r"unsupported model_type 'gpt2'; minienc supports \['bert', 'gemma3_text', 'modernbert', 'qwen3', 'roberta', 'xlm-roberta'\]"):
+    with pytest.raises(ValueError, match=r"unsupported model_type 'gpt2'; minienc supports \['bert', 'gemma3_text', 'modernbert', 'mpnet', 'qwen3', 'roberta', 'xlm-roberta'\]"):
         hidden(folder)
 
 
