@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import os
 import pickle
@@ -15,7 +14,7 @@ import numpy as np
 from . import __version__, corpus
 from .heads.pipeline import EXECUTIONS, TOKEN_BUDGETS, default_matmul
 from .heads.sentence import DEFAULT_MODEL, SentenceEncoder
-from .model.attention import ATTENTION, register_attention
+from .model.attention import ATTENTION
 from .runtime.devices import DTYPES, check_device, check_dtype
 from .runtime.matmul import MATMUL
 
@@ -347,37 +346,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def import_attention(spec: str) -> str:
-    """--attention's value as a registered name. MODULE:FUNCTION imports MODULE (the current folder first, as
-    `python -m` finds it) and registers FUNCTION as MODULE:FUNCTION, unless importing it registered it already
-    (`@minienc.register_attention`: then its own name, and its claims)."""
-    if ":" not in spec:
-        return spec
-    module_name, _, function_name = spec.partition(":")
-    if os.getcwd() not in sys.path:
-        sys.path.insert(0, os.getcwd())
-    try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as err:
-        raise ImportError(f"--attention {spec}: cannot import {module_name!r} ({err}); run from the folder that "
-                          f"holds it, or put that folder on PYTHONPATH") from None
-    fn = getattr(module, function_name, None)
-    if not callable(fn):
-        raise ValueError(f"--attention {spec}: {module_name!r} has no function {function_name!r}")
-    registered = [name for name, variant in ATTENTION.items() if variant.fn is fn]
-    if registered:
-        return registered[0]
-    register_attention(spec)(fn)
-    return spec
-
-
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     sys.stdout.reconfigure(encoding="utf-8")
     try:
         check_device(args.device)  # before any work, so that every command fails the same way
-        if getattr(args, "attention", None):
-            args.attention = import_attention(args.attention)
         status = args.run(args) or 0
         sys.stdout.flush()
         return status

@@ -99,11 +99,11 @@ def trace_encoder(sentence, text: str) -> tuple[dict[str, Any], torch.Tensor, to
     batch = sentence.tokenizer([text], device=sentence.device)
     stages = capture(sentence.encoder, batch)
     config = sentence.encoder.config
-    table = getattr(sentence.encoder, "embeddings", None)  # a position table (the BERT family) has its own rule
-    if table is None:
-        position_ids = torch.arange(batch["input_ids"].shape[1])[None]  # 0, 1, 2, ...: rotation angles
-    else:
+    table = getattr(sentence.encoder, "embeddings", None)  # a position table (BERT, MPNet) has its own counting rule
+    if hasattr(table, "position_ids"):
         position_ids = table.position_ids(batch["input_ids"]).expand_as(batch["input_ids"])
+    else:
+        position_ids = torch.arange(batch["input_ids"].shape[1])[None]  # 0, 1, 2, ...: rotation angles
     data = {
         "text": text,
         "family": config.model_type,
@@ -156,22 +156,23 @@ def format_trace(data: dict[str, Any]) -> str:
 
     lines = [f"text: {data['text']!r}", "", "1. tokenize"]
     lines += [f"  {'tokens':<15} {data['tokens']}"]
-    family = family_of(data["family"]).trace_words  # None: the BERT family
-    for key in ("input_ids", "attention_mask", *(() if family else ("token_type_ids",)), "position_ids"):
+    record = family_of(data["family"])
+    words = record.trace_words  # None: a position table, as BERT's (the BERT family, MPNet)
+    for key in ("input_ids", "attention_mask", *(("token_type_ids",) if record.token_types else ()), "position_ids"):
         lines.append(f"  {key:<15} {data[key]}")
-    if family:
-        embeddings, layers, final = family
+    if words:
+        embeddings, layers, final = words
         lines += ["", f"2. embeddings          ({embeddings}: positions rotate q and k in every layer)"]
         lines += [row("tokens", data["stages"]["embeddings"])]
         lines += ["", f"3. {layers}"]
     else:
         lines += ["", "2. embeddings          (shape and norm of the whole tensor; values of the first token)"]
-        lines += [row("word+type+position", data["stages"]["embedding_sum"]),
+        lines += [row("word+type+position" if record.token_types else "word+position", data["stages"]["embedding_sum"]),
                   row("LayerNorm", data["stages"]["embeddings"])]
         lines += ["", "3. encoder layers"]
     lines += [row(name, s) for name, s in data["stages"].items() if name.startswith("layer.")]
-    if family:
-        lines += [row(final, data["stages"]["norm"])]
+    if "norm" in data["stages"]:
+        lines += [row(words[2] if words else "final norm", data["stages"]["norm"])]
     lines += (sparse_steps if "head" in data else sentence_steps)(data, row)
     return "\n".join(lines)
 

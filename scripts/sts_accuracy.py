@@ -79,11 +79,10 @@ def main() -> None:
 def attention_systems(folder: Path, variants: list[str]) -> dict:
     """minienc float32, padded, with sdpa and then each variant."""
     import minienc
-    from minienc.cli import import_attention
 
     systems = {}
     for spec in ["sdpa", *variants]:
-        model = minienc.SentenceEncoder.from_pretrained(folder, attention=import_attention(spec), execution="padded")
+        model = minienc.SentenceEncoder.from_pretrained(folder, attention=spec, execution="padded")
         systems[f"minienc float32 attention={spec}"] = lambda t, model=model: model.encode(t)
     return systems
 

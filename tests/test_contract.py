@@ -154,18 +154,21 @@ def test_parity_reaches_a_variant_in_the_users_module(folder, tmp_path):
     """`minienc parity --attention module:function`, in a fresh process run from the module's folder: the variant
     runs, is reported against eager, and moves the first attention stage first."""
     (tmp_path / "my_variants.py").write_text(VARIANTS_MODULE)
-    command = [sys.executable, "-m", "minienc", "parity", "--model", str(REPO / "weights" / folder), "hello world"]
+    # the console script, as the docs show it: unlike `python -m`, it has no current folder on sys.path of its own
+    script = Path(sys.executable).with_name("minienc")
+    launcher = [str(script)] if script.is_file() else [sys.executable, "-m", "minienc"]
+    command = [*launcher, "parity", "--model", str(REPO / "weights" / folder), "hello world"]
     run = subprocess.run([*command, "--attention", "my_variants:half_temperature"], cwd=tmp_path,
                          capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr
     assert "attention=my_variants:half_temperature" in run.stdout and "report only" in run.stdout
     first = [line.split()[0] for line in run.stdout.splitlines() if "<- first divergence" in line]
     assert first == ["layer.0.attention"]
-    # decorated in the module: its own name and its claim, held to bit-exactness (in float32, BERT's eager form is the
+    # registered by its module: its claim kept, and held to bit-exactness (in float32, BERT's eager form is the
     # decoders' op for op, the triangle in the mask it is handed)
     run = subprocess.run([*command, "--attention", "my_variants:copy"], cwd=tmp_path, capture_output=True, text=True,
                          timeout=300)
-    assert "attention=registered_copy" in run.stdout and "bit-exact" in run.stdout
+    assert "attention=my_variants:copy" in run.stdout and "bit-exact" in run.stdout
     assert run.returncode == 0, run.stdout + run.stderr
 
 
@@ -175,10 +178,31 @@ def test_module_that_is_not_there_is_a_clear_error(tmp_path, capsys):
     assert main(["parity", "--model", str(REPO / "weights" / "tiny-bert"), "--attention", "nowhere:fn", "x"]) == 1
     assert "cannot import 'nowhere'" in capsys.readouterr().err
     (tmp_path / "empty_variants.py").write_text("")
+    (tmp_path / "broken_variants.py").write_text("import not_installed_anywhere\n")
     sys.path.insert(0, str(tmp_path))
     try:
         assert main(["encode", "x", "--model", str(REPO / "weights" / "tiny-bert"),
                      "--attention", "empty_variants:fn"]) == 1
+        assert "'empty_variants' has no function 'fn'" in capsys.readouterr().err
+        # the module is there, one of its own imports is not: say that, not "run from its folder"
+        assert main(["encode", "x", "--model", str(REPO / "weights" / "tiny-bert"),
+                     "--attention", "broken_variants:fn"]) == 1
+        assert "importing 'broken_variants' failed: No module named 'not_installed_anywhere'" in (
+            capsys.readouterr().err)
     finally:
         sys.path.remove(str(tmp_path))
-    assert "'empty_variants' has no function 'fn'" in capsys.readouterr().err
+        sys.modules.pop("empty_variants", None)
+
+
+def test_a_function_registered_twice_is_named_by_one_of_its_names():
+    with pytest.raises(ValueError, match=r"registered as \['test_textbook', 'test_again'\]"):
+        minienc.register_attention("test_again")(textbook)
+        try:
+            minienc.get_attention("tests.test_contract:textbook")
+        finally:
+            ATTENTION.pop("test_again")
+
+
+def test_claims_must_name_transformers_implementations():
+    with pytest.raises(ValueError, match=r"matches= names transformers' implementations"):
+        minienc.register_attention("test_bad_claim", matches="sdp")(textbook)

@@ -35,7 +35,10 @@ place that chooses between the two.
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import inspect
+import os
+import sys
 from collections.abc import Callable, Mapping, Sequence
 
 import torch
@@ -52,7 +55,7 @@ REFERENCE = ("eager", "sdpa")  # transformers' attn_implementation names: every 
 # --- the registry -----------------------------------------------------------------------------------------------------
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, eq=False)  # compared and hashed as itself, as the function it wraps
 class Variant:
     """A registered attention: its function, the transformers implementation it reproduces bit for bit on which
     families (family -> attn_implementation; "*": every family), whether local layers keep their window, and its
@@ -83,8 +86,12 @@ def register_attention(name: str, *, matches: str | Mapping[str, str] | None = N
         raise ValueError(f"{name!r} cannot be registered: eager and sdpa are transformers' own forms (each family "
                          f"has its own); register yours under another name")
 
+    claims = {"*": matches} if isinstance(matches, str) else dict(matches or {})
+    wrong = [implementation for implementation in claims.values() if implementation not in REFERENCE]
+    if wrong:
+        raise ValueError(f"matches= names transformers' implementations, {list(REFERENCE)}; got {wrong}")
+
     def add(fn: AttentionFn) -> AttentionFn:
-        claims = {"*": matches} if isinstance(matches, str) else dict(matches or {})
         ATTENTION[name] = Variant(fn, claims, windows)
         return fn
 
@@ -103,11 +110,44 @@ def register_packed(name: str) -> Callable[[PackedAttentionFn], PackedAttentionF
 
 
 def get_attention(name: str) -> Variant:
+    """The variant registered as `name`; MODULE:FUNCTION, not registered yet, is imported first (load_variant)."""
+    if name not in ATTENTION and ":" in name:
+        load_variant(name)
     try:
         return ATTENTION[name]
     except KeyError:
-        raise ValueError(f"unknown attention {name!r}; choose one of {sorted(ATTENTION)}, or module:function for "
+        raise ValueError(f"unknown attention {name!r}; choose one of {sorted(ATTENTION)}, or MODULE:FUNCTION for "
                          f"a variant in your own module") from None
+
+
+def import_variants(spec: str, module_name: str):
+    """The module a MODULE:FUNCTION spec names, as Python finds it, else from the current folder (appended to
+    sys.path, after everything else: as `python -m` has it). An error says which: the module, or one of its imports."""
+    for attempt in (1, 2):
+        try:
+            return importlib.import_module(module_name)
+        except ModuleNotFoundError as err:
+            if err.name != module_name:  # the module is there; one of its own imports is not
+                raise ImportError(f"attention {spec}: importing {module_name!r} failed: {err}") from None
+            if attempt == 2 or os.getcwd() in sys.path:
+                raise ImportError(f"attention {spec}: cannot import {module_name!r} ({err}); run from the folder "
+                                  f"that holds it, or put that folder on PYTHONPATH") from None
+            sys.path.append(os.getcwd())
+
+
+def load_variant(spec: str) -> None:
+    """Register FUNCTION of MODULE as attention `spec` ("MODULE:FUNCTION"). MODULE is imported as Python finds it,
+    else from the current folder. A function its module registered itself (`@register_attention`, under one name)
+    keeps that registration, claims and windows included; else it is registered plainly."""
+    module_name, _, function_name = spec.partition(":")
+    module = import_variants(spec, module_name)
+    fn = getattr(module, function_name, None)
+    if not callable(fn):
+        raise ValueError(f"attention {spec}: {module_name!r} has no function {function_name!r}")
+    names = [name for name, variant in ATTENTION.items() if variant.fn is fn]
+    if len(names) > 1:
+        raise ValueError(f"attention {spec}: that function is registered as {names}; name one of them instead")
+    ATTENTION[spec] = ATTENTION[names[0]] if names else Variant(fn)
 
 
 def matches_for(name: str, family: str) -> str | None:
@@ -151,7 +191,7 @@ def per_text(attend: AttentionFn, mask_for: MaskRule | None = None) -> PackedAtt
     return packed
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, eq=False)
 class Attend:
     """What a family's attention module calls, `attend(q, k, v, mask, scale, spans, bias)`: the mask by the family's
     (transformers') rules for padded input, spans for packed input, and the family's position bias if it has one
@@ -194,7 +234,8 @@ def bind(name: str, family: str, forms: Mapping[str, AttentionFn], alone: MaskRu
             return complete(None if alone is None else alone(T, device), T, device)
 
     everything = alone is None and complete is None and not bias  # a text alone attends to every key, unbiased
-    packed = variant.packed if variant.packed is not None and everything else per_text(form, lone)
+    own = variant.packed is not None and form is variant.fn  # the packed form computes this very function
+    packed = variant.packed if own and everything else per_text(form, lone)
     return Attend(name, form, packed, complete)
 
 

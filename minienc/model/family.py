@@ -1,6 +1,6 @@
 """What the package knows of a model family, in one record that the family's own file holds (`FAMILY` in bert.py,
-qwen3.py, modernbert.py, gemma3.py). The loader, the checkpoint reader, trace, parity, plot and the CLI read the
-records, never a model_type string: adding a family is its file, its tiny weights and its tests
+mpnet.py, qwen3.py, modernbert.py, gemma3.py). The loader, the checkpoint reader, trace, parity and the SPLADE head
+read the records, never a model_type string: adding a family is its file, its tiny weights and its tests
 (docs/adding-a-family.md).
 """
 
@@ -11,7 +11,6 @@ import importlib
 import pkgutil
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from torch import nn
 
@@ -39,14 +38,14 @@ class MaskedLMHead:
     activation: str | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # one record per family: compared and hashed as itself
 class Family:
     name: str                            # whose reference forms and `matches=` claims apply (model/attention.py)
     model_types: Mapping[str, str]       # config.json's model_type -> the prefix task models store the model under
     config: type                         # its config dataclass: config.from_dict(config.json's fields)
     model: type[nn.Module]               # model(config, attention=name)
     keys: Mapping[str, str | None]       # checkpoint name -> ours; "{}" the layer index, None ignored on purpose
-    reference: str                       # the transformers class it is held to, bit for bit
+    reference: str                       # the transformers class it is held to, bit for bit (its tests, the docs)
     ours: Stages                         # where its stages are read in minienc's model...
     theirs: Stages                       # ... and in transformers'
     token_types: bool = False            # takes token_type_ids (segments)
@@ -60,12 +59,22 @@ class Family:
 
 @functools.cache
 def families() -> dict[str, Family]:
-    """model_type -> its family: every module of this folder that defines FAMILY."""
+    """model_type -> its family: the FAMILY of every module of this package that has one. A module that fails to
+    import, or a model_type two families claim, is an error naming the file."""
     found: dict[str, Family] = {}
-    for module in pkgutil.iter_modules([str(Path(__file__).parent)]):
-        record = getattr(importlib.import_module(f"{__package__}.{module.name}"), "FAMILY", None)
-        if isinstance(record, Family):
-            found.update({model_type: record for model_type in record.model_types})
+    for module in pkgutil.iter_modules(importlib.import_module(__package__).__path__):
+        try:
+            record = getattr(importlib.import_module(f"{__package__}.{module.name}"), "FAMILY", None)
+        except Exception as err:
+            raise ImportError(f"minienc/model/{module.name}.py does not import ({err}), so no family can be "
+                              f"looked up") from err
+        if not isinstance(record, Family):
+            continue
+        for model_type in record.model_types:
+            if model_type in found:
+                raise ValueError(f"model_type {model_type!r} is claimed by two families: {found[model_type].name} "
+                                 f"and {record.name} (minienc/model/{module.name}.py)")
+            found[model_type] = record
     return found
 
 
