@@ -1,5 +1,5 @@
-"""Build the small seeded checkpoints in weights/: a tiny BERT, XLM-R, MPNet, Qwen3-Embedding, ModernBERT embedder
-and EmbeddingGemma, each with a tokenizer.json and sentence-transformers module files, so readers and quick tests have
+"""Build the small seeded checkpoints in weights/: a tiny BERT, XLM-R, MPNet, Qwen3-Embedding, Llama, Qwen2, Mistral,
+ModernBERT embedder and EmbeddingGemma, each with a tokenizer.json and sentence-transformers module files, so readers and quick tests have
 real files on disk.
 
     python scripts/make_tiny_weights.py [--out weights]
@@ -238,7 +238,29 @@ def build(out: Path) -> None:
     tokenizer.save(str(folder / "tokenizer.json"))
     write_qwen3_embedding_files(folder)
     report(folder, tokenizer)
+    build_decoders(out)
     build_local_global(out)
+
+
+def build_decoders(out: Path) -> None:
+    """Llama, Qwen2 (gte-Qwen2's family) and Mistral (e5-mistral's, with a window of 8 tokens so the tests cross it):
+    Qwen3-Embedding's tokenizer and sentence-transformers files, last-token pooling."""
+    import transformers
+
+    specs = [("tiny-llama", transformers.LlamaConfig, transformers.LlamaModel, {}),
+             ("tiny-qwen2", transformers.Qwen2Config, transformers.Qwen2Model, {}),
+             ("tiny-mistral", transformers.MistralConfig, transformers.MistralModel, dict(sliding_window=8))]
+    for name, config_class, model_class, extra in specs:
+        folder, tokenizer = out / name, byte_level_tokenizer([EOT], f"$A {EOT}")
+        folder.mkdir(parents=True, exist_ok=True)
+        config = config_class(vocab_size=tokenizer.get_vocab_size(), initializer_range=0.2, **SIZES,
+                              num_key_value_heads=2, head_dim=16, max_position_embeddings=512,
+                              eos_token_id=tokenizer.token_to_id(EOT), **extra)
+        torch.manual_seed(0)
+        model_class(config).save_pretrained(folder)
+        tokenizer.save(str(folder / "tokenizer.json"))
+        write_qwen3_embedding_files(folder)
+        report(folder, tokenizer)
 
 
 def report(folder: Path, tokenizer: Tokenizer) -> None:

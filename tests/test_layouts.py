@@ -108,6 +108,19 @@ def test_mpnet(tmp_path_factory, side, dtype):
     compare(folder, ids, mask, "eager", dtype, add_pooling_layer=False)
 
 
+@DTYPES
+@pytest.mark.parametrize("use_cache", [True, False], ids=["cache", "no-cache"])
+@pytest.mark.parametrize("family", ["llama", "qwen2", "mistral"])
+def test_llama_family(tmp_path_factory, family, use_cache, dtype):
+    """Llama, Qwen2 and Mistral: as many key heads as query heads (the case the cache's layout shows in), texts
+    across Mistral's window, eager (the layouts sdpa gets are the same tensors)."""
+    from .test_decoders import batch as decoder_batch, save_decoder
+
+    folder = save_decoder(tmp_path_factory.mktemp(family), family, 4, 4)
+    ids, mask = decoder_batch("left")
+    compare(folder, ids, mask, "eager", dtype, use_cache)
+
+
 @pytest.fixture(scope="module", params=[(4, 4, 16), (4, 2, 24)], ids=["4q-4kv", "4q-2kv"])
 def qwen3_dir(request, tmp_path_factory) -> Path:
     return save_qwen3(tmp_path_factory.mktemp("qwen3"), qwen3_config(*request.param))

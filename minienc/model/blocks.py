@@ -83,16 +83,16 @@ def apply_rotary_float32(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) 
     return ((wide * cos) + (rotate_half(wide) * sin)).to(x.dtype)
 
 
-# reproduces transformers v5.x Qwen3MLP and Gemma3MLP
+# reproduces transformers v5.x Qwen3MLP, Gemma3MLP and LlamaMLP
 class GatedFeedForward(nn.Module):
-    """down(act(gate(x)) * up(x)): SwiGLU where act is SiLU (Qwen3), GeGLU where it is GELU's tanh form (Gemma).
-    No biases."""
+    """down(act(gate(x)) * up(x)): SwiGLU where act is SiLU (Qwen3, Llama), GeGLU where it is GELU's tanh form (Gemma).
+    Biases only where a Llama config asks for them (mlp_bias)."""
 
-    def __init__(self, hidden_size: int, intermediate_size: int, activation: str):
+    def __init__(self, hidden_size: int, intermediate_size: int, activation: str, bias: bool = False):
         super().__init__()
-        self.gate = Linear(hidden_size, intermediate_size, bias=False, activation=activation)
-        self.up = Linear(hidden_size, intermediate_size, bias=False)
-        self.down = Linear(intermediate_size, hidden_size, bias=False)
+        self.gate = Linear(hidden_size, intermediate_size, bias=bias, activation=activation)
+        self.up = Linear(hidden_size, intermediate_size, bias=bias)
+        self.down = Linear(intermediate_size, hidden_size, bias=bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.down(self.gate(x) * self.up(x))  # (B, T, H)
