@@ -1,9 +1,9 @@
 """Qwen2 (gte-Qwen2-1.5B/7B-instruct, stella): Llama (llama.py) with biases on the query, key and value projections
 and none on the output one. Everything else, op for op, is llama.py's.
 
-gte-Qwen2's folders were trained attending both ways, which their own remote code switches on; minienc runs no remote
-code, and transformers' Qwen2Model, the reference, attends causally: so does minienc (a config.json that says
-is_causal false is refused, naming the field).
+Attention is causal, as in transformers' Qwen2Model, the reference: a config.json that asks for bidirectional
+attention (is_causal false) is refused, naming the field, rather than run another way than it says. (MTEB's loader
+runs gte-Qwen2-7B-instruct causally too: mteb/models/gte_models.py, attn "cccc".)
 """
 
 from __future__ import annotations
