@@ -1,5 +1,5 @@
-"""Build the small seeded checkpoints in weights/: a tiny BERT, XLM-R, MPNet, Qwen3-Embedding, Llama, Qwen2, Mistral,
-ModernBERT embedder and EmbeddingGemma, each with a tokenizer.json and sentence-transformers module files, so readers and quick tests have
+"""Build the small seeded checkpoints in weights/: a tiny BERT, XLM-R, MPNet, DistilBERT, Qwen3-Embedding, Llama, Qwen2,
+Mistral, ModernBERT embedder and EmbeddingGemma, each with a tokenizer.json and sentence-transformers module files, so readers and quick tests have
 real files on disk.
 
     python scripts/make_tiny_weights.py [--out weights]
@@ -238,8 +238,26 @@ def build(out: Path) -> None:
     tokenizer.save(str(folder / "tokenizer.json"))
     write_qwen3_embedding_files(folder)
     report(folder, tokenizer)
+    build_distilbert(out)
     build_decoders(out)
     build_local_global(out)
+
+
+def build_distilbert(out: Path) -> None:
+    """DistilBERT (msmarco-distilbert's family): BERT's tokenizer, its own config names, mean pooling."""
+    import transformers
+
+    folder, tokenizer = out / "tiny-distilbert", bert_tokenizer()
+    folder.mkdir(parents=True, exist_ok=True)
+    config = transformers.DistilBertConfig(vocab_size=tokenizer.get_vocab_size(), initializer_range=0.2,
+                                           dim=SIZES["hidden_size"], n_layers=SIZES["num_hidden_layers"],
+                                           n_heads=SIZES["num_attention_heads"], hidden_dim=SIZES["intermediate_size"],
+                                           max_position_embeddings=128, pad_token_id=0)
+    torch.manual_seed(0)
+    transformers.DistilBertModel(config).save_pretrained(folder)
+    tokenizer.save(str(folder / "tokenizer.json"))
+    write_sentence_modules(folder, "mean", max_seq_length=128)
+    report(folder, tokenizer)
 
 
 def build_decoders(out: Path) -> None:

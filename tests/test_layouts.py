@@ -98,6 +98,17 @@ def test_bert_family(reference_dir, family, attention, dtype):
 
 
 @DTYPES
+@FORMS
+@pytest.mark.parametrize("side", ["none", "right"])
+def test_distilbert(tmp_path_factory, side, attention, dtype):
+    from .test_distilbert import batch as distilbert_batch, save_distilbert
+
+    folder = save_distilbert(tmp_path_factory.mktemp("distilbert"))
+    ids, mask = distilbert_batch(side)
+    compare(folder, ids, mask, attention, dtype)
+
+
+@DTYPES
 @pytest.mark.parametrize("side", ["none", "right"])
 def test_mpnet(tmp_path_factory, side, dtype):
     """MPNet: transformers' eager path (its only one), the relative position bias added to the scores."""

@@ -41,16 +41,20 @@ class EncoderConfig:
     intermediate_size: int = 3072         # feed-forward inner width
     hidden_act: str = "gelu"              # feed-forward activation, a key of ACTIVATIONS
     max_position_embeddings: int = 512    # rows of the position-embedding table
-    type_vocab_size: int = 2              # rows of the token-type (segment) table
+    type_vocab_size: int = 2              # rows of the token-type (segment) table; 0: none (DistilBERT)
     layer_norm_eps: float = 1e-12         # epsilon of every LayerNorm
     pad_token_id: int = 0                 # id of the padding token
     positions_from_input_ids: bool = False  # RoBERTa family: pad_token_id + 1 + running count of real tokens
 
+    family = "bert"                       # the record it belongs to (distilbert.py names its own)
+    known_types = tuple(MODEL_TYPES)      # the model_types this class reads
+
     def __post_init__(self) -> None:
-        if not isinstance(self.model_type, str) or self.model_type not in MODEL_TYPES:
-            raise ValueError(f"unsupported model_type {self.model_type!r}; this class computes {sorted(MODEL_TYPES)}")
+        if not isinstance(self.model_type, str) or self.model_type not in self.known_types:
+            raise ValueError(f"unsupported model_type {self.model_type!r}; this class computes "
+                             f"{sorted(self.known_types)}")
         check_sizes(self, ("vocab_size", "hidden_size", "num_layers", "num_heads", "intermediate_size",
-                           "max_position_embeddings", "type_vocab_size"))
+                           "max_position_embeddings", *(("type_vocab_size",) if self.family == "bert" else ())))
         check_common(self, "layer_norm_eps", self.layer_norm_eps)
         if self.hidden_size % self.num_heads != 0:
             raise ValueError(
@@ -110,7 +114,8 @@ class Embeddings(nn.Module):
         self.config = config
         self.word = nn.Embedding(config.vocab_size, config.hidden_size)
         self.position = nn.Embedding(config.max_position_embeddings, config.hidden_size)
-        self.token_type = nn.Embedding(config.type_vocab_size, config.hidden_size)
+        # segments (BERT's sentence A / B); DistilBERT has none
+        self.token_type = nn.Embedding(config.type_vocab_size, config.hidden_size) if config.type_vocab_size else None
         self.norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
 
     def position_ids(self, input_ids: torch.Tensor, spans: Spans | None = None) -> torch.Tensor:
@@ -135,9 +140,9 @@ class Embeddings(nn.Module):
     def forward(
         self, input_ids: torch.Tensor, token_type_ids: torch.Tensor | None, position_ids: torch.Tensor
     ) -> torch.Tensor:
-        if token_type_ids is None:
-            token_type_ids = torch.zeros_like(input_ids)
-        x = self.word(input_ids) + self.token_type(token_type_ids)  # (B, T, H)
+        x = self.word(input_ids)  # (B, T, H)
+        if self.token_type is not None:
+            x = x + self.token_type(torch.zeros_like(input_ids) if token_type_ids is None else token_type_ids)
         x = x + self.position(position_ids)
         return self.norm(x)
 
@@ -208,11 +213,10 @@ class BertModel(nn.Module):
     """The whole encoder. `model(input_ids, attention_mask, token_type_ids)` -> last hidden state (B, T, H);
     packed, `model(input_ids, spans=spans)` with (1, N) inputs -> (1, N, H)."""
 
-    family = "bert"  # whose reference forms, and `matches=` claims, apply (model/attention.py)
-
     def __init__(self, config: EncoderConfig, attention: str = "sdpa"):
         super().__init__()
         self.config = config
+        self.family = config.family  # bert or distilbert: whose `matches=` claims apply (model/attention.py)
         self.embeddings = Embeddings(config)
         self.layers = nn.ModuleList(EncoderLayer(config) for _ in range(config.num_layers))
         self.set_attention(attention)
@@ -304,11 +308,13 @@ ROBERTA_HEAD = MaskedLMHead({
     "lm_head.decoder.weight": "decoder.weight",
 }, activation="gelu")
 
+OURS = Stages(embeddings=(("embedding_sum", "embeddings.norm", True), ("embeddings", "embeddings", False)),
+              attention=("attn_norm", False))  # where trace and parity read BertModel's stages
+
 FAMILY = Family(
-    name=BertModel.family, model_types={model_type: prefix for model_type, (_, _, prefix) in MODEL_TYPES.items()},
+    name=EncoderConfig.family, model_types={model_type: prefix for model_type, (_, _, prefix) in MODEL_TYPES.items()},
     config=EncoderConfig, model=BertModel, keys=KEYS, reference="BertModel / RobertaModel / XLMRobertaModel",
-    ours=Stages(embeddings=(("embedding_sum", "embeddings.norm", True), ("embeddings", "embeddings", False)),
-                attention=("attn_norm", False)),
+    ours=OURS,
     theirs=Stages(embeddings=(("embedding_sum", "embeddings.LayerNorm", True), ("embeddings", "embeddings", False)),
                   attention=("attention", False), layers="encoder.layer"),
     token_types=True, reference_options={"add_pooling_layer": False},  # BERT's pooler is not the hidden states
