@@ -1,4 +1,4 @@
-"""Build the small seeded checkpoints in weights/: a tiny BERT, XLM-R, MPNet, DistilBERT, Qwen3-Embedding, Llama, Qwen2,
+"""Build the small seeded checkpoints in weights/: a tiny BERT, XLM-R, MPNet, DistilBERT, NomicBERT, Qwen3-Embedding, Llama, Qwen2,
 Mistral, ModernBERT embedder and EmbeddingGemma, each with a tokenizer.json and sentence-transformers module files, so readers and quick tests have
 real files on disk.
 
@@ -239,6 +239,7 @@ def build(out: Path) -> None:
     write_qwen3_embedding_files(folder)
     report(folder, tokenizer)
     build_distilbert(out)
+    build_nomic_bert(out)
     build_decoders(out)
     build_local_global(out)
 
@@ -257,6 +258,23 @@ def build_distilbert(out: Path) -> None:
     transformers.DistilBertModel(config).save_pretrained(folder)
     tokenizer.save(str(folder / "tokenizer.json"))
     write_sentence_modules(folder, "mean", max_seq_length=128)
+    report(folder, tokenizer)
+
+
+def build_nomic_bert(out: Path) -> None:
+    """NomicBERT (nomic-embed-text's family): BERT's tokenizer, mean pooling, nomic-embed's prompts; transformers
+    saves q, k and v fused (Wqkv), as the Hub's folders hold them."""
+    import transformers
+
+    folder, tokenizer = out / "tiny-nomic-bert", bert_tokenizer()
+    folder.mkdir(parents=True, exist_ok=True)
+    config = transformers.NomicBertConfig(vocab_size=tokenizer.get_vocab_size(), initializer_range=0.2, **SIZES,
+                                          max_position_embeddings=512, pad_token_id=0)
+    torch.manual_seed(0)
+    transformers.NomicBertModel(config).save_pretrained(folder)
+    tokenizer.save(str(folder / "tokenizer.json"))
+    write_sentence_modules(folder, "mean", max_seq_length=512)
+    write_prompts_and_tokenizer_config(folder, {"query": "search_query: ", "document": "search_document: "}, "[PAD]")
     report(folder, tokenizer)
 
 

@@ -100,6 +100,17 @@ def test_bert_family(reference_dir, family, attention, dtype):
 @DTYPES
 @FORMS
 @pytest.mark.parametrize("side", ["none", "right"])
+def test_nomic_bert(tmp_path_factory, side, attention, dtype):
+    from .test_nomic import batch as nomic_batch, save_nomic
+
+    folder = save_nomic(tmp_path_factory.mktemp("nomic"))
+    ids, mask = nomic_batch(side)
+    compare(folder, ids, mask, attention, dtype)
+
+
+@DTYPES
+@FORMS
+@pytest.mark.parametrize("side", ["none", "right"])
 def test_distilbert(tmp_path_factory, side, attention, dtype):
     from .test_distilbert import batch as distilbert_batch, save_distilbert
 

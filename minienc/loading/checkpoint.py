@@ -30,13 +30,19 @@ class CheckpointError(ValueError):
     """A checkpoint that cannot be loaded as it is: the message names the file or the keys and what to do."""
 
 
-def layer_table(model_type: str, num_layers: int) -> dict[str, str | None]:
-    """The family's key table with "{}" written out for layers 0..num_layers-1: an exact lookup, no pattern matching."""
-    table: dict[str, str | None] = {}
+Targets = tuple[str, ...]  # our names for one checkpoint tensor: one, or several it holds fused (q, k, v)
+
+
+def layer_table(model_type: str, num_layers: int) -> dict[str, Targets]:
+    """The family's key table with "{}" written out for layers 0..num_layers-1: an exact lookup, no pattern matching.
+    Each checkpoint name maps to the names of ours it holds: none (ignored on purpose), one, or a fused tensor's
+    parts, in order (a key table writes those as a tuple)."""
+    table: dict[str, Targets] = {}
     for theirs, ours in family_of(model_type).keys.items():
+        names = () if ours is None else (ours,) if isinstance(ours, str) else tuple(ours)
         indices = range(num_layers) if "{}" in theirs else [None]
         for i in indices:
-            table[theirs.format(i)] = None if ours is None else ours.format(i)
+            table[theirs.format(i)] = tuple(name.format(i) for name in names)
     return table
 
 
@@ -107,7 +113,7 @@ def read_safetensors(path: Path) -> dict[str, torch.Tensor]:
                               f"download it again") from err
 
 
-def prefix_hint(unexpected: list[str], table: dict[str, str | None], model_type: str) -> str:
+def prefix_hint(unexpected: list[str], table: dict[str, Targets], model_type: str) -> str:
     """Where every unexpected key is a model key behind one other prefix ("model.", or BERT's under an XLM-R config),
     a line saying so; else nothing."""
     if not unexpected or not all("." in key for key in unexpected):
@@ -171,7 +177,7 @@ def load_weights(
     """Read every tensor of the checkpoint in `folder` and return them under our names, cast to `dtype`
     (float32 when None). `expected` maps each of our names to its shape; anything else is an error."""
     table = layer_table(model_type, num_layers)
-    ours_to_theirs = {ours: theirs for theirs, ours in table.items() if ours is not None}
+    ours_to_theirs = {ours: theirs for theirs, targets in table.items() for ours in targets}
     weights: dict[str, torch.Tensor] = {}
     found_as: dict[str, str] = {}  # our name -> the checkpoint key it was read from
     problems: dict[str, list[str]] = {"missing weights": [], "stored twice": [], "wrong shapes": [],
@@ -179,20 +185,25 @@ def load_weights(
     for path in weight_files(folder):
         for key, tensor in read_safetensors(path).items():
             name = checkpoint_name(key, model_type)
-            ours = table.get(name) if name is not None else None
-            if name is not None and (name not in table or (ours is not None and ours not in expected)):
+            targets = table.get(name, ()) if name is not None else ()
+            if name is not None and (name not in table or any(ours not in expected for ours in targets)):
                 problems["unexpected tensors"].append(key)  # not ours, or not in this config's model (a bias)
-            elif ours is not None and ours in found_as:
-                problems["stored twice"].append(f"{key} and {found_as[ours]} are both {ours_to_theirs[ours]}")
-            elif ours is not None:
+                continue
+            # a fused tensor (q, k and v in one) is cut in equal parts along its rows, as transformers' loading does
+            parts = tensor.chunk(len(targets), dim=0) if len(targets) > 1 else (tensor,)
+            for ours, part in zip(targets, parts):
+                if ours in found_as:
+                    problems["stored twice"].append(f"{key} and {found_as[ours]} are both {ours_to_theirs[ours]}")
+                    continue
                 found_as[ours] = f"{key} ({path.name})"
-                if tensor.shape != expected[ours]:
-                    problems["wrong shapes"].append(f"{key}: checkpoint {tuple(tensor.shape)}, model expects "
-                                                    f"{tuple(expected[ours])}")
-                elif bad_weight(tensor):
-                    problems["not floating-point numbers"].append(f"{key}: {bad_weight(tensor)}")
+                if part.shape != expected[ours]:
+                    where = f" for {ours}" if len(targets) > 1 else ""  # one part of a fused tensor
+                    problems["wrong shapes"].append(f"{key}: checkpoint {tuple(part.shape)}, model expects "
+                                                    f"{tuple(expected[ours])}{where}")
+                elif bad_weight(part):
+                    problems["not floating-point numbers"].append(f"{key}: {bad_weight(part)}")
                 else:
-                    weights[ours] = tensor.to(dtype or torch.float32)
+                    weights[ours] = part.to(dtype or torch.float32)
     problems["missing weights"] = [f"{ours_to_theirs[ours]} (minienc: {ours})" for ours in expected
                                    if ours not in found_as]
     if any(problems.values()):
