@@ -1,4 +1,4 @@
-"""Build the small seeded checkpoints in weights/: a tiny BERT, XLM-R, MPNet, DistilBERT, NomicBERT, Qwen3-Embedding, Llama, Qwen2,
+"""Build the small seeded checkpoints in weights/: a tiny BERT, XLM-R, MPNet, DistilBERT, NomicBERT, GTE, Qwen3-Embedding, Llama, Qwen2,
 Mistral, ModernBERT embedder and EmbeddingGemma, each with a tokenizer.json and sentence-transformers module files, so readers and quick tests have
 real files on disk.
 
@@ -240,6 +240,7 @@ def build(out: Path) -> None:
     report(folder, tokenizer)
     build_distilbert(out)
     build_nomic_bert(out)
+    build_gte(out)
     build_decoders(out)
     build_local_global(out)
 
@@ -275,6 +276,22 @@ def build_nomic_bert(out: Path) -> None:
     tokenizer.save(str(folder / "tokenizer.json"))
     write_sentence_modules(folder, "mean", max_seq_length=512)
     write_prompts_and_tokenizer_config(folder, {"query": "search_query: ", "document": "search_document: "}, "[PAD]")
+    report(folder, tokenizer)
+
+
+def build_gte(out: Path) -> None:
+    """GTE (gte-multilingual-base's family): XLM-R's tokenizer, CLS pooling; transformers saves q, k, v and up, gate
+    fused (qkv_proj, up_gate_proj), as the Hub's folders hold them."""
+    import transformers
+
+    folder, tokenizer = out / "tiny-gte", xlmr_tokenizer()
+    folder.mkdir(parents=True, exist_ok=True)
+    config = transformers.GteConfig(vocab_size=tokenizer.get_vocab_size(), initializer_range=0.2, **SIZES,
+                                    max_position_embeddings=512, type_vocab_size=1, pad_token_id=1)
+    torch.manual_seed(0)
+    transformers.GteModel(config).save_pretrained(folder)
+    tokenizer.save(str(folder / "tokenizer.json"))
+    write_sentence_modules(folder, "cls", max_seq_length=512)
     report(folder, tokenizer)
 
 

@@ -100,6 +100,17 @@ def test_bert_family(reference_dir, family, attention, dtype):
 @DTYPES
 @FORMS
 @pytest.mark.parametrize("side", ["none", "right"])
+def test_gte(tmp_path_factory, side, attention, dtype):
+    from .test_gte import batch as gte_batch, save_gte
+
+    folder = save_gte(tmp_path_factory.mktemp("gte"))
+    ids, mask = gte_batch(side)
+    compare(folder, ids, mask, attention, dtype)
+
+
+@DTYPES
+@FORMS
+@pytest.mark.parametrize("side", ["none", "right"])
 def test_nomic_bert(tmp_path_factory, side, attention, dtype):
     from .test_nomic import batch as nomic_batch, save_nomic
 

@@ -83,16 +83,17 @@ def apply_rotary_float32(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) 
     return ((wide * cos) + (rotate_half(wide) * sin)).to(x.dtype)
 
 
-# reproduces transformers v5.x Qwen3MLP, Gemma3MLP and LlamaMLP
+# reproduces transformers v5.x Qwen3MLP, Gemma3MLP, LlamaMLP, NomicBertMLP and GteMLP
 class GatedFeedForward(nn.Module):
-    """down(act(gate(x)) * up(x)): SwiGLU where act is SiLU (Qwen3, Llama), GeGLU where it is GELU's tanh form (Gemma).
-    Biases only where a Llama config asks for them (mlp_bias)."""
+    """down(act(gate(x)) * up(x)): SwiGLU where act is SiLU (Qwen3, Llama, Nomic), GeGLU where it is GELU (Gemma, GTE).
+    Biases only where a config asks for them: on all three (Llama's mlp_bias), or on down alone (GTE)."""
 
-    def __init__(self, hidden_size: int, intermediate_size: int, activation: str, bias: bool = False):
+    def __init__(self, hidden_size: int, intermediate_size: int, activation: str, bias: bool = False,
+                 down_bias: bool | None = None):
         super().__init__()
         self.gate = Linear(hidden_size, intermediate_size, bias=bias, activation=activation)
         self.up = Linear(hidden_size, intermediate_size, bias=bias)
-        self.down = Linear(intermediate_size, hidden_size, bias=bias)
+        self.down = Linear(intermediate_size, hidden_size, bias=bias if down_bias is None else down_bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.down(self.gate(x) * self.up(x))  # (B, T, H)

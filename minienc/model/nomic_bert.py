@@ -45,13 +45,15 @@ class NomicBertConfig:
     layer_norm_eps: float = 1e-12         # epsilon of every LayerNorm
     pad_token_id: int = 0                 # the id padding is filled with (masked: its value changes no result)
     rope_theta: float = 1000.0            # base of the rotary frequencies
+    attention_bias: bool = False          # biases on q, k, v and o (GTE: yes)
+    down_bias: bool = False               # a bias on the feed-forward's down projection (GTE: yes)
 
     family = "nomic_bert"
     positions_from_input_ids = False      # positions count 0, 1, 2, ... from the row's first token
 
     def __post_init__(self) -> None:
         check_sizes(self, ("vocab_size", "hidden_size", "num_layers", "num_heads", "head_dim", "intermediate_size",
-                           "max_position_embeddings", "type_vocab_size"))
+                           "max_position_embeddings"))
         check_common(self, "layer_norm_eps", self.layer_norm_eps)
         if self.head_dim % 2 or not isinstance(self.rope_theta, (int, float)) or self.rope_theta <= 0:
             raise ValueError(f"rotary positions need an even head_dim and a positive rope_theta, got {self.head_dim} "
@@ -68,7 +70,7 @@ class NomicBertConfig:
         not compute (scaled or partial or interleaved rotary positions, pre-norm, biases, RMSNorm, another
         activation) is refused, naming the field."""
         refuse_unsupported(raw)
-        rope = raw.get("rope_parameters") or raw.get("rope_scaling") or {}
+        rope = raw.get("rope_scaling") or raw.get("rope_parameters") or {}  # transformers' order
         if rope.get("rope_type", rope.get("type", "default")) != "default":
             raise ValueError(f"unsupported rotary scaling {rope}; minienc computes rope_type 'default'")
         hidden, heads = first(raw, "hidden_size", "n_embd"), first(raw, "num_attention_heads", "n_head")
@@ -102,28 +104,31 @@ def refuse_unsupported(raw: dict) -> None:
             raise ValueError(f"{name} {raw[name]!r} is not supported: minienc's NomicBERT computes {computed!r}")
 
 
-# reproduces transformers v5.x NomicBertEmbeddings (eval mode)
+# reproduces transformers v5.x NomicBertEmbeddings and GteEmbeddings (eval mode)
 class NomicEmbeddings(nn.Module):
     def __init__(self, config: NomicBertConfig):
         super().__init__()
         self.word = nn.Embedding(config.vocab_size, config.hidden_size)
-        self.token_type = nn.Embedding(config.type_vocab_size, config.hidden_size)
+        # segments; gte-base-en-v1.5 has none (type_vocab_size 0)
+        self.token_type = nn.Embedding(config.type_vocab_size, config.hidden_size) if config.type_vocab_size else None
         self.norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
 
     def forward(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor | None) -> torch.Tensor:
-        types = torch.zeros_like(input_ids) if token_type_ids is None else token_type_ids
-        return self.norm(self.word(input_ids) + self.token_type(types))  # (B, T, H)
+        x = self.word(input_ids)  # (B, T, H)
+        if self.token_type is not None:
+            x = x + self.token_type(torch.zeros_like(input_ids) if token_type_ids is None else token_type_ids)
+        return self.norm(x)
 
 
-# reproduces transformers v5.x NomicBertAttention
+# reproduces transformers v5.x NomicBertAttention and GteAttention
 class NomicAttention(nn.Module):
     def __init__(self, config: NomicBertConfig):
         super().__init__()
         self.head_dim = config.head_dim
         self.scale = self.head_dim**-0.5
-        H, width = config.hidden_size, config.num_heads * config.head_dim
-        self.query, self.key, self.value = (Linear(H, width, bias=False) for _ in range(3))
-        self.out = Linear(width, H, bias=False)
+        H, width, bias = config.hidden_size, config.num_heads * config.head_dim, config.attention_bias
+        self.query, self.key, self.value = (Linear(H, width, bias=bias) for _ in range(3))
+        self.out = Linear(width, H, bias=bias)
         self.attend = None  # set by NomicBertModel.set_attention
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, mask: torch.Tensor | None,
@@ -138,13 +143,14 @@ class NomicAttention(nn.Module):
         return self.out(y.transpose(1, 2).contiguous().reshape(B, T, -1))  # (B, T, H)
 
 
-# reproduces transformers v5.x NomicBertLayer: post-norm, LayerNorm(x + sublayer(x)) twice
+# reproduces transformers v5.x NomicBertLayer and GteLayer: post-norm, LayerNorm(x + sublayer(x)) twice
 class NomicLayer(nn.Module):
     def __init__(self, config: NomicBertConfig):
         super().__init__()
         self.attention = NomicAttention(config)
         self.attn_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
-        self.ffn = GatedFeedForward(config.hidden_size, config.intermediate_size, config.hidden_act)
+        self.ffn = GatedFeedForward(config.hidden_size, config.intermediate_size, config.hidden_act,
+                                    down_bias=config.down_bias)
         self.ffn_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, mask: torch.Tensor | None,
@@ -153,16 +159,15 @@ class NomicLayer(nn.Module):
         return self.ffn_norm(x + self.ffn(x))  # (B, T, H)
 
 
-# reproduces transformers v5.x NomicBertModel (without its pooler; rope_type "default")
+# reproduces transformers v5.x NomicBertModel and GteModel (without their poolers; rope_type "default")
 class NomicBertModel(nn.Module):
     """The whole encoder. `model(input_ids, attention_mask, token_type_ids)` -> last hidden state (B, T, H); packed,
     `model(input_ids, spans=spans)` with (1, N) inputs -> (1, N, H)."""
 
-    family = NomicBertConfig.family  # whose `matches=` claims apply (model/attention.py)
-
     def __init__(self, config: NomicBertConfig, attention: str = "sdpa"):
         super().__init__()
         self.config = config
+        self.family = config.family  # nomic_bert or gte: whose `matches=` claims apply (model/attention.py)
         self.embeddings = NomicEmbeddings(config)
         self.layers = nn.ModuleList(NomicLayer(config) for _ in range(config.num_layers))
         # float32 on the CPU whatever the model's dtype and device, as transformers keeps it (see qwen3.py)
