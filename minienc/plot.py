@@ -1,12 +1,11 @@
 """`minienc trace --plot FILE`: one text's attention weights, for one layer and head, beside the mask that shaped
-them: BERT's full square, a decoder's causal triangle.
+them (BERT's full square, a decoder's causal triangle, a local layer's band) and, where the family adds positions to
+the scores (MPNet), that head's position bias.
 
 The weights are read as the model runs: the layer's attention is wrapped, for that one forward pass, by one that also
-computes softmax(q k^T * scale) over the keys the contract's mask allows (model/attention.py: the padding, a decoder's
-triangle, a local layer's band; shared key heads repeated for their query heads) and keeps the chosen head's; the
-pass itself computes what it always does. Drawing needs
-matplotlib: `pip install 'minienc[plot]'`.
-"""
+computes softmax(q k^T * scale + bias) over the keys the contract's mask allows (model/attention.py; shared key heads
+repeated for their query heads) and keeps the chosen head's; the pass itself computes what it always does. Drawing
+needs matplotlib: `pip install 'minienc[plot]'`."""
 
 from __future__ import annotations
 
@@ -23,24 +22,34 @@ def recording(attend: Attend, head: int, kept: dict):
     kept["allowed"]."""
 
     def wrapped(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None, scale: float,
-                spans=None) -> torch.Tensor:
+                spans=None, bias: torch.Tensor | None = None) -> torch.Tensor:
         T = q.shape[2]
         allowed = torch.ones(1, 1, T, T, dtype=torch.bool, device=q.device)
         contract = attend.contract_mask(mask, T, q.device)
         allowed = allowed if contract is None else allowed & contract
         keys = repeat_kv(k, q)  # (1, nh, T, hs)
         scores = (q[:, head] @ keys[:, head].transpose(1, 2)).float() * scale  # (1, T, T)
+        if bias is not None:  # positions that enter as scores (MPNet's relative buckets)
+            kept["bias"] = bias[0, head].float()  # (T, T)
+            scores = scores + kept["bias"]
         kept["weights"] = torch.softmax(scores.masked_fill(~allowed[:, 0], float("-inf")), dim=-1)[0]
         kept["allowed"] = allowed[0, 0].expand(T, T)
-        return attend(q, k, v, mask, scale, spans)
+        return attend(q, k, v, mask, scale, spans, bias)
 
     return wrapped
 
 
-@torch.inference_mode()
 def attention_weights(model, text: str, layer: int, head: int) -> tuple[list[str], torch.Tensor, torch.Tensor]:
     """One text through a SentenceEncoder's encoder (alone, unpadded): its tokens, the weights (T, T) of `head` in
     `layer` (row: the token attending; column: the token read) and the mask (T, T) that allowed them."""
+    kept = recorded(model, text, layer, head)
+    return kept["tokens"], kept["weights"], kept["allowed"]
+
+
+@torch.inference_mode()
+def recorded(model, text: str, layer: int, head: int) -> dict:
+    """attention_weights' three, as "tokens", "weights", "allowed", and "bias", the position bias (T, T) the head
+    adds to its scores where the family has one (MPNet), else None."""
     encoder = model.encoder
     if not 0 <= layer < len(encoder.layers):
         raise ValueError(f"--layer must be from 0 to {len(encoder.layers) - 1}, got {layer}")
@@ -55,11 +64,14 @@ def attention_weights(model, text: str, layer: int, head: int) -> tuple[list[str
         encoder(**model.tokenizer([text], device=model.device))
     finally:
         attention.attend = original
-    return model.tokenizer.encodings([text])[0].tokens, kept["weights"].cpu(), kept["allowed"].cpu()
+    bias = kept.get("bias")
+    return {"tokens": model.tokenizer.encodings([text])[0].tokens, "weights": kept["weights"].cpu(),
+            "allowed": kept["allowed"].cpu(), "bias": None if bias is None else bias.cpu()}
 
 
 def plot_attention(path: str | Path, model, text: str, layer: int = 0, head: int = 0) -> Path:
-    """Draw the weights beside the mask into `path` (PNG, or any format matplotlib writes by its suffix)."""
+    """Draw the weights beside the mask, and the position bias where the family adds one (MPNet), into `path` (PNG,
+    or any format matplotlib writes by its suffix)."""
     try:
         import matplotlib
 
@@ -67,14 +79,20 @@ def plot_attention(path: str | Path, model, text: str, layer: int = 0, head: int
         import matplotlib.pyplot as plt
     except ImportError:
         raise ImportError("--plot needs matplotlib: pip install 'minienc[plot]'") from None
-    tokens, weights, allowed = attention_weights(model, text, layer, head)
-    family = model.encoder.config.model_type
+    kept = recorded(model, text, layer, head)
+    tokens, family = kept["tokens"], model.encoder.config.model_type
     size = max(4.0, 0.35 * len(tokens) + 2)
-    figure, (left, right) = plt.subplots(1, 2, figsize=(2 * size, size))
-    panels = ((left, weights.numpy(), f"{family}: attention weights, layer {layer}, head {head}", "viridis"),
-              (right, allowed.float().numpy(), "mask: which keys each token may read", "Greys"))
-    for axes, values, title, colours in panels:
-        axes.imshow(values, cmap=colours, vmin=0, vmax=1)
+    panels = [(kept["weights"].numpy(), f"{family}: attention weights, layer {layer}, head {head}", "viridis", (0, 1)),
+              (kept["allowed"].float().numpy(), "mask: which keys each token may read (black: may)", "Greys", (0, 1))]
+    if kept["bias"] is not None:  # what the relative position buckets add to this head's scores
+        bias = kept["bias"].numpy()
+        panels.append((bias, f"position bias of head {head}: added to the scores", "coolwarm",
+                       (-abs(bias).max(), abs(bias).max())))
+    figure, grid = plt.subplots(1, len(panels), figsize=(len(panels) * size, size))
+    for axes, (values, title, colours, (low, high)) in zip(grid, panels):
+        image = axes.imshow(values, cmap=colours, vmin=low, vmax=high)
+        if colours != "Greys":
+            figure.colorbar(image, ax=axes, fraction=0.046, pad=0.04)
         axes.set_title(title)
         axes.set_xticks(range(len(tokens)), tokens, rotation=90, fontsize=7)
         axes.set_yticks(range(len(tokens)), tokens, fontsize=7)

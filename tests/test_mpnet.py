@@ -144,3 +144,36 @@ def test_parity_holds_sdpa_to_transformers_eager(tmp_path):
     assert reference == "eager"
     assert [r.stage for r in rows][:2] == ["embedding_sum", "embeddings"] and rows[-1].stage == "sentence_embedding"
     assert all(r.identical for r in rows)
+
+
+def test_trace_plot_draws_the_position_bias(tmp_path):
+    """`minienc trace --plot` on MPNet: the weights it draws include the relative bias (they are transformers' own
+    attention probabilities, to float32 rounding), and a third panel shows that bias, with colour bars."""
+    from minienc.plot import plot_attention, recorded
+
+    model = minienc.SentenceEncoder.from_pretrained(TINY, attention="eager")
+    text = "tokens become vectors and attention mixes them"
+    kept = recorded(model, text, layer=1, head=2)
+    theirs = transformers.AutoModel.from_pretrained(TINY, add_pooling_layer=False).eval()
+    batch = model.tokenizer([text])
+    with torch.inference_mode():
+        probabilities = theirs(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                               output_attentions=True).attentions[1][0, 2]
+    torch.testing.assert_close(kept["weights"], probabilities, rtol=0, atol=1e-6)
+    T = len(kept["tokens"])
+    assert kept["bias"].shape == (T, T) and torch.equal(kept["bias"].diagonal(), kept["bias"][0, 0].expand(T))
+    pytest.importorskip("matplotlib")
+    import matplotlib.pyplot as plt
+
+    shown = []
+    original = plt.Figure.savefig
+    plt.Figure.savefig = lambda figure, *args, **kwargs: (shown.append(figure), original(figure, *args, **kwargs))[1]
+    try:
+        path = plot_attention(tmp_path / "mpnet.png", model, text, layer=1, head=2)
+    finally:
+        plt.Figure.savefig = original
+    assert path.stat().st_size > 0
+    (figure,) = shown
+    titles = [axes.get_title() for axes in figure.axes]
+    assert any(title.startswith("position bias of head 2") for title in titles)
+    assert len(figure.axes) == 5  # three panels and the colour bars of the weights and the bias
