@@ -167,8 +167,8 @@ def format_trace(data: dict[str, Any]) -> str:
         lines += ["", f"3. {layers}"]
     else:
         lines += ["", "2. embeddings          (shape and norm of the whole tensor; values of the first token)"]
-        lines += [row("word+type+position" if record.token_types else "word+position", data["stages"]["embedding_sum"]),
-                  row("LayerNorm", data["stages"]["embeddings"])]
+        summed = "word+type+position" if record.token_types else "word+position"
+        lines += [row(summed, data["stages"]["embedding_sum"]), row("LayerNorm", data["stages"]["embeddings"])]
         lines += ["", "3. encoder layers"]
     lines += [row(name, s) for name, s in data["stages"].items() if name.startswith("layer.")]
     if "norm" in data["stages"]:

@@ -206,3 +206,18 @@ def test_trace(folder, minilm_dir, capsys):
     assert main(["trace", "--model", str(path), "头痛 🙂 hello"]) == 0
     page = capsys.readouterr().out
     assert "text: '头痛 🙂 hello'" in page and "4. pooling" in page and "5. L2 normalize" in page
+
+
+BUNDLED = sorted(path.name for path in WEIGHTS.iterdir() if (path / "config.json").is_file())
+
+
+@pytest.mark.parametrize("folder", BUNDLED)
+def test_every_bundled_family_traces_and_is_identical_at_every_stage(folder, capsys):
+    """`minienc trace` prints every family's steps (its stage points come from its record), and `minienc parity`
+    finds every stage identical to transformers' with the default attention (or its own claim, MPNet's eager)."""
+    assert len(BUNDLED) >= 12
+    assert main(["trace", "--model", str(WEIGHTS / folder), "a learner reads 头痛 🙂"]) == 0
+    out = capsys.readouterr().out
+    assert "1. tokenize" in out and "3. " in out and "pooling" in out
+    rows, _ = run_parity(WEIGHTS / folder, "sdpa")
+    assert len(rows) >= 5 and all(r.identical for r in rows), [r for r in rows if not r.identical]

@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .family import Family, Stages
-from .nomic_bert import NomicBertConfig, NomicBertModel
+from .nomic_bert import TRACE_WORDS, NomicBertConfig, NomicBertModel
 
 
 @dataclass(frozen=True)
@@ -78,5 +78,5 @@ FAMILY = Family(
     reference="GteModel",
     ours=Stages(embeddings=(("embeddings", "embeddings", False),), attention=("attn_norm", False)),
     theirs=Stages(embeddings=(("embeddings", "embeddings", False),), attention=("post_attention_layernorm", False)),
-    token_types=True,
+    token_types=True, trace_words=TRACE_WORDS,
 )

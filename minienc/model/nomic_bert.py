@@ -226,10 +226,13 @@ KEYS: dict[str, str | tuple[str, ...] | None] = {
     "pooler.dense.weight": None, "pooler.dense.bias": None,
 }
 
+TRACE_WORDS = ("LayerNorm of word + token-type vectors",
+               "encoder layers      (post-norm, as BERT: LayerNorm(x + attention(x)); then the gated FFN)", "")
+
 FAMILY = Family(
     name=NomicBertConfig.family, model_types={"nomic_bert": "nomic_bert."}, config=NomicBertConfig,
     model=NomicBertModel, keys=KEYS, reference="NomicBertModel",
     ours=Stages(embeddings=(("embeddings", "embeddings", False),), attention=("attn_norm", False)),
     theirs=Stages(embeddings=(("embeddings", "embeddings", False),), attention=("post_attention_layernorm", False)),
-    token_types=True, trace_words=None,
+    token_types=True, trace_words=TRACE_WORDS,
 )
