@@ -1,6 +1,7 @@
-"""Build the small seeded checkpoints in weights/: a tiny BERT, XLM-R, MPNet, DistilBERT, NomicBERT, GTE, Qwen3-Embedding, Llama, Qwen2,
-Mistral, ModernBERT embedder and EmbeddingGemma, each with a tokenizer.json and sentence-transformers module files, so readers and quick tests have
-real files on disk.
+"""Build the small seeded checkpoints in weights/, one of every family: a tiny BERT, XLM-R, MPNet, DistilBERT,
+NomicBERT, GTE, jina-embeddings-v3, Qwen3-Embedding, Llama, Qwen2, Mistral, ModernBERT embedder and EmbeddingGemma,
+each with a tokenizer.json and sentence-transformers module files, so readers and quick tests have real files on
+disk.
 
     python scripts/make_tiny_weights.py [--out weights]
 
@@ -241,6 +242,7 @@ def build(out: Path) -> None:
     build_distilbert(out)
     build_nomic_bert(out)
     build_gte(out)
+    build_jina_v3(out)
     build_decoders(out)
     build_local_global(out)
 
@@ -292,6 +294,22 @@ def build_gte(out: Path) -> None:
     transformers.GteModel(config).save_pretrained(folder)
     tokenizer.save(str(folder / "tokenizer.json"))
     write_sentence_modules(folder, "cls", max_seq_length=512)
+    report(folder, tokenizer)
+
+
+def build_jina_v3(out: Path) -> None:
+    """jina-embeddings-v3 (without its task adapters): XLM-R's tokenizer, mean pooling; transformers saves q, k, v
+    fused (mixer.Wqkv), as the Hub's folders hold them."""
+    import transformers
+
+    folder, tokenizer = out / "tiny-jina-v3", xlmr_tokenizer()
+    folder.mkdir(parents=True, exist_ok=True)
+    config = transformers.JinaEmbeddingsV3Config(vocab_size=tokenizer.get_vocab_size(), initializer_range=0.2,
+                                                 **SIZES, max_position_embeddings=514, pad_token_id=1)
+    torch.manual_seed(0)
+    transformers.JinaEmbeddingsV3Model(config, add_pooling_layer=False).save_pretrained(folder)
+    tokenizer.save(str(folder / "tokenizer.json"))
+    write_sentence_modules(folder, "mean", max_seq_length=512)
     report(folder, tokenizer)
 
 

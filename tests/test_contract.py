@@ -18,7 +18,7 @@ from minienc.parity import claimed_reference
 
 REPO = Path(__file__).resolve().parents[1]
 DECODERS = ["tiny-qwen3-embedding", "tiny-llama", "tiny-qwen2", "tiny-mistral"]
-BUNDLED = ["tiny-bert", "tiny-xlm-roberta", "tiny-distilbert", "tiny-nomic-bert", "tiny-gte", "tiny-mpnet", *DECODERS, "tiny-modernbert-embed", "tiny-embeddinggemma"]
+BUNDLED = ["tiny-bert", "tiny-xlm-roberta", "tiny-distilbert", "tiny-nomic-bert", "tiny-gte", "tiny-jina-v3", "tiny-mpnet", *DECODERS, "tiny-modernbert-embed", "tiny-embeddinggemma"]
 BIASED = ["tiny-mpnet"]  # positions as a score bias: linear attention, which has no scores, is refused there
 # long enough to cross the bundled models' local windows (8 tokens each way), short enough to pad the others past them
 TEXTS = ["a", "a short text", "tokens become vectors and attention mixes them, layer after layer, " * 3, "头痛 🙂"]

@@ -100,6 +100,17 @@ def test_bert_family(reference_dir, family, attention, dtype):
 @DTYPES
 @FORMS
 @pytest.mark.parametrize("side", ["none", "right"])
+def test_jina_v3(tmp_path_factory, side, attention, dtype):
+    from .test_jina import batch as jina_batch, save_jina
+
+    folder = save_jina(tmp_path_factory.mktemp("jina"))
+    ids, mask = jina_batch(side)
+    compare(folder, ids, mask, attention, dtype, add_pooling_layer=False)
+
+
+@DTYPES
+@FORMS
+@pytest.mark.parametrize("side", ["none", "right"])
 def test_gte(tmp_path_factory, side, attention, dtype):
     from .test_gte import batch as gte_batch, save_gte
 

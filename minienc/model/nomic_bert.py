@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from .attention import BERT_FORMS, Spans, bind
-from .bert import key_padding_mask
+from .bert import FeedForward, key_padding_mask
 from .blocks import GatedFeedForward, apply_rotary, inverse_frequencies, rotary_angles
 from .config import check_common, check_sizes
 from .family import Family, Stages
@@ -47,6 +47,7 @@ class NomicBertConfig:
     rope_theta: float = 1000.0            # base of the rotary frequencies
     attention_bias: bool = False          # biases on q, k, v and o (GTE: yes)
     down_bias: bool = False               # a bias on the feed-forward's down projection (GTE: yes)
+    gated: bool = True                    # a gated feed-forward (SwiGLU, GeGLU); False: BERT's (jina-v3)
 
     family = "nomic_bert"
     positions_from_input_ids = False      # positions count 0, 1, 2, ... from the row's first token
@@ -104,7 +105,7 @@ def refuse_unsupported(raw: dict) -> None:
             raise ValueError(f"{name} {raw[name]!r} is not supported: minienc's NomicBERT computes {computed!r}")
 
 
-# reproduces transformers v5.x NomicBertEmbeddings and GteEmbeddings (eval mode)
+# reproduces transformers v5.x NomicBertEmbeddings, GteEmbeddings and JinaEmbeddingsV3Embeddings (eval mode)
 class NomicEmbeddings(nn.Module):
     def __init__(self, config: NomicBertConfig):
         super().__init__()
@@ -120,7 +121,7 @@ class NomicEmbeddings(nn.Module):
         return self.norm(x)
 
 
-# reproduces transformers v5.x NomicBertAttention and GteAttention
+# reproduces transformers v5.x NomicBertAttention, GteAttention and JinaEmbeddingsV3Attention
 class NomicAttention(nn.Module):
     def __init__(self, config: NomicBertConfig):
         super().__init__()
@@ -143,14 +144,15 @@ class NomicAttention(nn.Module):
         return self.out(y.transpose(1, 2).contiguous().reshape(B, T, -1))  # (B, T, H)
 
 
-# reproduces transformers v5.x NomicBertLayer and GteLayer: post-norm, LayerNorm(x + sublayer(x)) twice
+# reproduces transformers v5.x NomicBertLayer, GteLayer and JinaEmbeddingsV3Layer: post-norm, LayerNorm(x + sublayer(x))
+# twice
 class NomicLayer(nn.Module):
     def __init__(self, config: NomicBertConfig):
         super().__init__()
         self.attention = NomicAttention(config)
         self.attn_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
-        self.ffn = GatedFeedForward(config.hidden_size, config.intermediate_size, config.hidden_act,
-                                    down_bias=config.down_bias)
+        self.ffn = (GatedFeedForward(config.hidden_size, config.intermediate_size, config.hidden_act,
+                                     down_bias=config.down_bias) if config.gated else FeedForward(config))
         self.ffn_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, mask: torch.Tensor | None,
@@ -159,7 +161,8 @@ class NomicLayer(nn.Module):
         return self.ffn_norm(x + self.ffn(x))  # (B, T, H)
 
 
-# reproduces transformers v5.x NomicBertModel and GteModel (without their poolers; rope_type "default")
+# reproduces transformers v5.x NomicBertModel, GteModel and JinaEmbeddingsV3Model (without their poolers; rope_type
+# "default")
 class NomicBertModel(nn.Module):
     """The whole encoder. `model(input_ids, attention_mask, token_type_ids)` -> last hidden state (B, T, H); packed,
     `model(input_ids, spans=spans)` with (1, N) inputs -> (1, N, H)."""
