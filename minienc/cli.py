@@ -204,13 +204,21 @@ def cmd_similarity(args: argparse.Namespace) -> None:
         if not second:
             raise ValueError(f"--to-input {args.to_input} holds no text")
     model = load_model(args)
-    scores = model.similarity(model.encode(first), model.encode(second))  # (len(first), len(second))
+    to_prompt = args.to_prompt_name if args.to_prompt_name is not None else args.prompt_name
+    scores = model.similarity(model.encode(first, prompt_name=args.prompt_name),
+                              model.encode(second, prompt_name=to_prompt))  # (len(first), len(second))
     if scores.numel() == 1:
         print(f"{float(scores):.6f}")
         return
-    print("\t".join(["", *(t.replace("\t", " ") for t in second)]))
+    print("\t".join(["", *(header(t) for t in second)]))
     for text, row in zip(first, scores.tolist()):
-        print("\t".join([text.replace("\t", " "), *(f"{v:.6f}" for v in row)]))
+        print("\t".join([header(text), *(f"{v:.6f}" for v in row)]))
+
+
+def header(text: str, width: int = 24) -> str:
+    """A text as a row or column header of the similarity matrix: one line, at most `width` characters."""
+    line = " ".join(text.split())
+    return line if len(line) <= width else line[: width - 1] + "…"
 
 
 def cmd_trace(args: argparse.Namespace) -> None:
@@ -223,6 +231,10 @@ def cmd_trace(args: argparse.Namespace) -> None:
                                               matmul=args.matmul, device=args.device)
     else:
         model = load_model(args)
+    if args.plot:  # checked before the work, so that a wrong --layer does not print a whole trace first
+        from .plot import check_layer_and_head
+
+        check_layer_and_head(model.encoder, args.layer, args.head)
     data = trace(model, args.text)
     print(json.dumps(data, ensure_ascii=False, indent=2) if args.json else format_trace(data))
     if args.plot:
@@ -311,6 +323,10 @@ def build_parser() -> argparse.ArgumentParser:
     similarity.add_argument("--to", nargs="+", help="the second list")
     similarity.add_argument("--to-input", help="the second list from a file, as --input")
     similarity.add_argument("--text-field", default="text", help="the text's field in .jsonl / .parquet input")
+    similarity.add_argument("--prompt-name", default=None,
+                            help="one of the model's prompts for the first list (and the second, unless "
+                                 "--to-prompt-name), e.g. query")
+    similarity.add_argument("--to-prompt-name", default=None, help="the prompt for the second list, e.g. document")
     add_model_options(similarity)
     add_dtype_option(similarity)
     similarity.set_defaults(run=cmd_similarity, execution="packed")

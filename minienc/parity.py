@@ -6,6 +6,7 @@ vector, where the folder is a sentence-transformers one).
 
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -73,8 +74,9 @@ def run_parity(
     reference = reference or claimed_reference(model, attention) or "eager"
     folder, transformer = model_folders(model)
     options = family_of(ours.encoder.config.model_type).reference_options  # BERT's: without its pooler
-    hf = transformers.AutoModel.from_pretrained(transformer, attn_implementation=reference,
-                                                dtype=dtype or torch.float32, **dict(options)).to(ours.device).eval()
+    with quiet(transformers):  # its loading bars and report (the pooler left out on purpose) are not ours to show
+        hf = transformers.AutoModel.from_pretrained(transformer, attn_implementation=reference,
+                                                    dtype=dtype or torch.float32, **dict(options)).to(ours.device).eval()
     batch = ours.tokenizer(texts, device=ours.device)
     real = batch["attention_mask"].bool()
     mine, theirs = capture(ours.encoder, batch), capture_reference(hf, batch)
@@ -85,6 +87,21 @@ def run_parity(
     if (folder / "modules.json").is_file():
         rows += sentence_rows(ours, folder, reference, texts, dtype)
     return rows, reference
+
+
+@contextlib.contextmanager
+def quiet(transformers):
+    """transformers' logging at errors only and its progress bars off, for the block; as they were after it."""
+    logging = transformers.utils.logging
+    level, bars = logging.get_verbosity(), logging.is_progress_bar_enabled()
+    logging.set_verbosity_error()
+    logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        logging.set_verbosity(level)
+        if bars:
+            logging.enable_progress_bar()
 
 
 def model_folders(model: str | Path) -> tuple[Path, Path]:
@@ -103,8 +120,11 @@ def sentence_rows(ours: SentenceEncoder, folder: Path, reference: str, texts: li
     """The final sentence vector against sentence-transformers' (one batch each)."""
     from sentence_transformers import SentenceTransformer
 
-    st = SentenceTransformer(str(folder), device=str(ours.device),
-                             model_kwargs={"attn_implementation": reference, "dtype": dtype or torch.float32})
+    import transformers
+
+    with quiet(transformers):
+        st = SentenceTransformer(str(folder), device=str(ours.device),
+                                 model_kwargs={"attn_implementation": reference, "dtype": dtype or torch.float32})
     n = len(texts)
     mine = ours.encode(texts, batch_size=n, convert_to_tensor=True)
     theirs = st.encode(texts, batch_size=n, convert_to_tensor=True)

@@ -46,17 +46,22 @@ def attention_weights(model, text: str, layer: int, head: int) -> tuple[list[str
     return kept["tokens"], kept["weights"], kept["allowed"]
 
 
+def check_layer_and_head(encoder, layer: int, head: int) -> None:
+    """--layer and --head name a layer and a head of this encoder; an error says which range, before any work."""
+    if not 0 <= layer < len(encoder.layers):
+        raise ValueError(f"--layer must be from 0 to {len(encoder.layers) - 1}, got {layer}")
+    heads = encoder.config.num_heads
+    if not 0 <= head < heads:
+        raise ValueError(f"--head must be from 0 to {heads - 1}, got {head}")
+
+
 @torch.inference_mode()
 def recorded(model, text: str, layer: int, head: int) -> dict:
     """attention_weights' three, as "tokens", "weights", "allowed", and "bias", the position bias (T, T) the head
     adds to its scores where the family has one (MPNet), else None."""
     encoder = model.encoder
-    if not 0 <= layer < len(encoder.layers):
-        raise ValueError(f"--layer must be from 0 to {len(encoder.layers) - 1}, got {layer}")
+    check_layer_and_head(encoder, layer, head)
     attention = encoder.layers[layer].attention
-    heads = encoder.config.num_heads
-    if not 0 <= head < heads:
-        raise ValueError(f"--head must be from 0 to {heads - 1}, got {head}")
     kept: dict = {}
     original = attention.attend
     attention.attend = recording(original, head, kept)

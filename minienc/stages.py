@@ -113,6 +113,7 @@ def trace_encoder(sentence, text: str) -> tuple[dict[str, Any], torch.Tensor, to
         "token_type_ids": batch["token_type_ids"][0].tolist(),
         "position_ids": position_ids[0].tolist(),
         "stages": {name: summary(t[0]) for name, t in stages.items()},
+        "layer_kinds": layer_kinds(sentence.encoder),
     }
     return data, stages[last_stage(stages)], batch["attention_mask"]
 
@@ -122,10 +123,29 @@ def trace_sentence(model, text: str) -> dict[str, Any]:
     """Then pooling, Dense and the normalizer: a SentenceEncoder's steps 4-5."""
     data, last, mask = trace_encoder(model, text)
     pooled = pool(last, mask, model.pooling)[0]  # (H,)
-    for layer in model.dense:
-        pooled = layer(pooled)
-    return {**data, "pooling": "+".join(model.pooling), "pooled": summary(pooled),
-            "normalized": summary(l2_normalize(pooled)) if model.normalize else None}
+    vector, dense = pooled, []
+    for layer in model.dense:  # the folder's Dense modules, in the order encode() applies them
+        vector = layer(vector)
+        dense.append({"in": layer.linear.in_features, "out": layer.linear.out_features,
+                      "activation": activation_name(layer.activation), "vector": summary(vector)})
+    return {**data, "pooling": "+".join(model.pooling), "pooled": summary(pooled), "dense": dense,
+            "normalized": summary(l2_normalize(vector)) if model.normalize else None}
+
+
+def layer_kinds(encoder) -> list[str] | None:
+    """Each layer's attention, for the families whose layers differ (ModernBERT, Gemma 3): "global", or "local ±W"
+    (a token reads the tokens at most W positions away); None where every layer attends alike."""
+    kinds = [getattr(layer, "kind", None) for layer in encoder.layers]
+    if not any(kinds):
+        return None
+    window = getattr(encoder.config, "window", None)
+    return ["global" if kind == "full_attention" else f"local ±{window}" for kind in kinds]
+
+
+def activation_name(fn) -> str:
+    """A Dense activation's name as the trace prints it (the identity is a lambda: "none")."""
+    name = getattr(fn, "__name__", type(fn).__name__)
+    return "none" if name == "<lambda>" else name
 
 
 @torch.inference_mode()
@@ -170,7 +190,11 @@ def format_trace(data: dict[str, Any]) -> str:
         summed = "word+type+position" if record.token_types else "word+position"
         lines += [row(summed, data["stages"]["embedding_sum"]), row("LayerNorm", data["stages"]["embeddings"])]
         lines += ["", "3. encoder layers"]
-    lines += [row(name, s) for name, s in data["stages"].items() if name.startswith("layer.")]
+    kinds = data.get("layer_kinds")
+    for name, s in data["stages"].items():
+        if name.startswith("layer."):
+            index = int(name.split(".")[1])
+            lines.append(row(name, s) + (f"   {kinds[index]}" if kinds and name.endswith(".attention") else ""))
     if "norm" in data["stages"]:
         lines += [row(words[2] if words else "final norm", data["stages"]["norm"])]
     lines += (sparse_steps if "head" in data else sentence_steps)(data, row)
@@ -178,9 +202,13 @@ def format_trace(data: dict[str, Any]) -> str:
 
 
 def sentence_steps(data: dict[str, Any], row) -> list[str]:
-    lines = ["", f"4. pooling ({data['pooling']})", row("pooled", data["pooled"])]
+    lines, step = ["", f"4. pooling ({data['pooling']})", row("pooled", data["pooled"])], 5
+    for i, dense in enumerate(data.get("dense", [])):
+        lines += ["", f"{step}. Dense {i + 1}  ({dense['in']} -> {dense['out']}, activation {dense['activation']})",
+                  row("vector", dense["vector"])]
+        step += 1
     if data["normalized"] is not None:
-        lines += ["", "5. L2 normalize", row("normalized", data["normalized"])]
+        lines += ["", f"{step}. L2 normalize", row("normalized", data["normalized"])]
     return lines
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 import minienc
 import minienc.runtime.matmul
@@ -189,3 +190,19 @@ def test_bad_device_from_python(minilm_dir, device):
     for load in (minienc.SentenceEncoder.from_pretrained, minienc.Encoder.from_pretrained):
         with pytest.raises(ValueError, match=rf"device '{device}'.*this machine has cpu"):
             load(minilm_dir, device=device)
+
+
+def test_similarity_with_prompts_and_short_headers(capsys):
+    """--prompt-name for the first list (and the second), --to-prompt-name for the second: the vectors encode()
+    gives with those prompts; long texts are cut to one short line in the headers."""
+    folder = Path(__file__).resolve().parents[1] / "weights" / "tiny-qwen3-embedding"
+    model = minienc.SentenceEncoder.from_pretrained(folder)
+    first, second = ["what is a headache"], ["a headache is a pain in the head,\tquite common", "DDR4 memory"]
+    expected = model.similarity(model.encode(first, prompt_name="query"), model.encode(second, prompt_name="document"))
+    assert main(["similarity", "--model", str(folder), *first, "--to", *second, "--prompt-name", "query",
+                 "--to-prompt-name", "document"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split("\t") == ["", "a headache is a pain in…", "DDR4 memory"]
+    assert lines[1].split("\t") == [first[0], *(f"{v:.6f}" for v in expected[0].tolist())]
+    unprompted = model.similarity(model.encode(first), model.encode(second))
+    assert not torch.equal(expected, unprompted)  # the prompts reach the vectors

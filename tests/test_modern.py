@@ -427,3 +427,21 @@ def test_biases_where_the_config_asks(family, tmp_path):
         a = reference(folder, "sdpa")(input_ids=ids, attention_mask=mask).last_hidden_state
         b = ours(ids, attention_mask=mask)
     assert torch.equal(a[mask.bool()], b[mask.bool()])
+
+
+def test_trace_shows_dense_steps_and_layer_kinds(capsys):
+    """EmbeddingGemma's trace prints its two Dense layers between pooling and the normalizer (the vector it prints
+    last is encode()'s) and each layer's kind: local with its window, or global."""
+    from minienc.cli import main
+
+    folder = Path(__file__).resolve().parents[1] / "weights" / "tiny-embeddinggemma"
+    assert main(["trace", "--model", str(folder), "--json", "hello world"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert [(d["in"], d["out"], d["activation"]) for d in data["dense"]] == [(32, 64, "none"), (64, 32, "none")]
+    assert data["layer_kinds"] == ["local ±8", "local ±8", "global"]
+    expected = minienc.SentenceEncoder.from_pretrained(folder, execution="padded").encode("hello world")[:4]
+    assert data["normalized"]["values"] == [round(float(x), 6) for x in expected]
+    assert main(["trace", "--model", str(folder), "hello world"]) == 0
+    page = capsys.readouterr().out
+    assert "5. Dense 1  (32 -> 64, activation none)" in page and "6. Dense 2" in page and "7. L2 normalize" in page
+    assert "local ±8" in page and "global" in page

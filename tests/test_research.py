@@ -221,3 +221,12 @@ def test_every_bundled_family_traces_and_is_identical_at_every_stage(folder, cap
     assert "1. tokenize" in out and "3. " in out and "pooling" in out
     rows, _ = run_parity(WEIGHTS / folder, "sdpa")
     assert len(rows) >= 5 and all(r.identical for r in rows), [r for r in rows if not r.identical]
+
+
+def test_parity_prints_only_its_own_lines(capfd):
+    """The reference's loading bars and load report (BERT's pooler, left out on purpose) do not reach the user: what
+    `minienc parity` prints is its header and its table."""
+    assert main(["parity", "--model", str(WEIGHTS / "tiny-bert"), "hello"]) == 0
+    captured = capfd.readouterr()
+    assert "LOAD REPORT" not in captured.out + captured.err and "Loading weights" not in captured.err
+    assert captured.out.splitlines()[0].startswith("minienc attention=sdpa")
