@@ -9,6 +9,7 @@ needs matplotlib: `pip install 'minienc[plot]'`."""
 
 from __future__ import annotations
 
+import sys
 import warnings
 from pathlib import Path
 
@@ -74,6 +75,25 @@ def recorded(model, text: str, layer: int, head: int) -> dict:
             "allowed": kept["allowed"].cpu(), "bias": None if bias is None else bias.cpu()}
 
 
+MAX_INCHES, MAX_LABELS = 16.0, 48  # a panel's largest side, and the most token labels an axis shows
+
+
+def use_cjk_font(plt, tokens: list[str]) -> None:
+    """Where the tokens hold CJK characters, draw them with an installed font that has them (Noto CJK, WenQuanYi,
+    Droid Sans Fallback, ...); without one, say so once on stderr, since matplotlib would draw empty boxes."""
+    if not any("\u2e80" <= c <= "\u9fff" or "\uac00" <= c <= "\ud7af" for token in tokens for c in token):
+        return
+    from matplotlib import font_manager
+
+    names = sorted({font.name for font in font_manager.fontManager.ttflist
+                    if any(mark in font.name for mark in ("CJK", "WenQuanYi", "Droid Sans Fallback", "Han Sans"))})
+    if names:
+        plt.rcParams["font.sans-serif"] = [names[0], *plt.rcParams["font.sans-serif"]]
+    else:
+        print("minienc: no font with CJK characters is installed (e.g. fonts-noto-cjk): they are drawn as boxes",
+              file=sys.stderr)
+
+
 def plot_attention(path: str | Path, model, text: str, layer: int = 0, head: int = 0) -> Path:
     """Draw the weights beside the mask, and the position bias where the family adds one (MPNet), into `path` (PNG,
     or any format matplotlib writes by its suffix)."""
@@ -86,7 +106,10 @@ def plot_attention(path: str | Path, model, text: str, layer: int = 0, head: int
         raise ImportError("--plot needs matplotlib: pip install 'minienc[plot]'") from None
     kept = recorded(model, text, layer, head)
     tokens, family = kept["tokens"], model.encoder.config.model_type
-    size = max(4.0, 0.35 * len(tokens) + 2)
+    size = min(max(4.0, 0.35 * len(tokens) + 2), MAX_INCHES)  # a long text: the same page, fewer labels
+    every = max(1, -(-len(tokens) // MAX_LABELS))  # label every token, or every Nth where there are too many to read
+    ticks = list(range(0, len(tokens), every))
+    use_cjk_font(plt, tokens)
     panels = [(kept["weights"].numpy(), f"{family}: attention weights, layer {layer}, head {head}", "viridis", (0, 1)),
               (kept["allowed"].float().numpy(), "mask: which keys each token may read (black: may)", "Greys", (0, 1))]
     if kept["bias"] is not None:  # what the relative position buckets add to this head's scores
@@ -99,13 +122,13 @@ def plot_attention(path: str | Path, model, text: str, layer: int = 0, head: int
         if colours != "Greys":
             figure.colorbar(image, ax=axes, fraction=0.046, pad=0.04)
         axes.set_title(title)
-        axes.set_xticks(range(len(tokens)), tokens, rotation=90, fontsize=7)
-        axes.set_yticks(range(len(tokens)), tokens, fontsize=7)
+        axes.set_xticks(ticks, [tokens[i] for i in ticks], rotation=90, fontsize=7)
+        axes.set_yticks(ticks, [tokens[i] for i in ticks], fontsize=7)
         axes.set_xlabel("key (the token read)")
         axes.set_ylabel("query (the token reading)")
     with warnings.catch_warnings():  # a font without CJK glyphs draws boxes for them, and says so once per glyph
         warnings.filterwarnings("ignore", message="Glyph .* missing from font")
         figure.tight_layout()
-        figure.savefig(path, dpi=100)
+        figure.savefig(path, dpi=100, bbox_inches="tight")  # no label cut off at the edge
     plt.close(figure)
     return Path(path)

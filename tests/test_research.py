@@ -230,3 +230,30 @@ def test_parity_prints_only_its_own_lines(capfd):
     captured = capfd.readouterr()
     assert "LOAD REPORT" not in captured.out + captured.err and "Loading weights" not in captured.err
     assert captured.out.splitlines()[0].startswith("minienc attention=sdpa")
+
+
+def test_plot_of_a_long_text_stays_legible(tmp_path, capsys):
+    """A long text: the picture keeps its size (16 inches a panel at most) and labels every Nth token, at most 48 an
+    axis; CJK tokens without a CJK font are announced, not silently drawn as boxes."""
+    pytest.importorskip("matplotlib")
+    import matplotlib.pyplot as plt
+    from PIL import Image
+
+    from minienc.plot import MAX_LABELS, plot_attention
+
+    shown = []
+    original = plt.Figure.savefig
+    plt.Figure.savefig = lambda figure, *args, **kwargs: (shown.append(figure), original(figure, *args, **kwargs))[1]
+    try:
+        model = minienc.SentenceEncoder.from_pretrained(WEIGHTS / "tiny-bert")
+        path = plot_attention(tmp_path / "long.png", model, "attention mixes tokens, layer after layer " * 8 + "头痛")
+    finally:
+        plt.Figure.savefig = original
+    width, height = Image.open(path).size
+    assert width <= 2 * 16 * 100 + 400 and height <= 16 * 100 + 200
+    (figure,) = shown
+    assert all(len(axes.get_xticklabels()) <= MAX_LABELS for axes in figure.axes[:1])
+    from matplotlib import font_manager
+
+    has_cjk = any("CJK" in font.name or "WenQuanYi" in font.name for font in font_manager.fontManager.ttflist)
+    assert ("no font with CJK characters" in capsys.readouterr().err) == (not has_cjk)
