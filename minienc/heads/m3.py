@@ -158,8 +158,7 @@ class M3Encoder(TextPipeline):
         transformer = config.transformer or folder
         encoder = load_encoder(transformer, options)
         if not isinstance(encoder, BertModel):  # XLM-R: its CLS token is the dense vector
-            raise ValueError(f"{folder}: bge-m3's heads sit on an XLM-R encoder (the BERT family), not "
-                             f"{encoder.config.model_type!r}")
+            raise ValueError(f"{folder}: bge-m3's heads sit on XLM-R (BertModel), not {encoder.config.model_type!r}")
         tokenizer = load_tokenizer(transformer, encoder, config.max_seq_length, config.tokenizer_max_length,
                                    config.lowercase)
         colbert_linear, sparse_linear = (read_head(folder, name, encoder.config.hidden_size,

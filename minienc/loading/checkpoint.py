@@ -167,6 +167,16 @@ def report(problems: dict[str, list[str]]) -> str:
                      for title, items in problems.items() if items)
 
 
+def check_part(key: str, tensor: torch.Tensor, shape: torch.Size, part_of: str | None) -> tuple[str, str] | None:
+    """(kind of problem, line) where checkpoint tensor `key` (or the part of it that is `part_of`) cannot be the
+    weight of that shape; None where it can."""
+    if tensor.shape != shape:
+        where = f" for {part_of}" if part_of else ""
+        return "wrong shapes", f"{key}: checkpoint {tuple(tensor.shape)}, model expects {tuple(shape)}{where}"
+    problem = bad_weight(tensor)
+    return ("not floating-point numbers", f"{key}: {problem}") if problem else None
+
+
 def load_weights(
     folder: Path,
     model_type: str,
@@ -196,12 +206,9 @@ def load_weights(
                     problems["stored twice"].append(f"{key} and {found_as[ours]} are both {ours_to_theirs[ours]}")
                     continue
                 found_as[ours] = f"{key} ({path.name})"
-                if part.shape != expected[ours]:
-                    where = f" for {ours}" if len(targets) > 1 else ""  # one part of a fused tensor
-                    problems["wrong shapes"].append(f"{key}: checkpoint {tuple(part.shape)}, model expects "
-                                                    f"{tuple(expected[ours])}{where}")
-                elif bad_weight(part):
-                    problems["not floating-point numbers"].append(f"{key}: {bad_weight(part)}")
+                problem = check_part(key, part, expected[ours], ours if len(targets) > 1 else None)
+                if problem:
+                    problems[problem[0]].append(problem[1])
                 else:
                     weights[ours] = part.to(dtype or torch.float32)
     problems["missing weights"] = [f"{ours_to_theirs[ours]} (minienc: {ours})" for ours in expected
