@@ -204,9 +204,8 @@ def cmd_similarity(args: argparse.Namespace) -> None:
         if not second:
             raise ValueError(f"--to-input {args.to_input} holds no text")
     model = load_model(args)
-    to_prompt = args.to_prompt_name if args.to_prompt_name is not None else args.prompt_name
     scores = model.similarity(model.encode(first, prompt_name=args.prompt_name),
-                              model.encode(second, prompt_name=to_prompt))  # (len(first), len(second))
+                              model.encode(second, prompt_name=args.to_prompt_name))  # (len(first), len(second))
     if scores.numel() == 1:
         print(f"{float(scores):.6f}")
         return
@@ -324,8 +323,7 @@ def build_parser() -> argparse.ArgumentParser:
     similarity.add_argument("--to-input", help="the second list from a file, as --input")
     similarity.add_argument("--text-field", default="text", help="the text's field in .jsonl / .parquet input")
     similarity.add_argument("--prompt-name", default=None,
-                            help="one of the model's prompts for the first list (and the second, unless "
-                                 "--to-prompt-name), e.g. query")
+                            help="one of the model's prompts for the first list, e.g. query")
     similarity.add_argument("--to-prompt-name", default=None, help="the prompt for the second list, e.g. document")
     add_model_options(similarity)
     add_dtype_option(similarity)

@@ -76,6 +76,7 @@ def recorded(model, text: str, layer: int, head: int) -> dict:
 
 
 MAX_INCHES, MAX_LABELS = 16.0, 48  # a panel's largest side, and the most token labels an axis shows
+CJK_FONTS = ("CJK", "WenQuanYi", "Droid Sans Fallback", "Han Sans")  # in the names of fonts that draw CJK characters
 
 
 def use_cjk_font(plt, tokens: list[str]) -> None:
@@ -86,7 +87,7 @@ def use_cjk_font(plt, tokens: list[str]) -> None:
     from matplotlib import font_manager
 
     names = sorted({font.name for font in font_manager.fontManager.ttflist
-                    if any(mark in font.name for mark in ("CJK", "WenQuanYi", "Droid Sans Fallback", "Han Sans"))})
+                    if any(mark in font.name for mark in CJK_FONTS)})
     if names:
         plt.rcParams["font.sans-serif"] = [names[0], *plt.rcParams["font.sans-serif"]]
     else:

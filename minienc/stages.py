@@ -135,7 +135,7 @@ def trace_sentence(model, text: str) -> dict[str, Any]:
 def layer_kinds(encoder) -> list[str] | None:
     """Each layer's attention, for the families whose layers differ (ModernBERT, Gemma 3): "global", or "local ±W"
     (a token reads the tokens at most W positions away); None where every layer attends alike."""
-    kinds = [getattr(layer, "kind", None) for layer in encoder.layers]
+    kinds = [getattr(layer, "mask_kind", None) for layer in encoder.layers]  # the mask it reads (no_window: global)
     if not any(kinds):
         return None
     window = getattr(encoder.config, "window", None)

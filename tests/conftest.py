@@ -125,3 +125,16 @@ def padded_batch(
     if with_pairs:
         batch["token_type_ids"] = types
     return batch
+
+
+def draw_every_parameter(model, seed: int = 0) -> None:
+    """Norm weights around 1 and every bias (norms' included) around 0, drawn instead of transformers' ones and zeros:
+    a key table that swapped two norms or two biases would then fail the parity tests."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, parameter in model.named_parameters():
+            if "norm" in name.lower() and name.endswith("weight"):
+                parameter.copy_(1 + 0.2 * torch.randn(parameter.shape, generator=generator))
+            elif name.endswith("bias"):
+                parameter.copy_(0.2 * torch.randn(parameter.shape, generator=generator))
+

@@ -13,6 +13,8 @@ import torch
 import transformers
 
 import minienc
+
+from .conftest import draw_every_parameter
 from minienc.model.llama import sliding_causal_mask
 
 REPO = Path(__file__).resolve().parents[1]
@@ -32,10 +34,7 @@ def save_decoder(folder: Path, family: str, heads: int, kv_heads: int) -> Path:
                           num_key_value_heads=kv_heads, intermediate_size=96, initializer_range=0.2, **extra)
     torch.manual_seed(0)
     model = model_class(config)
-    with torch.no_grad():  # transformers initialises biases to zero: draw them, so that a lost bias shows
-        for name, parameter in model.named_parameters():
-            if name.endswith(".bias"):
-                parameter.normal_(0, 0.2)
+    draw_every_parameter(model)  # norms and biases too: a swapped pair in the key table shows
     model.save_pretrained(folder)
     return folder
 

@@ -12,6 +12,8 @@ import transformers
 
 import minienc
 
+from .conftest import draw_every_parameter
+
 REPO = Path(__file__).resolve().parents[1]
 TINY = REPO / "weights" / "tiny-distilbert"
 
@@ -20,7 +22,9 @@ def save_distilbert(folder: Path, model_class=transformers.DistilBertModel) -> P
     config = transformers.DistilBertConfig(vocab_size=120, dim=32, n_layers=2, n_heads=4, hidden_dim=64,
                                            initializer_range=0.2, max_position_embeddings=64, activation="gelu")
     torch.manual_seed(0)
-    model_class(config).save_pretrained(folder)
+    model = model_class(config)
+    draw_every_parameter(model)
+    model.save_pretrained(folder)
     return folder
 
 

@@ -14,6 +14,8 @@ from safetensors.torch import load_file, save_file
 
 import minienc
 
+from .conftest import draw_every_parameter
+
 REPO = Path(__file__).resolve().parents[1]
 TINY = REPO / "weights" / "tiny-gte"
 
@@ -24,10 +26,7 @@ def save_gte(folder: Path, type_vocab_size: int = 1) -> Path:
                                     type_vocab_size=type_vocab_size)
     torch.manual_seed(0)
     model = transformers.GteModel(config)
-    with torch.no_grad():  # transformers initialises biases to zero: draw them, so that a lost bias shows
-        for name, parameter in model.named_parameters():
-            if name.endswith(".bias") and "norm" not in name.lower():
-                parameter.normal_(0, 0.2)
+    draw_every_parameter(model)  # norms and biases too: a swapped pair in the key table shows
     model.save_pretrained(folder)
     return folder
 
@@ -63,13 +62,15 @@ def test_last_hidden_state_bit_for_bit(gte_dir, side, attention, dtype):
 
 
 def test_the_hubs_prefix_and_transformers_names(gte_dir, tmp_path):
-    """The Hub's folders hold the model under "new."; a folder with transformers' module names loads alike."""
+    """The Hub's folders hold the model under "new.", transformers' task models under "gte."; a folder with
+    transformers' module names loads alike."""
     ids, mask = batch("right")
     with torch.inference_mode():
         expected = minienc.Encoder.from_pretrained(gte_dir)(ids, mask)
     tensors = load_file(str(gte_dir / "model.safetensors"))
     unfused = {k: v.contiguous() for k, v in transformers.GteModel.from_pretrained(gte_dir).state_dict().items()}
-    for name, state in (("prefixed", {f"new.{k}": v for k, v in tensors.items()}), ("unfused", unfused)):
+    for name, state in (("hub", {f"new.{k}": v for k, v in tensors.items()}),
+                        ("task-model", {f"gte.{k}": v for k, v in tensors.items()}), ("unfused", unfused)):
         folder = tmp_path / name
         folder.mkdir()
         (folder / "config.json").write_text((gte_dir / "config.json").read_text())

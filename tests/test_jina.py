@@ -15,6 +15,8 @@ from safetensors.torch import save_file
 
 import minienc
 
+from .conftest import draw_every_parameter
+
 REPO = Path(__file__).resolve().parents[1]
 TINY = REPO / "weights" / "tiny-jina-v3"
 
@@ -25,10 +27,7 @@ def save_jina(folder: Path) -> Path:
                                                  max_position_embeddings=64)
     torch.manual_seed(0)
     model = transformers.JinaEmbeddingsV3Model(config, add_pooling_layer=False)
-    with torch.no_grad():  # transformers initialises biases to zero: draw them, so that a lost bias shows
-        for name, parameter in model.named_parameters():
-            if name.endswith(".bias") and "norm" not in name.lower():
-                parameter.normal_(0, 0.2)
+    draw_every_parameter(model)  # norms and biases too: a swapped pair in the key table shows
     model.save_pretrained(folder)
     return folder
 

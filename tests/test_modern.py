@@ -445,3 +445,5 @@ def test_trace_shows_dense_steps_and_layer_kinds(capsys):
     page = capsys.readouterr().out
     assert "5. Dense 1  (32 -> 64, activation none)" in page and "6. Dense 2" in page and "7. L2 normalize" in page
     assert "local ±8" in page and "global" in page
+    assert main(["trace", "--model", str(folder), "--json", "--attention", "no_window", "hello world"]) == 0
+    assert json.loads(capsys.readouterr().out)["layer_kinds"] == ["global"] * 3  # no_window: every layer reads all

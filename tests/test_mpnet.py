@@ -14,6 +14,8 @@ import transformers
 
 import minienc
 from minienc.model.mpnet import relative_buckets
+
+from .conftest import draw_every_parameter
 from minienc.parity import run_parity
 
 REPO = Path(__file__).resolve().parents[1]
@@ -27,7 +29,8 @@ def save_mpnet(folder: Path, model_class=transformers.MPNetModel, **sizes) -> Pa
     config = transformers.MPNetConfig(vocab_size=120, num_hidden_layers=2, intermediate_size=64, initializer_range=0.2,
                                       layer_norm_eps=1e-5, **sizes)
     torch.manual_seed(0)
-    model = model_class(config) if model_class is not transformers.MPNetModel else model_class(config)
+    model = model_class(config)
+    draw_every_parameter(model)
     model.save_pretrained(folder)
     return folder
 
@@ -38,7 +41,7 @@ def mpnet_dir(request, tmp_path_factory) -> Path:
 
 
 def batch(side: str, length: int = 200) -> tuple[torch.Tensor, torch.Tensor]:
-    """Three rows of `length` ids (longer than the buckets' 128 tokens of distance), rows 1 and 2 padded on `side`
+    """Three rows of `length` ids (distances past 91, where the last bucket starts), rows 1 and 2 padded on `side`
     with MPNet's pad id, 1."""
     ids = torch.randint(3, 120, (3, length), generator=torch.Generator().manual_seed(1))
     mask = torch.ones_like(ids)

@@ -14,6 +14,8 @@ from safetensors.torch import save_file
 
 import minienc
 
+from .conftest import draw_every_parameter
+
 REPO = Path(__file__).resolve().parents[1]
 TINY = REPO / "weights" / "tiny-nomic-bert"
 
@@ -23,7 +25,9 @@ def save_nomic(folder: Path, hidden_act: str = "silu") -> Path:
                                           intermediate_size=64, initializer_range=0.2, max_position_embeddings=64,
                                           hidden_act=hidden_act)
     torch.manual_seed(0)
-    transformers.NomicBertModel(config).save_pretrained(folder)
+    model = transformers.NomicBertModel(config)
+    draw_every_parameter(model)
+    model.save_pretrained(folder)
     return folder
 
 
@@ -106,3 +110,23 @@ def test_sentence_vectors_as_sentence_transformers(dtype):
         if dtype == "float32":
             packed = minienc.SentenceEncoder.from_pretrained(TINY, matmul="torch")
             np.testing.assert_allclose(packed.encode(TEXTS, prompt_name=prompt), expected, rtol=0, atol=1e-5)
+
+
+def test_a_fused_tensor_that_does_not_cut_is_named(nomic_dir, tmp_path):
+    """A Wqkv whose rows do not split in three, and a layer whose q, k, v are missing in both layouts: the error names
+    the file's key and what it should hold, and each missing weight under every name that may hold it."""
+    from safetensors.torch import load_file
+
+    tensors = load_file(str(nomic_dir / "model.safetensors"))
+    tensors["encoder.layers.0.attn.Wqkv.weight"] = tensors["encoder.layers.0.attn.Wqkv.weight"][:-1].contiguous()
+    del tensors["encoder.layers.1.attn.Wqkv.weight"]
+    folder = tmp_path / "cut"
+    folder.mkdir()
+    (folder / "config.json").write_text((nomic_dir / "config.json").read_text())
+    save_file(tensors, str(folder / "model.safetensors"))
+    with pytest.raises(minienc.CheckpointError) as error:
+        minienc.Encoder.from_pretrained(folder)
+    message = str(error.value)
+    assert "encoder.layers.0.attn.Wqkv.weight: checkpoint (95, 32), which does not cut into 3 equal parts" in message
+    assert ("layers.1.self_attn.q_proj.weight or encoder.layers.1.attn.Wqkv.weight (minienc: "
+            "layers.1.attention.query.weight)") in message

@@ -52,12 +52,18 @@ def checkpoint_name(key: str, model_type: str) -> str | None:
         if key.endswith(old):
             key = key[: -len(old)] + new
     family = family_of(model_type)
-    prefix = family.model_types[model_type]
-    if key.startswith(prefix):
-        return key[len(prefix) :]
+    for prefix in prefixes(model_type):
+        if key.startswith(prefix):
+            return key[len(prefix) :]
     if key.startswith(HEADS + family.heads):
         return None
     return key
+
+
+def prefixes(model_type: str) -> tuple[str, ...]:
+    """The prefixes task models of this model_type store the model under (the family's record: one, or several)."""
+    stored = family_of(model_type).model_types[model_type]
+    return (stored,) if isinstance(stored, str) else tuple(stored)
 
 
 def weight_files(folder: Path) -> list[Path]:
@@ -122,7 +128,8 @@ def prefix_hint(unexpected: list[str], table: dict[str, Targets], model_type: st
     if len(heads) != 1 or not all(checkpoint_name(key.split(".", 1)[1], model_type) in table for key in unexpected):
         return ""
     return (f"\n  every unexpected key starts with '{heads.pop()}.', a prefix {model_type} checkpoints do not use "
-            f"(minienc strips '{family_of(model_type).model_types[model_type]}'): check config.json's model_type, or save the bare encoder")
+            f"(minienc strips {' or '.join(repr(p) for p in prefixes(model_type))}): check config.json's model_type, or "
+            f"save the bare encoder")
 
 
 FINITE_CHECK_PART = 1 << 22  # elements bad_weight checks at once
@@ -187,7 +194,10 @@ def load_weights(
     """Read every tensor of the checkpoint in `folder` and return them under our names, cast to `dtype`
     (float32 when None). `expected` maps each of our names to its shape; anything else is an error."""
     table = layer_table(model_type, num_layers)
-    ours_to_theirs = {ours: theirs for theirs, targets in table.items() for ours in targets}
+    ours_to_theirs: dict[str, list[str]] = {}  # our name -> every checkpoint name that may hold it
+    for theirs, targets in table.items():
+        for ours in targets:
+            ours_to_theirs.setdefault(ours, []).append(theirs)
     weights: dict[str, torch.Tensor] = {}
     found_as: dict[str, str] = {}  # our name -> the checkpoint key it was read from
     problems: dict[str, list[str]] = {"missing weights": [], "stored twice": [], "wrong shapes": [],
@@ -200,10 +210,15 @@ def load_weights(
                 problems["unexpected tensors"].append(key)  # not ours, or not in this config's model (a bias)
                 continue
             # a fused tensor (q, k and v in one) is cut in equal parts along its rows, as transformers' loading does
+            if len(targets) > 1 and (tensor.dim() == 0 or tensor.shape[0] % len(targets)):
+                problems["wrong shapes"].append(f"{key}: checkpoint {tuple(tensor.shape)}, which does not cut into "
+                                                f"{len(targets)} equal parts along its rows ({', '.join(targets)})")
+                found_as.update({ours: key for ours in targets})
+                continue
             parts = tensor.chunk(len(targets), dim=0) if len(targets) > 1 else (tensor,)
             for ours, part in zip(targets, parts):
                 if ours in found_as:
-                    problems["stored twice"].append(f"{key} and {found_as[ours]} are both {ours_to_theirs[ours]}")
+                    problems["stored twice"].append(f"{key} and {found_as[ours]} both hold minienc's {ours}")
                     continue
                 found_as[ours] = f"{key} ({path.name})"
                 problem = check_part(key, part, expected[ours], ours if len(targets) > 1 else None)
@@ -211,7 +226,7 @@ def load_weights(
                     problems[problem[0]].append(problem[1])
                 else:
                     weights[ours] = part.to(dtype or torch.float32)
-    problems["missing weights"] = [f"{ours_to_theirs[ours]} (minienc: {ours})" for ours in expected
+    problems["missing weights"] = [f"{' or '.join(ours_to_theirs[ours])} (minienc: {ours})" for ours in expected
                                    if ours not in found_as]
     if any(problems.values()):
         raise CheckpointError(f"{folder} does not match its config.json ({model_type}):\n{report(problems)}"

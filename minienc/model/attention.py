@@ -79,7 +79,7 @@ def register_attention(name: str, *, matches: str | Mapping[str, str] | None = N
     claims and packed form included.
 
     matches: the transformers attn_implementation ("eager", "sdpa") `fn` reproduces exactly, on every family, or
-    per family ({"bert": "eager"}; families: bert, qwen3, modernbert, gemma3); `minienc parity` then holds it to
+    per family ({"bert": "eager"}; a family's name is its record's, model/family.py); `minienc parity` then holds it to
     bit-exactness there. windows=False: local layers (ModernBERT, Gemma 3) get the global layers' mask.
     """
     if name in REFERENCE:

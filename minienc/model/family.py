@@ -1,5 +1,6 @@
-"""What the package knows of a model family, in one record that the family's own file holds (`FAMILY` in bert.py,
-mpnet.py, qwen3.py, modernbert.py, gemma3.py). The loader, the checkpoint reader, trace, parity and the SPLADE head
+"""What the package knows of a model family, in one record that the family's own file holds (`FAMILY` in each family
+file of this folder: bert.py, distilbert.py, mpnet.py, nomic_bert.py, gte.py, jina_embeddings_v3.py, qwen3.py,
+llama.py, qwen2.py, mistral.py, modernbert.py, gemma3.py). The loader, the checkpoint reader, trace, parity and the SPLADE head
 read the records, never a model_type string: adding a family is its file, its tiny weights and its tests
 (docs/adding-a-family.md).
 """
@@ -41,7 +42,8 @@ class MaskedLMHead:
 @dataclass(frozen=True, eq=False)  # one record per family: compared and hashed as itself
 class Family:
     name: str                            # whose reference forms and `matches=` claims apply (model/attention.py)
-    model_types: Mapping[str, str]       # config.json's model_type -> the prefix task models store the model under
+    model_types: Mapping[str, str | tuple[str, ...]]  # config.json's model_type -> the prefix (or prefixes) task
+                                                      # models store the model under
     config: type                         # its config dataclass: config.from_dict(config.json's fields)
     model: type[nn.Module]               # model(config, attention=name)
     keys: Mapping[str, str | None]       # checkpoint name -> ours; "{}" the layer index, None ignored on purpose

@@ -2,7 +2,8 @@
 biases on q, k, v, o and on the feed-forward's down projection, GELU's gated form, rotary base 160000, and
 gte-multilingual's token types (gte-base-en-v1.5 has none). Its Hub folders store q, k and v fused (qkv_proj) and the
 feed-forward's up and gate fused (up_gate_proj, up first), under the prefix "new.": the key table splits them as
-transformers' loading does.
+transformers' loading does. model_type "gte" is transformers' (alibaba-nlp-community/gte-multilingual-base); folders
+whose config.json says "new" (Alibaba's own code) are not read: their config fields were not at hand to check.
 
 Not computed: the NTK rotary scaling gte-base-en-v1.5's own code applies (config.json's rope_scaling, type "ntk");
 transformers 5 has no such rope_type, so there is no reference to hold it to, and it is refused, naming the field.
@@ -50,7 +51,7 @@ class GteConfig(NomicBertConfig):
         )
 
 
-# checkpoint name -> ours: transformers 5's names, and the Hub's (under "new.", stripped as the task-model prefix),
+# checkpoint name -> ours: transformers 5's names, and the Hub's (under "new.", stripped as a task-model prefix),
 # where q, k, v are one tensor (qkv_proj) and up and gate another (up_gate_proj), each cut along its rows
 KEYS: dict[str, str | tuple[str, ...] | None] = {
     "embeddings.word_embeddings.weight": "embeddings.word.weight",
@@ -74,7 +75,8 @@ KEYS: dict[str, str | tuple[str, ...] | None] = {
 }
 
 FAMILY = Family(
-    name=GteConfig.family, model_types={"gte": "new."}, config=GteConfig, model=NomicBertModel, keys=KEYS,
+    name=GteConfig.family, model_types={"gte": ("gte.", "new.")},  # transformers' task models; the Hub's files
+    config=GteConfig, model=NomicBertModel, keys=KEYS,
     reference="GteModel",
     ours=Stages(embeddings=(("embeddings", "embeddings", False),), attention=("attn_norm", False)),
     theirs=Stages(embeddings=(("embeddings", "embeddings", False),), attention=("post_attention_layernorm", False)),

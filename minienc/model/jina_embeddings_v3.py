@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .family import Family, Stages
-from .nomic_bert import NomicBertConfig, NomicBertModel
+from .nomic_bert import NomicBertConfig, NomicBertModel, rotary_base
 
 
 @dataclass(frozen=True)
@@ -53,7 +53,7 @@ class JinaV3Config(NomicBertConfig):
             type_vocab_size=raw.get("type_vocab_size", defaults.type_vocab_size),
             layer_norm_eps=raw.get("layer_norm_eps", defaults.layer_norm_eps),
             pad_token_id=defaults.pad_token_id if raw.get("pad_token_id") is None else raw["pad_token_id"],
-            rope_theta=rope.get("rope_theta", raw.get("rotary_emb_base", defaults.rope_theta)),
+            rope_theta=rotary_base(raw, rope, defaults.rope_theta),
         )
 
 

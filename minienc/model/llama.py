@@ -51,6 +51,7 @@ class LlamaConfig:
     use_cache: bool = True                # config.json's: the KV cache decides the keys' layout (attention.py)
 
     family = "llama"                      # the record it belongs to (qwen2.py and mistral.py name theirs)
+    default_kv_heads = None               # num_key_value_heads where config.json has none (None: num_heads)
     positions_from_input_ids = False      # positions count 0, 1, 2, ... from the first token, whatever the padding
 
     def __post_init__(self) -> None:
@@ -89,11 +90,13 @@ def decoder_fields(raw: dict, defaults: LlamaConfig) -> dict:
                          "transformers does")
     if any(kind != "full_attention" for kind in raw.get("layer_types") or []):
         raise ValueError(f"layer_types {raw['layer_types']} (alternating window layers) are not supported")
-    pad = next((raw[key] for key in ("pad_token_id", "eos_token_id") if isinstance(raw.get(key), int)), 0)
+    pad = next((raw[key] for key in ("pad_token_id", "eos_token_id")  # unused but checked; -1 means "none"
+                if isinstance(raw.get(key), int) and raw[key] >= 0), 0)
+    kv_heads = raw["num_key_value_heads"] if "num_key_value_heads" in raw else defaults.default_kv_heads
     return dict(
         model_type=raw["model_type"], vocab_size=raw["vocab_size"], hidden_size=raw["hidden_size"],
         num_layers=raw["num_hidden_layers"], num_heads=raw["num_attention_heads"],
-        num_kv_heads=raw.get("num_key_value_heads") or raw["num_attention_heads"],
+        num_kv_heads=kv_heads or raw["num_attention_heads"],  # transformers' rule: None means one per query head
         head_dim=raw.get("head_dim") or raw["hidden_size"] // raw["num_attention_heads"],
         intermediate_size=raw["intermediate_size"], hidden_act=raw.get("hidden_act", defaults.hidden_act),
         max_position_embeddings=raw.get("max_position_embeddings", defaults.max_position_embeddings),

@@ -16,7 +16,9 @@ from .llama import KEYS, OURS, THEIRS, TRACE_WORDS, LlamaConfig, LlamaModel, dec
 class MistralConfig(LlamaConfig):
     model_type: str = "mistral"
     sliding_window: int | None = 4096     # MistralConfig's default; config.json's null turns it off
+    max_position_embeddings: int = 131072  # MistralConfig's defaults, where config.json leaves them out
     family = "mistral"
+    default_kv_heads = 8
 
     @classmethod
     def from_dict(cls, raw: dict) -> MistralConfig:

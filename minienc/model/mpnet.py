@@ -8,7 +8,7 @@ places.
 
 What differs from BERT (bert.py): no token-type table; and besides the absolute position vectors added to the
 embeddings, a relative position bias added to the attention scores: the distance j - i between query i and key j
-falls in one of 32 buckets (exact up to 8 tokens each way, then logarithmic up to 128, then one bucket), and each
+falls in one of 32 buckets (exact below 8 tokens each way, then widening logarithmically, the last from 91 on), and each
 bucket holds one learned score per head (T5's scheme), computed once and shared by every layer. It reaches attention
 as the contract's `bias` (model/attention.py), so a variant on MPNet must take one.
 
@@ -45,7 +45,7 @@ class MPNetConfig:
     num_heads: int = 12                   # attention heads; must divide hidden_size
     intermediate_size: int = 3072         # feed-forward inner width
     hidden_act: str = "gelu"              # feed-forward activation, a key of ACTIVATIONS
-    max_position_embeddings: int = 514    # rows of the position table (two are never used: padding_idx and below)
+    max_position_embeddings: int = 512    # rows of the position table (the first two are never used; real: 514)
     layer_norm_eps: float = 1e-12         # epsilon of every LayerNorm
     pad_token_id: int = 1                 # the id padding is filled with
     relative_attention_num_buckets: int = 32  # rows of the relative-bias table (transformers reads the first 32)
@@ -116,7 +116,8 @@ class MPNetEmbeddings(nn.Module):
 # reproduces transformers v5.x MPNetEncoder.relative_position_bucket (num_buckets 32, max_distance 128)
 def relative_buckets(T: int, device: torch.device) -> torch.Tensor:
     """(T, T) long: the bucket of the distance between query i and key j. Half the buckets for keys after the query,
-    half for keys before; in each, one bucket per distance below 8, then logarithmic steps up to 128, then the last."""
+    half for keys before; in each, one bucket per distance below 8, then logarithmic steps (max_distance 128 sets
+    their rate), the last from distance 91 on."""
     n = torch.arange(T, device=device)[:, None] - torch.arange(T, device=device)[None, :]  # i - j
     half = BUCKETS // 2
     bucket = (n < 0).to(torch.long) * half

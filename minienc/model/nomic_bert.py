@@ -84,8 +84,18 @@ class NomicBertConfig:
             type_vocab_size=raw.get("type_vocab_size", defaults.type_vocab_size),
             layer_norm_eps=raw.get("layer_norm_eps", raw.get("layer_norm_epsilon", defaults.layer_norm_eps)),
             pad_token_id=0 if raw.get("pad_token_id") is None else raw["pad_token_id"],
-            rope_theta=rope.get("rope_theta", raw.get("rotary_emb_base", defaults.rope_theta)),
+            rope_theta=rotary_base(raw, rope, defaults.rope_theta),
         )
+
+
+def rotary_base(raw: dict, rope: dict, default: float) -> float:
+    """The rotary base as transformers reads it: rope_parameters' rope_theta, else config.json's rope_theta, else the
+    class default. Nomic's own rotary_emb_base is not read by transformers: where it says otherwise, refused."""
+    theta = rope.get("rope_theta", raw.get("rope_theta", default))
+    if "rotary_emb_base" in raw and raw["rotary_emb_base"] != theta:
+        raise ValueError(f"rotary_emb_base {raw['rotary_emb_base']!r} differs from the base transformers uses "
+                         f"({theta!r}), which ignores that field: set rope_theta")
+    return theta
 
 
 def first(raw: dict, name: str, old_name: str):

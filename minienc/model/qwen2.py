@@ -19,7 +19,9 @@ class Qwen2Config(LlamaConfig):
     model_type: str = "qwen2"
     qkv_bias: bool = True                 # Qwen2Attention: q, k and v with biases...
     out_bias: bool = False                # ... o without
+    max_position_embeddings: int = 32768  # Qwen2Config's defaults, where config.json leaves them out
     family = "qwen2"
+    default_kv_heads = 32
 
     @classmethod
     def from_dict(cls, raw: dict) -> Qwen2Config:
