@@ -7,6 +7,7 @@ import json
 import os
 import pickle
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -91,9 +92,19 @@ def resolved_dtype(args: argparse.Namespace) -> str:
     return str(check_dtype(args.dtype, check_device(args.device))).removeprefix("torch.")
 
 
+def say(args: argparse.Namespace, message: str) -> None:
+    """A progress line on stderr, for a person at a terminal: not with --quiet, not when stderr is a file or a pipe."""
+    if not getattr(args, "quiet", False) and sys.stderr.isatty():
+        print(f"minienc: {message}", file=sys.stderr, flush=True)
+
+
 def load_model(args: argparse.Namespace) -> SentenceEncoder:
-    return SentenceEncoder.from_pretrained(args.model, attention=args.attention, device=args.device,
-                                           execution=args.execution, matmul=args.matmul, dtype=args.dtype)
+    say(args, f"loading {args.model} ...")
+    start = time.perf_counter()
+    model = SentenceEncoder.from_pretrained(args.model, attention=args.attention, device=args.device,
+                                            execution=args.execution, matmul=args.matmul, dtype=args.dtype)
+    say(args, f"loaded in {time.perf_counter() - start:.1f} s")
+    return model
 
 
 def cmd_encode(args: argparse.Namespace) -> None:
@@ -109,7 +120,8 @@ def cmd_encode(args: argparse.Namespace) -> None:
         check_writable(args.output, args.overwrite)
     texts = read_texts(args.texts, args.input, text_field=args.text_field)
     model = load_model(args)
-    progress = args.progress if args.progress is not None else sys.stderr.isatty() and len(texts) > args.batch_size
+    quiet = args.quiet or not sys.stderr.isatty()
+    progress = args.progress if args.progress is not None else not quiet and len(texts) > args.batch_size
     vectors = model.encode(
         texts,
         batch_size=args.batch_size,
@@ -143,7 +155,7 @@ def encode_corpus(args: argparse.Namespace) -> None:
     model = load_model(args)
     records = corpus.read_records(path, args.text_field, args.id_field)
     total = corpus.count_records(path)
-    progress = args.progress if args.progress is not None else sys.stderr.isatty()
+    progress = args.progress if args.progress is not None else not args.quiet and sys.stderr.isatty()
     options = {"batch_size": args.batch_size, "token_budget": args.token_budget, "prompt_name": args.prompt_name,
                "normalize_embeddings": args.normalize}
     try:
@@ -248,7 +260,7 @@ def cmd_parity(args: argparse.Namespace) -> int:
 
     matmul = args.matmul or default_matmul(args.execution, args.device)
     rows, reference = run_parity(args.model, args.attention, args.texts, args.reference, DTYPES[args.dtype], args.device,
-                                 args.execution, matmul)
+                                 args.execution, matmul, report=lambda message: say(args, message))
     # bit-exactness is promised for transformers' own attention and kernels, run padded as transformers runs
     exact = claimed_reference(args.model, args.attention) == reference and matmul == "torch" and args.execution == "padded"
     atol = args.atol if args.atol is not None else (0.0 if exact else None)
@@ -266,6 +278,8 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
                         help=f"attention, on every family: {', '.join(sorted(ATTENTION))}, or MODULE:FUNCTION, a "
                              f"variant in your own module (docs/attention.md; default: sdpa)")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cpu)")
+    parser.add_argument("--quiet", action="store_true",
+                        help="no progress lines on stderr (default: shown where stderr is a terminal)")
     parser.add_argument("--matmul", default=None, choices=sorted(MATMUL),
                         help=f"linear layers' kernel: {', '.join(sorted(MATMUL))} (default: onednn for packed "
                              f"execution on x86 CPUs, else torch)")

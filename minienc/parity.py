@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -57,26 +58,31 @@ def run_parity(
     device: str | None = None,
     execution: str = "padded",
     matmul: str = "torch",
+    report: Callable[[str], None] = lambda message: None,
 ) -> tuple[list[StageDiff], str]:
     """Differences at every stage (real tokens only) and the transformers implementation compared against:
     `reference`, else the one `attention` claims to match, else eager (the plain math).
 
     The per-layer stages run padded, as transformers does; with execution="packed" the last hidden state and the
-    sentence vectors come from minienc's packed path. matmul is the linear layers' kernel at every stage."""
+    sentence vectors come from minienc's packed path. matmul is the linear layers' kernel at every stage. report(line)
+    hears what it is doing, for a progress line."""
     try:
         import transformers
     except ImportError:
         raise ImportError("minienc parity needs the reference: pip install transformers sentence-transformers") from None
     get_attention(attention)  # an unknown name is refused before anything loads
     texts = texts or BUILT_IN_TEXTS
+    report(f"loading {model} in minienc ...")
     ours = SentenceEncoder.from_pretrained(model, attention=attention, dtype=dtype, device=device, execution=execution,
                                            matmul=matmul)
     reference = reference or claimed_reference(model, attention) or "eager"
     folder, transformer = model_folders(model)
     options = family_of(ours.encoder.config.model_type).reference_options  # BERT's: without its pooler
+    report(f"loading the reference, transformers' {family_of(ours.encoder.config.model_type).reference} ...")
     with quiet(transformers):  # its loading bars and report (the pooler left out on purpose) are not ours to show
         hf = transformers.AutoModel.from_pretrained(transformer, attn_implementation=reference,
                                                     dtype=dtype or torch.float32, **dict(options)).to(ours.device).eval()
+    report(f"running both on {len(texts)} texts, stage by stage ...")
     batch = ours.tokenizer(texts, device=ours.device)
     real = batch["attention_mask"].bool()
     mine, theirs = capture(ours.encoder, batch), capture_reference(hf, batch)
@@ -85,6 +91,7 @@ def run_parity(
     final = torch.cat(ours.encode(texts, output_value="token_embeddings")) if execution == "packed" else mine[last][real]
     rows.append(compare(final, theirs[last][real], "last_hidden_state"))
     if (folder / "modules.json").is_file():
+        report("the sentence vectors, against sentence-transformers ...")
         rows += sentence_rows(ours, folder, reference, texts, dtype)
     return rows, reference
 

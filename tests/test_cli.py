@@ -206,3 +206,23 @@ def test_similarity_with_prompts_and_short_headers(capsys):
     assert lines[1].split("\t") == [first[0], *(f"{v:.6f}" for v in expected[0].tolist())]
     unprompted = model.similarity(model.encode(first), model.encode(second))
     assert not torch.equal(expected, unprompted)  # the prompts reach the vectors
+
+
+def test_progress_lines_on_a_terminal_only(capsys, monkeypatch):
+    """Loading, and each phase of parity, say what they are doing on stderr where it is a terminal; --quiet, or a
+    stderr that is a file or pipe, keeps it silent; stdout is the same either way."""
+    folder = str(Path(__file__).resolve().parents[1] / "weights" / "tiny-bert")
+    assert main(["trace", "--model", folder, "hello"]) == 0
+    plain = capsys.readouterr()
+    assert plain.err == ""  # not a terminal under pytest
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
+    assert main(["trace", "--model", folder, "hello"]) == 0
+    shown = capsys.readouterr()
+    assert shown.out == plain.out
+    assert f"minienc: loading {folder} ..." in shown.err and "minienc: loaded in" in shown.err
+    assert main(["parity", "--model", folder, "hello"]) == 0
+    err = capsys.readouterr().err
+    assert "loading the reference, transformers' BertModel / RobertaModel / XLMRobertaModel" in err
+    assert "running both on 1 texts, stage by stage" in err
+    assert main(["trace", "--model", folder, "hello", "--quiet"]) == 0
+    assert capsys.readouterr().err == ""
