@@ -138,3 +138,40 @@ def draw_every_parameter(model, seed: int = 0) -> None:
             elif name.endswith("bias"):
                 parameter.copy_(0.2 * torch.randn(parameter.shape, generator=generator))
 
+
+
+def three_rows(side: str, low: int = 2, high: int = 120, length: int = 30, pad: int | None = None
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Three rows of `length` random ids in [low, high), rows 1 and 2 padded on `side` ("none", "right", "left") to
+    two thirds and to 4 real tokens; the padding holds `pad` where given (families that count positions from it)."""
+    ids = torch.randint(low, high, (3, length), generator=torch.Generator().manual_seed(1))
+    mask = torch.ones_like(ids)
+    for row, n in ((1, 2 * length // 3), (2, 4)):
+        if side == "right":
+            mask[row, n:] = 0
+        elif side == "left":
+            mask[row, : length - n] = 0
+    return (ids if pad is None else ids.masked_fill(mask == 0, pad)), mask
+
+
+SENTENCE_TEXTS = ["a", "a short text", "tokens become vectors and attention mixes them, layer after layer, " * 3,
+                  "头痛 🙂", ""]
+
+
+def assert_sentence_vectors_match(folder: Path, dtype: str, prompts: tuple[str | None, ...] = (None,)) -> None:
+    """sentence-transformers' vectors for SENTENCE_TEXTS in one batch: padded execution bit for bit; packed within
+    1e-5 in float32 (the linear layers see other row counts); with each prompt named."""
+    import numpy as np
+    from sentence_transformers import SentenceTransformer
+
+    import minienc
+
+    texts = SENTENCE_TEXTS
+    st = SentenceTransformer(str(folder), device="cpu", model_kwargs={"dtype": getattr(torch, dtype)})
+    padded = minienc.SentenceEncoder.from_pretrained(folder, execution="padded", dtype=dtype)
+    packed = minienc.SentenceEncoder.from_pretrained(folder, matmul="torch") if dtype == "float32" else None
+    for prompt in prompts:
+        expected = st.encode(texts, batch_size=len(texts), prompt_name=prompt)
+        assert np.array_equal(padded.encode(texts, batch_size=len(texts), prompt_name=prompt), expected)
+        if packed is not None:
+            np.testing.assert_allclose(packed.encode(texts, prompt_name=prompt), expected, rtol=0, atol=1e-5)

@@ -7,15 +7,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 import transformers
 
 import minienc
-
-from .conftest import draw_every_parameter
 from minienc.model.llama import sliding_causal_mask
+
+from .conftest import assert_sentence_vectors_match, draw_every_parameter
 
 REPO = Path(__file__).resolve().parents[1]
 WINDOW = 8
@@ -105,22 +104,9 @@ def test_config_refusals(tmp_path):
             minienc.Encoder.from_pretrained(folder)
 
 
-TEXTS = ["a", "a short text", "tokens become vectors and attention mixes them, layer after layer, " * 3, "头痛 🙂", ""]
-
-
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
 @pytest.mark.parametrize("folder", ["tiny-llama", "tiny-qwen2", "tiny-mistral"])
 def test_sentence_vectors_as_sentence_transformers(folder, dtype):
     """Last-token pooling, left padding, the query prompt: padded execution gives sentence-transformers' vectors bit
     for bit in one batch (the long text crosses tiny-mistral's window); packed within 1e-5 (float32)."""
-    from sentence_transformers import SentenceTransformer
-
-    path = REPO / "weights" / folder
-    st = SentenceTransformer(str(path), device="cpu", model_kwargs={"dtype": getattr(torch, dtype)})
-    for prompt in (None, "query"):
-        expected = st.encode(TEXTS, batch_size=len(TEXTS), prompt_name=prompt)
-        padded = minienc.SentenceEncoder.from_pretrained(path, execution="padded", dtype=dtype)
-        assert np.array_equal(padded.encode(TEXTS, batch_size=len(TEXTS), prompt_name=prompt), expected)
-        if dtype == "float32":
-            packed = minienc.SentenceEncoder.from_pretrained(path, matmul="torch")
-            np.testing.assert_allclose(packed.encode(TEXTS, prompt_name=prompt), expected, rtol=0, atol=1e-5)
+    assert_sentence_vectors_match(REPO / "weights" / folder, dtype, prompts=(None, "query"))

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 import transformers
@@ -14,7 +13,7 @@ from safetensors.torch import load_file, save_file
 
 import minienc
 
-from .conftest import draw_every_parameter
+from .conftest import assert_sentence_vectors_match, draw_every_parameter, three_rows
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = REPO / "weights" / "tiny-gte"
@@ -37,14 +36,7 @@ def gte_dir(request, tmp_path_factory) -> Path:
 
 
 def batch(side: str) -> tuple[torch.Tensor, torch.Tensor]:
-    ids = torch.randint(2, 120, (3, 30), generator=torch.Generator().manual_seed(1))
-    mask = torch.ones_like(ids)
-    for row, n in ((1, 20), (2, 4)):
-        if side == "right":
-            mask[row, n:] = 0
-        elif side == "left":
-            mask[row, : 30 - n] = 0
-    return ids, mask
+    return three_rows(side, low=2, high=120)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["float32", "bfloat16"])
@@ -90,18 +82,7 @@ def test_ntk_scaling_is_refused(gte_dir, tmp_path):
         minienc.Encoder.from_pretrained(folder)
 
 
-TEXTS = ["a", "a short text", "tokens become vectors and attention mixes them, layer after layer, " * 3, "头痛 🙂", ""]
-
-
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
 def test_sentence_vectors_as_sentence_transformers(dtype):
     """CLS pooling and Normalize, as gte-multilingual-base's folder."""
-    from sentence_transformers import SentenceTransformer
-
-    st = SentenceTransformer(str(TINY), device="cpu", model_kwargs={"dtype": getattr(torch, dtype)})
-    expected = st.encode(TEXTS, batch_size=len(TEXTS))
-    padded = minienc.SentenceEncoder.from_pretrained(TINY, execution="padded", dtype=dtype)
-    assert np.array_equal(padded.encode(TEXTS, batch_size=len(TEXTS)), expected)
-    if dtype == "float32":
-        packed = minienc.SentenceEncoder.from_pretrained(TINY, matmul="torch").encode(TEXTS)
-        np.testing.assert_allclose(packed, expected, rtol=0, atol=1e-5)
+    assert_sentence_vectors_match(TINY, dtype)

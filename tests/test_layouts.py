@@ -24,7 +24,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 import minienc
 
-from .conftest import padded_batch, save_reference
+from .conftest import padded_batch
 from .test_modern import FAMILIES as MODERN_FAMILIES, batch as modern_batch, save_seeded
 from .test_qwen3 import batch as qwen3_batch, qwen3_config, save_qwen3
 

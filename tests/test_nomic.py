@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 import transformers
@@ -14,7 +13,7 @@ from safetensors.torch import save_file
 
 import minienc
 
-from .conftest import draw_every_parameter
+from .conftest import assert_sentence_vectors_match, draw_every_parameter, three_rows
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = REPO / "weights" / "tiny-nomic-bert"
@@ -37,14 +36,7 @@ def nomic_dir(tmp_path_factory) -> Path:
 
 
 def batch(side: str) -> tuple[torch.Tensor, torch.Tensor]:
-    ids = torch.randint(1, 120, (3, 30), generator=torch.Generator().manual_seed(1))
-    mask = torch.ones_like(ids)
-    for row, n in ((1, 20), (2, 4)):
-        if side == "right":
-            mask[row, n:] = 0
-        elif side == "left":
-            mask[row, : 30 - n] = 0
-    return ids, mask
+    return three_rows(side, low=1, high=120)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["float32", "bfloat16"])
@@ -94,22 +86,10 @@ def test_config_refusals(nomic_dir, tmp_path):
             minienc.Encoder.from_pretrained(folder)
 
 
-TEXTS = ["a", "a short text", "tokens become vectors and attention mixes them, layer after layer, " * 3, "头痛 🙂", ""]
-
-
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
 def test_sentence_vectors_as_sentence_transformers(dtype):
     """Mean pooling and Normalize, nomic-embed's search_query / search_document prompts."""
-    from sentence_transformers import SentenceTransformer
-
-    st = SentenceTransformer(str(TINY), device="cpu", model_kwargs={"dtype": getattr(torch, dtype)})
-    for prompt in (None, "query"):
-        expected = st.encode(TEXTS, batch_size=len(TEXTS), prompt_name=prompt)
-        padded = minienc.SentenceEncoder.from_pretrained(TINY, execution="padded", dtype=dtype)
-        assert np.array_equal(padded.encode(TEXTS, batch_size=len(TEXTS), prompt_name=prompt), expected)
-        if dtype == "float32":
-            packed = minienc.SentenceEncoder.from_pretrained(TINY, matmul="torch")
-            np.testing.assert_allclose(packed.encode(TEXTS, prompt_name=prompt), expected, rtol=0, atol=1e-5)
+    assert_sentence_vectors_match(TINY, dtype, prompts=(None, "query"))
 
 
 def test_a_fused_tensor_that_does_not_cut_is_named(nomic_dir, tmp_path):

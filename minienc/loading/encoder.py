@@ -37,9 +37,9 @@ def read_config(path: Path):
 
 class Encoder:
     """The bare model of a checkpoint: `Encoder.from_pretrained(folder)(input_ids, attention_mask, token_type_ids)`
-    -> last hidden state (B, T, H). The class it returns is the family's (BertModel for BERT, MiniLM, RoBERTa and
-    XLM-R; Qwen3Model for Qwen3; ModernBertModel; Gemma3Model for EmbeddingGemma), chosen by config.json's
-    model_type."""
+    -> last hidden state (B, T, H). The class it returns is the family's, as its record in model/ names it (BertModel
+    for BERT, MiniLM, RoBERTa, XLM-R and DistilBERT; LlamaModel for Qwen3, Llama, Qwen2 and Mistral; ...), chosen by
+    config.json's model_type."""
 
     def __new__(cls, *args, **kwargs):
         raise TypeError("Encoder is built from a checkpoint: Encoder.from_pretrained(name_or_path)")

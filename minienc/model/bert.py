@@ -54,7 +54,10 @@ class EncoderConfig:
             raise ValueError(f"unsupported model_type {self.model_type!r}; this class computes "
                              f"{sorted(self.known_types)}")
         check_sizes(self, ("vocab_size", "hidden_size", "num_layers", "num_heads", "intermediate_size",
-                           "max_position_embeddings", *(("type_vocab_size",) if self.family == "bert" else ())))
+                           "max_position_embeddings"))
+        segments = self.type_vocab_size
+        if isinstance(segments, bool) or not isinstance(segments, int) or segments < 0:
+            raise ValueError(f"type_vocab_size must be an integer of at least 0 (0: no segments), got {segments!r}")
         check_common(self, "layer_norm_eps", self.layer_norm_eps)
         if self.hidden_size % self.num_heads != 0:
             raise ValueError(

@@ -1,7 +1,8 @@
 """Blocks the newer families share: RMSNorm, rotary positions and the gated feed-forward.
 
-BERT (bert.py) has none of them: LayerNorm, learned position vectors, one activation between two projections. Qwen3
-(qwen3.py), ModernBERT (modernbert.py) and Gemma 3 (gemma3.py) are built from these three, written once here. Where
+BERT (bert.py) has none of them: LayerNorm, learned position vectors, one activation between two projections. The
+decoders (llama.py: Qwen3, Llama, Qwen2, Mistral), NomicBERT (nomic_bert.py), ModernBERT (modernbert.py) and Gemma 3
+(gemma3.py) are built from these three, written once here. Where
 two families compute one of them in a different order of operations (Gemma's RMSNorm scales by 1 + w in float32;
 ModernBERT rotates in float32; ModernBERT's feed-forward is one fused projection), the second form sits beside the
 first, so that each reproduces transformers v5.x op for op and results match bit for bit.

@@ -5,7 +5,7 @@
               x = x + norm(feed_forward(norm(x)))          down(gelu_tanh(gate(x)) * up(x))
     h = norm(x)                                            the last hidden state
 
-What differs from Qwen3 (qwen3.py), block by block: the embeddings are scaled by sqrt(H) (rounded to the model's
+What differs from Qwen3 (qwen3.py, whose blocks are llama.py's), block by block: the embeddings are scaled by sqrt(H) (rounded to the model's
 dtype first, as transformers does); every RMSNorm scales by 1 + w and stays in float32 until its end
 (model/blocks.py, UnitOffsetRMSNorm); each block's output is normalized too before it joins the residual; the
 attention scale is query_pre_attn_scalar ** -0.5, not hs ** -0.5; the feed-forward's gate is GELU (tanh form); and
@@ -182,7 +182,7 @@ class Gemma3Model(nn.Module):
         self.embed = nn.Embedding(config.vocab_size, config.hidden_size)
         self.layers = nn.ModuleList(Gemma3Layer(config, i) for i in range(config.num_layers))
         self.norm = UnitOffsetRMSNorm(config.hidden_size, config.rms_norm_eps)
-        # float32 on the CPU whatever the model's dtype and device, as transformers keeps them (see qwen3.py)
+        # float32 on the CPU whatever the model's dtype and device, as transformers keeps them (see llama.py)
         self.inv_freq = {"full_attention": inverse_frequencies(config.head_dim, config.rope_theta, device="cpu"),
                          "sliding_attention": inverse_frequencies(config.head_dim, config.local_rope_theta, "cpu")}
         self.set_attention(attention)

@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .family import Family, Stages
-from .nomic_bert import TRACE_WORDS, NomicBertConfig, NomicBertModel
+from .nomic_bert import TRACE_WORDS, NomicBertConfig, NomicBertModel, rotary_encoder_fields
 
 
 @dataclass(frozen=True)
@@ -32,23 +32,9 @@ class GteConfig(NomicBertConfig):
 
     @classmethod
     def from_dict(cls, raw: dict) -> GteConfig:
-        """Build from the fields of a Hugging Face config.json (unknown fields are ignored)."""
-        rope = raw.get("rope_scaling") or raw.get("rope_parameters") or {}  # transformers' order
-        if rope.get("rope_type", rope.get("type", "default")) != "default":
-            raise ValueError(f"unsupported rotary scaling {rope}; minienc computes rope_type 'default' (transformers "
-                             f"5 has no NTK rope_type to hold GTE's to)")
-        hidden, heads = raw["hidden_size"], raw["num_attention_heads"]
-        defaults = cls()
-        return cls(
-            vocab_size=raw["vocab_size"], hidden_size=hidden, num_layers=raw["num_hidden_layers"], num_heads=heads,
-            head_dim=raw.get("head_dim") or hidden // heads, intermediate_size=raw["intermediate_size"],
-            hidden_act=raw.get("hidden_act", defaults.hidden_act),
-            max_position_embeddings=raw.get("max_position_embeddings", defaults.max_position_embeddings),
-            type_vocab_size=raw.get("type_vocab_size", defaults.type_vocab_size),
-            layer_norm_eps=raw.get("layer_norm_eps", defaults.layer_norm_eps),
-            pad_token_id=defaults.pad_token_id if raw.get("pad_token_id") is None else raw["pad_token_id"],
-            rope_theta=rope.get("rope_theta", raw.get("rope_theta", defaults.rope_theta)),
-        )
+        """Build from the fields of a Hugging Face config.json (unknown fields are ignored); GTE's NTK scaling, as any
+        rope_type but "default", is refused."""
+        return cls(**rotary_encoder_fields(raw, cls()))
 
 
 # checkpoint name -> ours: transformers 5's names, and the Hub's (under "new.", stripped as a task-model prefix),

@@ -1,13 +1,14 @@
-"""Llama, by hand: the plain decoder that Qwen2 and Mistral vary (LLM2Vec-style and instruction embedders).
+"""Llama, by hand: the decoder Qwen3, Qwen2 and Mistral vary (LLM2Vec-style and instruction embedders).
 
     x = embed(tokens)                                      positions rotate q and k instead of being added
     N times:  x = x + attention(RMSNorm(x))                causal, grouped-query, rotary
               x = x + down(silu(gate(x)) * up(x))          after RMSNorm
     h = RMSNorm(x)                                         the last hidden state
 
-It is Qwen3 (qwen3.py) without the per-head norms of queries and keys. Two variations are config values, not
-classes: biases on the projections (Llama's attention_bias on all four, Qwen2's on q, k and v only: qwen2.py), and a
-sliding window (Mistral: mistral.py), where a token attends to the `window` tokens up to itself, no further back.
+Three variations are config values, not classes: queries and keys RMS-normalized per head (Qwen3: qwen3.py, which
+says what a decoder does differently from BERT), biases on the projections (Llama's attention_bias on all four,
+Qwen2's on q, k and v only: qwen2.py), and a sliding window (Mistral: mistral.py), where a token attends to the
+`window` tokens up to itself, no further back.
 
 Inference only. Shapes: B = batch, T = sequence length, H = hidden size, nh = query heads, nkv = key / value heads,
 hs = head size. Two inputs, one forward pass, as bert.py: padded (B, T) with an attention mask, or packed (1, N)
@@ -46,11 +47,12 @@ class LlamaConfig:
     qkv_bias: bool = False                # biases on q, k and v (Llama: attention_bias; Qwen2: always)
     out_bias: bool = False                # a bias on o (Llama: attention_bias; Qwen2: never)
     mlp_bias: bool = False                # biases on the feed-forward projections (Llama's mlp_bias)
+    qk_norm: bool = False                 # queries and keys RMS-normalized per head, over hs (Qwen3)
     sliding_window: int | None = None     # Mistral: a token sees the keys less than this many positions back
     pad_token_id: int = 0                 # the id padding is filled with (masked: its value changes no result)
     use_cache: bool = True                # config.json's: the KV cache decides the keys' layout (attention.py)
 
-    family = "llama"                      # the record it belongs to (qwen2.py and mistral.py name theirs)
+    family = "llama"                      # the record it belongs to (qwen3.py, qwen2.py, mistral.py name theirs)
     default_kv_heads = None               # num_key_value_heads where config.json has none (None: num_heads)
     positions_from_input_ids = False      # positions count 0, 1, 2, ... from the first token, whatever the padding
 
@@ -119,7 +121,8 @@ def sliding_causal_mask(attention_mask: torch.Tensor | None, T: int, window: int
     return allowed & attention_mask.bool()[:, None, None, :] if padded else allowed
 
 
-# reproduces transformers v5.x LlamaAttention / Qwen2Attention / MistralAttention (one pass: an empty KV cache)
+# reproduces transformers v5.x LlamaAttention / Qwen3Attention / Qwen2Attention / MistralAttention (one pass: an
+# empty KV cache, or none)
 class LlamaAttention(nn.Module):
     def __init__(self, config: LlamaConfig):
         super().__init__()
@@ -130,6 +133,8 @@ class LlamaAttention(nn.Module):
         self.key = Linear(H, config.num_kv_heads * hs, bias=config.qkv_bias)
         self.value = Linear(H, config.num_kv_heads * hs, bias=config.qkv_bias)
         self.out = Linear(config.num_heads * hs, H, bias=config.out_bias)
+        self.q_norm = RMSNorm(hs, config.rms_norm_eps) if config.qk_norm else None  # per head, over hs (Qwen3)
+        self.k_norm = RMSNorm(hs, config.rms_norm_eps) if config.qk_norm else None
         self.cached_layout = config.use_cache  # keys and values in the cache's layout (attention.py, as_cached)
         self.attend = None  # set by LlamaModel.set_attention
 
@@ -137,8 +142,10 @@ class LlamaAttention(nn.Module):
                 spans: Spans | None = None) -> torch.Tensor:
         B, T, _ = x.shape
         heads = (B, T, -1, self.head_dim)
-        q = self.query(x).view(heads).transpose(1, 2)  # (B, nh, T, hs)
-        k = self.key(x).view(heads).transpose(1, 2)  # (B, nkv, T, hs)
+        q, k = self.query(x).view(heads), self.key(x).view(heads)  # (B, T, nh or nkv, hs)
+        if self.q_norm is not None:  # Qwen3: each head's query and key normalized
+            q, k = self.q_norm(q), self.k_norm(k)
+        q, k = q.transpose(1, 2), k.transpose(1, 2)  # (B, nh, T, hs), (B, nkv, T, hs)
         v = self.value(x).view(heads).transpose(1, 2)  # (B, nkv, T, hs)
         q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)  # positions, as rotations
         if self.cached_layout:  # laid out as transformers' KV cache hands them over
@@ -147,7 +154,8 @@ class LlamaAttention(nn.Module):
         return self.out(y.transpose(1, 2).contiguous().reshape(B, T, -1))  # (B, T, H)
 
 
-# reproduces transformers v5.x LlamaDecoderLayer: pre-norm, x + sublayer(RMSNorm(x)) twice
+# reproduces transformers v5.x LlamaDecoderLayer (and Qwen3's, Qwen2's, Mistral's): pre-norm, x + sublayer(RMSNorm(x))
+# twice
 class LlamaLayer(nn.Module):
     def __init__(self, config: LlamaConfig):
         super().__init__()
@@ -162,7 +170,7 @@ class LlamaLayer(nn.Module):
         return x + self.ffn(self.ffn_norm(x))  # (B, T, H)
 
 
-# reproduces transformers v5.x LlamaModel / Qwen2Model / MistralModel (one pass, rope_type "default")
+# reproduces transformers v5.x LlamaModel / Qwen3Model / Qwen2Model / MistralModel (one pass, rope_type "default")
 class LlamaModel(nn.Module):
     """The whole decoder. `model(input_ids, attention_mask)` -> last hidden state (B, T, H); packed,
     `model(input_ids, spans=spans)` with (1, N) inputs -> (1, N, H)."""
@@ -170,11 +178,12 @@ class LlamaModel(nn.Module):
     def __init__(self, config: LlamaConfig, attention: str = "sdpa"):
         super().__init__()
         self.config = config
-        self.family = config.family  # llama, qwen2 or mistral: whose `matches=` claims apply
+        self.family = config.family  # llama, qwen3, qwen2 or mistral: whose `matches=` claims apply
         self.embed = nn.Embedding(config.vocab_size, config.hidden_size)
         self.layers = nn.ModuleList(LlamaLayer(config) for _ in range(config.num_layers))
         self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps)
-        # float32 on the CPU whatever the model's dtype and device, as transformers keeps it (see qwen3.py)
+        # float32 on the CPU whatever the model's dtype and device, as transformers keeps it (not a buffer: .to()
+        # would cast it, which changes every angle)
         self.inv_freq = inverse_frequencies(config.head_dim, config.rope_theta, device="cpu")
         self.set_attention(attention)
 
@@ -216,8 +225,8 @@ class LlamaModel(nn.Module):
 
 # --- the family's record: how its checkpoints and stages are read ----------------------------------------------------
 
-# checkpoint name -> ours, for Llama, Qwen2 and Mistral alike (LlamaForCausalLM and the rest store the model under
-# "model.", and their lm_head beside it)
+# checkpoint name -> ours, for Llama, Qwen2 and Mistral alike, Qwen3 with its q_norm and k_norm (LlamaForCausalLM and
+# the rest store the model under "model.", and their lm_head beside it)
 KEYS: dict[str, str | None] = {
     "embed_tokens.weight": "embed.weight",
     "layers.{}.input_layernorm.weight": "layers.{}.attn_norm.weight",

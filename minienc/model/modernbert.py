@@ -169,7 +169,7 @@ class ModernBertModel(nn.Module):
         self.embed_norm = nn.LayerNorm(config.hidden_size, eps=config.norm_eps, bias=config.norm_bias)
         self.layers = nn.ModuleList(ModernBertLayer(config, i) for i in range(config.num_layers))
         self.final_norm = nn.LayerNorm(config.hidden_size, eps=config.norm_eps, bias=config.norm_bias)
-        # float32 on the CPU whatever the model's dtype and device, as transformers keeps them (see qwen3.py)
+        # float32 on the CPU whatever the model's dtype and device, as transformers keeps them (see llama.py)
         self.inv_freq = {"full_attention": inverse_frequencies(config.head_dim, config.rope_theta, device="cpu"),
                          "sliding_attention": inverse_frequencies(config.head_dim, config.local_rope_theta, "cpu")}
         self.set_attention(attention)

@@ -98,6 +98,26 @@ def rotary_base(raw: dict, rope: dict, default: float) -> float:
     return theta
 
 
+def rotary_encoder_fields(raw: dict, defaults: NomicBertConfig) -> dict:
+    """The fields GTE's and jina-v3's config.json spell as transformers 5 does (NomicBERT reads older spellings too):
+    sizes, activation, token types, epsilon, pad id and the rotary base; another rope_type is refused."""
+    rope = raw.get("rope_scaling") or raw.get("rope_parameters") or {}  # transformers' order
+    if rope.get("rope_type", rope.get("type", "default")) != "default":
+        raise ValueError(f"unsupported rotary scaling {rope}; minienc computes rope_type 'default' (transformers 5 has "
+                         f"no other for this family to hold minienc to)")
+    hidden, heads = raw["hidden_size"], raw["num_attention_heads"]
+    return dict(
+        vocab_size=raw["vocab_size"], hidden_size=hidden, num_layers=raw["num_hidden_layers"], num_heads=heads,
+        head_dim=raw.get("head_dim") or hidden // heads, intermediate_size=raw["intermediate_size"],
+        hidden_act=raw.get("hidden_act", defaults.hidden_act),
+        max_position_embeddings=raw.get("max_position_embeddings", defaults.max_position_embeddings),
+        type_vocab_size=raw.get("type_vocab_size", defaults.type_vocab_size),
+        layer_norm_eps=raw.get("layer_norm_eps", defaults.layer_norm_eps),
+        pad_token_id=defaults.pad_token_id if raw.get("pad_token_id") is None else raw["pad_token_id"],
+        rope_theta=rotary_base(raw, rope, defaults.rope_theta),
+    )
+
+
 def first(raw: dict, name: str, old_name: str):
     """config.json's `name`, else its older spelling; a KeyError names the first."""
     return raw[name] if name in raw or old_name not in raw else raw[old_name]
@@ -183,7 +203,7 @@ class NomicBertModel(nn.Module):
         self.family = config.family  # nomic_bert or gte: whose `matches=` claims apply (model/attention.py)
         self.embeddings = NomicEmbeddings(config)
         self.layers = nn.ModuleList(NomicLayer(config) for _ in range(config.num_layers))
-        # float32 on the CPU whatever the model's dtype and device, as transformers keeps it (see qwen3.py)
+        # float32 on the CPU whatever the model's dtype and device, as transformers keeps it (see llama.py)
         self.inv_freq = inverse_frequencies(config.head_dim, config.rope_theta, device="cpu")
         self.set_attention(attention)
 
