@@ -72,16 +72,21 @@ def run_parity(
         raise ImportError("minienc parity needs the reference: pip install transformers sentence-transformers") from None
     get_attention(attention)  # an unknown name is refused before anything loads
     texts = texts or BUILT_IN_TEXTS
+    folder, transformer = model_folders(model)
+    model_type = read_config(transformer / "config.json").model_type
+    if model_type not in transformers.CONFIG_MAPPING:  # e.g. GTE's "new": its folders run their own code
+        raise ValueError(f"transformers has no class for model_type {model_type!r} ({transformer / 'config.json'}): "
+                         f"the folder's own code would be the reference, and minienc runs no code from a folder")
     report(f"loading {model} in minienc ...")
     ours = SentenceEncoder.from_pretrained(model, attention=attention, dtype=dtype, device=device, execution=execution,
                                            matmul=matmul)
     reference = reference or claimed_reference(model, attention) or "eager"
-    folder, transformer = model_folders(model)
-    options = family_of(ours.encoder.config.model_type).reference_options  # BERT's: without its pooler
-    report(f"loading the reference, transformers' {family_of(ours.encoder.config.model_type).reference} ...")
+    family = family_of(model_type)
+    report(f"loading the reference, transformers' {family.reference} ...")
     with quiet(transformers):  # its loading bars and report (the pooler left out on purpose) are not ours to show
         hf = transformers.AutoModel.from_pretrained(transformer, attn_implementation=reference,
-                                                    dtype=dtype or torch.float32, **dict(options)).to(ours.device).eval()
+                                                    dtype=dtype or torch.float32,
+                                                    **dict(family.reference_options)).to(ours.device).eval()
     report(f"running both on {len(texts)} texts, stage by stage ...")
     batch = ours.tokenizer(texts, device=ours.device)
     real = batch["attention_mask"].bool()

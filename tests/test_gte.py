@@ -12,6 +12,7 @@ import transformers
 from safetensors.torch import load_file, save_file
 
 import minienc
+from minienc.model.gte import GteConfig
 
 from .conftest import assert_sentence_vectors_match, draw_every_parameter, three_rows
 
@@ -71,14 +72,113 @@ def test_the_hubs_prefix_and_transformers_names(gte_dir, tmp_path):
             assert torch.equal(minienc.Encoder.from_pretrained(folder)(ids, mask), expected), name
 
 
-def test_ntk_scaling_is_refused(gte_dir, tmp_path):
-    config = json.loads((gte_dir / "config.json").read_text())
-    config["rope_scaling"] = {"type": "ntk", "factor": 2.0}
-    folder = tmp_path / "ntk"
+def alibaba_folder(gte_dir: Path, folder: Path, **fields) -> Path:
+    """gte_dir's weights (the Hub's fused layout) under a config.json in the spelling of Alibaba's own folders
+    (model_type "new"), rope_theta 500000 as gte-base-en-v1.5's; `fields` added or (None) removed."""
+    raw = json.loads((gte_dir / "config.json").read_text())
+    config = {"architectures": ["NewModel"], "model_type": "new", "layer_norm_type": "layer_norm",
+              "position_embedding_type": "rope", "rope_theta": 500000, "pack_qkv": True, "unpad_inputs": False,
+              "use_memory_efficient_attention": False, "logn_attention_scale": False, "logn_attention_clip1": False,
+              **{name: raw[name] for name in ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
+                                              "intermediate_size", "hidden_act", "max_position_embeddings",
+                                              "type_vocab_size", "layer_norm_eps", "pad_token_id")}}
+    config.update(fields)
     folder.mkdir()
-    (folder / "config.json").write_text(json.dumps(config))
+    (folder / "config.json").write_text(json.dumps({k: v for k, v in config.items() if v is not None}))
     (folder / "model.safetensors").symlink_to(gte_dir / "model.safetensors")
-    with pytest.raises(ValueError, match="unsupported rotary scaling"):
+    return folder
+
+
+def transformers_gte(gte_dir: Path, theta: float, factor: float, attention: str = "sdpa", dtype=torch.float32):
+    """transformers' GteModel at rotary base `theta`, its speeds NTK-scaled by `factor` the way Alibaba's code
+    defines it, built from transformers' own default rotary init at base theta * factor: each speed / factor^(2/hs)."""
+    model = transformers.GteModel.from_pretrained(gte_dir, attn_implementation=attention, dtype=dtype).eval()
+    config = model.config
+    config.rope_parameters = {"rope_type": "default", "rope_theta": theta * factor}
+    speeds, _ = model.rotary_emb.compute_default_rope_parameters(config)
+    head_dim = config.hidden_size // config.num_attention_heads
+    model.rotary_emb.inv_freq = speeds / factor ** (2 / head_dim) if factor > 1 else speeds
+    return model
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["float32", "bfloat16"])
+@pytest.mark.parametrize("attention", ["eager", "sdpa"])
+@pytest.mark.parametrize("side", ["none", "right"])
+def test_alibaba_folder_with_ntk_scaling(gte_dir, tmp_path, side, attention, dtype):
+    """model_type "new" with rope_scaling ntk (factor 2, as gte-base-en-v1.5): transformers' GteModel given NTK's
+    speeds is the reference (it has no NTK of its own); a factor left unread or misapplied moves every layer."""
+    folder = alibaba_folder(gte_dir, tmp_path / "new", rope_scaling={"type": "ntk", "factor": 2.0})
+    ids, mask = batch(side)
+    theirs = transformers_gte(gte_dir, 500000, 2.0, attention, dtype)
+    ours = minienc.Encoder.from_pretrained(folder, attention=attention, dtype=dtype)
+    with torch.inference_mode():
+        a, b = theirs(input_ids=ids, attention_mask=mask).last_hidden_state, ours(ids, mask)
+        unscaled = transformers_gte(gte_dir, 500000, 1.0, attention, dtype)(input_ids=ids, attention_mask=mask)
+    assert torch.equal(a[mask.bool()], b[mask.bool()])
+    assert not torch.equal(unscaled.last_hidden_state[mask.bool()], b[mask.bool()])
+
+
+@pytest.mark.parametrize("head_dim, theta, factor", [(8, 500000, 2.0), (64, 500000, 2.0), (64, 20000, 8.0)])
+def test_ntk_speeds_are_the_formula(head_dim, theta, factor):
+    """Pair i's speed is theta^(-2i/hs) / factor^((2i+2)/hs), in float64 here: float32's pow and one division
+    stay within 4 ulp of it (rtol 5e-7); the slowest pair is factor times slower than unscaled, the fastest
+    factor^(2/hs)."""
+    config = GteConfig(hidden_size=head_dim * 2, num_heads=2, head_dim=head_dim, rope_theta=theta,
+                       rope_ntk_factor=factor)
+    i = torch.arange(head_dim // 2, dtype=torch.float64)
+    expected = theta ** (-2 * i / head_dim) / factor ** ((2 * i + 2) / head_dim)
+    scaled = config.rotary_frequencies()
+    assert scaled.dtype == torch.float32 and scaled.shape == (head_dim // 2,)
+    torch.testing.assert_close(scaled.double(), expected, rtol=5e-7, atol=0)
+    plain = GteConfig(hidden_size=head_dim * 2, num_heads=2, head_dim=head_dim, rope_theta=theta).rotary_frequencies()
+    ratio = (plain / scaled).double()
+    assert ratio[-1].item() == pytest.approx(factor, rel=1e-6)
+    assert ratio[0].item() == pytest.approx(factor ** (2 / head_dim), rel=1e-6)
+
+
+@pytest.mark.parametrize("rope_scaling", [None, {"type": "ntk", "factor": 1.0}, {"type": "ntk", "factor": 0.5}],
+                         ids=["none", "factor-1", "factor-0.5"])
+def test_alibaba_folder_unscaled(gte_dir, tmp_path, rope_scaling):
+    """No scaling, or a factor of at most 1 (which Alibaba's code does not apply): the plain rotation."""
+    folder = alibaba_folder(gte_dir, tmp_path / "new", rope_scaling=rope_scaling)
+    ids, mask = batch("right")
+    with torch.inference_mode():
+        a = transformers_gte(gte_dir, 500000, 1.0)(input_ids=ids, attention_mask=mask).last_hidden_state
+        b = minienc.Encoder.from_pretrained(folder)(ids, mask)
+    assert torch.equal(a[mask.bool()], b[mask.bool()])
+
+
+def test_alibaba_folder_with_q_k_v_apart(gte_dir, tmp_path):
+    """pack_qkv false: Alibaba's code stores q, k and v as three tensors under its own names."""
+    ids, mask = batch("right")
+    packed = alibaba_folder(gte_dir, tmp_path / "packed")
+    tensors = load_file(str(gte_dir / "model.safetensors"))
+    apart = {}
+    for name, tensor in tensors.items():
+        if ".qkv_proj." in name:
+            for part, piece in zip("qkv", tensor.chunk(3)):
+                apart[name.replace(".qkv_proj.", f".{part}_proj.")] = piece.contiguous()
+        else:
+            apart[name] = tensor
+    folder = alibaba_folder(gte_dir, tmp_path / "apart", pack_qkv=False)
+    (folder / "model.safetensors").unlink()
+    save_file(apart, str(folder / "model.safetensors"))
+    with torch.inference_mode():
+        assert torch.equal(minienc.Encoder.from_pretrained(folder)(ids, mask),
+                           minienc.Encoder.from_pretrained(packed)(ids, mask))
+
+
+@pytest.mark.parametrize("fields, words", [
+    ({"rope_scaling": {"type": "ntk", "factor": 2.0, "mixed_b": 0.75}}, "mixed_b not supported"),
+    ({"rope_scaling": {"type": "ntk"}}, "no factor given"),
+    ({"rope_scaling": {"type": "dynamic", "factor": 2.0}}, "unsupported rotary scaling"),
+    ({"position_embedding_type": "absolute"}, "position_embedding_type 'absolute'"),
+    ({"layer_norm_type": "rms_norm"}, "layer_norm_type 'rms_norm'"),
+    ({"logn_attention_scale": True, "max_position_embeddings": 32768}, "logn_attention_scale"),
+])
+def test_alibaba_fields_not_computed_are_refused(gte_dir, tmp_path, fields, words):
+    folder = alibaba_folder(gte_dir, tmp_path / "new", **fields)
+    with pytest.raises(ValueError, match=words):
         minienc.Encoder.from_pretrained(folder)
 
 
@@ -86,3 +186,12 @@ def test_ntk_scaling_is_refused(gte_dir, tmp_path):
 def test_sentence_vectors_as_sentence_transformers(dtype):
     """CLS pooling and Normalize, as gte-multilingual-base's folder."""
     assert_sentence_vectors_match(TINY, dtype)
+
+
+def test_parity_on_an_alibaba_folder_says_there_is_no_reference(gte_dir, tmp_path):
+    """transformers reads model_type "new" only by running the folder's code: parity says so before loading it."""
+    from minienc.parity import run_parity
+
+    folder = alibaba_folder(gte_dir, tmp_path / "new", rope_scaling={"type": "ntk", "factor": 2.0})
+    with pytest.raises(ValueError, match="no class for model_type 'new'.*runs no code from a folder"):
+        run_parity(folder, "sdpa")

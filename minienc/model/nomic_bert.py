@@ -64,6 +64,10 @@ class NomicBertConfig:
     def max_tokens(self) -> int:
         return self.max_position_embeddings
 
+    def rotary_frequencies(self) -> torch.Tensor:
+        """(hs / 2,) float32 on the CPU: each pair of dimensions' rotation speed, rope_theta ** (-2i / hs)."""
+        return inverse_frequencies(self.head_dim, self.rope_theta, device="cpu")
+
     @classmethod
     def from_dict(cls, raw: dict) -> NomicBertConfig:
         """Build from the fields of a Hugging Face config.json: transformers 5's names, else those of Nomic's own
@@ -204,7 +208,7 @@ class NomicBertModel(nn.Module):
         self.embeddings = NomicEmbeddings(config)
         self.layers = nn.ModuleList(NomicLayer(config) for _ in range(config.num_layers))
         # float32 on the CPU whatever the model's dtype and device, as transformers keeps it (see llama.py)
-        self.inv_freq = inverse_frequencies(config.head_dim, config.rope_theta, device="cpu")
+        self.inv_freq = config.rotary_frequencies()
         self.set_attention(attention)
 
     def set_attention(self, name: str) -> None:
