@@ -133,8 +133,11 @@ def trace_sentence(model, text: str) -> dict[str, Any]:
 
 
 def layer_kinds(encoder) -> list[str] | None:
-    """Each layer's attention, for the families whose layers differ (ModernBERT, Gemma 3): "global", or "local ±W"
-    (a token reads the tokens at most W positions away); None where every layer attends alike."""
+    """Each layer's attention where a window limits it: "global", or "local ±W" (a token reads the tokens at most W
+    positions away: ModernBERT's and Gemma 3's local layers), or "local, last W" (itself and the W - 1 tokens before
+    it: a decoder with a sliding window, Mistral's); None where every layer reads every token it may."""
+    if getattr(encoder, "window", None):  # a decoder's window, kept by its attention (no_window: None)
+        return [f"local, last {encoder.window}"] * len(encoder.layers)
     kinds = [getattr(layer, "mask_kind", None) for layer in encoder.layers]  # the mask it reads (no_window: global)
     if not any(kinds):
         return None

@@ -110,3 +110,39 @@ def test_sentence_vectors_as_sentence_transformers(folder, dtype):
     """Last-token pooling, left padding, the query prompt: padded execution gives sentence-transformers' vectors bit
     for bit in one batch (the long text crosses tiny-mistral's window); packed within 1e-5 (float32)."""
     assert_sentence_vectors_match(REPO / "weights" / folder, dtype, prompts=(None, "query"))
+
+
+@pytest.mark.parametrize("side", ["none", "right", "left"])
+def test_no_window_on_mistral_is_mistral_without_its_window(tmp_path, side):
+    """`attention="no_window"` lifts Mistral's window, as it makes ModernBERT's local layers global: transformers'
+    eager MistralModel with sliding_window null, to the bit; with the window kept, 20 tokens read otherwise."""
+    folder = save_decoder(tmp_path / "mistral", "mistral", 4, 2)
+    unwindowed = tmp_path / "unwindowed"
+    transformers.MistralModel.from_pretrained(folder).save_pretrained(unwindowed)
+    config = json.loads((unwindowed / "config.json").read_text())
+    (unwindowed / "config.json").write_text(json.dumps({**config, "sliding_window": None}))
+    ids, mask = batch(side)
+    theirs = transformers.MistralModel.from_pretrained(unwindowed, attn_implementation="eager").eval()
+    with torch.inference_mode():
+        a = theirs(input_ids=ids, attention_mask=mask).last_hidden_state
+        b = minienc.Encoder.from_pretrained(folder, attention="no_window")(ids, mask)
+        windowed = minienc.Encoder.from_pretrained(folder, attention="eager")(ids, mask)
+    real = mask.bool()
+    assert torch.equal(a[real], b[real])
+    assert not torch.allclose(windowed[real], b[real], atol=1e-4)
+
+
+def test_trace_shows_mistrals_window(capsys):
+    """Every layer of the bundled Mistral is local: itself and the 7 tokens before it; no_window lifts it."""
+    from minienc.cli import main
+
+    folder = REPO / "weights" / "tiny-mistral"
+    assert main(["trace", "--model", str(folder), "--json", "hello world"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["layer_kinds"] == ["local, last 8"] * len(data["layer_kinds"]) and data["layer_kinds"]
+    assert main(["trace", "--model", str(folder), "hello world"]) == 0
+    assert "local, last 8" in capsys.readouterr().out
+    assert main(["trace", "--model", str(folder), "--json", "--attention", "no_window", "hello world"]) == 0
+    assert json.loads(capsys.readouterr().out)["layer_kinds"] is None
+    assert main(["trace", "--model", str(REPO / "weights" / "tiny-llama"), "--json", "hello world"]) == 0
+    assert json.loads(capsys.readouterr().out)["layer_kinds"] is None

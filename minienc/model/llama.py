@@ -22,7 +22,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .attention import CAUSAL_FORMS, Spans, as_cached, bind, causal_mask, causal_triangle, with_triangle
+from .attention import (CAUSAL_FORMS, Spans, as_cached, bind, causal_mask, causal_triangle, get_attention,
+                        with_triangle)
 from .blocks import GatedFeedForward, RMSNorm, apply_rotary, inverse_frequencies, rotary_angles
 from .config import check_common, check_sizes
 from .family import Family, Stages
@@ -189,14 +190,16 @@ class LlamaModel(nn.Module):
 
     def mask(self, attention_mask: torch.Tensor | None, T: int, device: torch.device) -> torch.Tensor | None:
         """The mask by transformers' rules: causal (None where nothing is padded), within the window if there is one."""
-        if self.config.sliding_window is None:
+        if self.window is None:
             return causal_mask(attention_mask)
-        return sliding_causal_mask(attention_mask, T, self.config.sliding_window, device)
+        return sliding_causal_mask(attention_mask, T, self.window, device)
 
     def set_attention(self, name: str) -> None:
         """Switch every layer to attention `name`: the decoders' eager / sdpa, or a registered variant, which gets
-        the causal triangle (and the window) in its mask where transformers' rules leave the mask out."""
-        alone = None if self.config.sliding_window is None else (lambda T, device: self.mask(None, T, device))
+        the causal triangle (and the window) in its mask where transformers' rules leave the mask out. A variant
+        registered with windows=False (no_window) reads every earlier token past Mistral's window."""
+        self.window = self.config.sliding_window if get_attention(name).windows else None
+        alone = None if self.window is None else (lambda T, device: self.mask(None, T, device))
         attend = bind(name, self.family, CAUSAL_FORMS, alone=alone, complete=with_triangle)
         for layer in self.layers:
             layer.attention.attend = attend
