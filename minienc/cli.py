@@ -259,8 +259,9 @@ def cmd_parity(args: argparse.Namespace) -> int:
     from .parity import claimed_reference, format_table, run_parity
 
     matmul = args.matmul or default_matmul(args.execution, args.device)
+    notes: list[str] = []
     rows, reference = run_parity(args.model, args.attention, args.texts, args.reference, DTYPES[args.dtype], args.device,
-                                 args.execution, matmul, report=lambda message: say(args, message))
+                                 args.execution, matmul, report=lambda message: say(args, message), notes=notes.append)
     # bit-exactness is promised for transformers' own attention and kernels, run padded as transformers runs
     exact = claimed_reference(args.model, args.attention) == reference and matmul == "torch" and args.execution == "padded"
     atol = args.atol if args.atol is not None else (0.0 if exact else None)
@@ -269,6 +270,8 @@ def cmd_parity(args: argparse.Namespace) -> int:
     print(f"minienc attention={args.attention}, matmul={matmul}, {args.execution} vs transformers attn_implementation="
           f"{reference} ({args.dtype}, {args.device or 'cpu'}; {rule})")
     print(table)
+    for line in notes:
+        print(line)
     return 0 if ok else 1
 
 

@@ -59,13 +59,15 @@ def run_parity(
     execution: str = "padded",
     matmul: str = "torch",
     report: Callable[[str], None] = lambda message: None,
+    notes: Callable[[str], None] = lambda line: None,
 ) -> tuple[list[StageDiff], str]:
     """Differences at every stage (real tokens only) and the transformers implementation compared against:
     `reference`, else the one `attention` claims to match, else eager (the plain math).
 
     The per-layer stages run padded, as transformers does; with execution="packed" the last hidden state and the
     sentence vectors come from minienc's packed path. matmul is the linear layers' kernel at every stage. report(line)
-    hears what it is doing, for a progress line."""
+    hears what it is doing, for a progress line; notes(line) what the reference did that the table does not show
+    (checkpoint keys it ignored or lacked)."""
     try:
         import transformers
     except ImportError:
@@ -84,9 +86,12 @@ def run_parity(
     family = family_of(model_type)
     report(f"loading the reference, transformers' {family.reference} ...")
     with quiet(transformers):  # its loading bars and report (the pooler left out on purpose) are not ours to show
-        hf = transformers.AutoModel.from_pretrained(transformer, attn_implementation=reference,
-                                                    dtype=dtype or torch.float32,
-                                                    **dict(family.reference_options)).to(ours.device).eval()
+        hf, loading = transformers.AutoModel.from_pretrained(transformer, attn_implementation=reference,
+                                                             dtype=dtype or torch.float32, output_loading_info=True,
+                                                             **dict(family.reference_options))
+    hf = hf.to(ours.device).eval()
+    for line in loading_notes(type(hf).__name__, loading):
+        notes(line)
     report(f"running both on {len(texts)} texts, stage by stage ...")
     batch = ours.tokenizer(texts, device=ours.device)
     real = batch["attention_mask"].bool()
@@ -99,6 +104,23 @@ def run_parity(
         report("the sentence vectors, against sentence-transformers ...")
         rows += sentence_rows(ours, folder, reference, texts, dtype)
     return rows, reference
+
+
+def loading_notes(reference: str, loading: dict) -> list[str]:
+    """transformers' loading report, in a line per kind: keys of the checkpoint it left unused (BERT's pooler, a task
+    head: neither is on the way to the sentence vector), and, a warning, weights it lacked and drew at random."""
+    lines = []
+    if loading.get("unexpected_keys"):
+        keys = sorted(loading["unexpected_keys"])
+        lines.append(f"note: transformers' {reference} left {len(keys)} checkpoint key(s) unused: "
+                     f"{', '.join(keys[:6])}{', ...' if len(keys) > 6 else ''} (weights {reference} does not have: a "
+                     f"pooler or a task head)")
+    missing = sorted(loading.get("missing_keys") or ()) + sorted(str(k) for k in loading.get("mismatched_keys") or ())
+    if missing:
+        lines.append(f"warning: transformers' {reference} did not find {len(missing)} weight(s) in the checkpoint and "
+                     f"drew them at random, so the reference is not the checkpoint there: {', '.join(missing[:6])}"
+                     f"{', ...' if len(missing) > 6 else ''}")
+    return lines
 
 
 @contextlib.contextmanager

@@ -163,6 +163,23 @@ def test_parity_command_exit_status_and_first_divergence(user_variants, minilm_d
     assert "unknown attention 'nope'" in capsys.readouterr().err
 
 
+def test_parity_says_in_one_line_which_keys_transformers_left_unused(minilm_dir, capsys):
+    """all-MiniLM-L6-v2 stores BERT's pooler, which the reference is loaded without: one line of minienc's own says
+    so (transformers' loading table is not shown); a weight transformers lacked and drew at random is a warning (a
+    folder minienc loads cannot lack one: minienc refuses it first, so the rule is held on its own)."""
+    assert main(["parity", "--model", str(minilm_dir), "hello"]) == 0
+    captured = capsys.readouterr()
+    assert captured.out.splitlines()[-1] == ("note: transformers' BertModel left 2 checkpoint key(s) unused: "
+                                             "pooler.dense.bias, pooler.dense.weight (weights BertModel does not "
+                                             "have: a pooler or a task head)")
+    assert "LOAD REPORT" not in captured.out + captured.err and "UNEXPECTED" not in captured.out + captured.err
+    from minienc.parity import loading_notes
+
+    assert loading_notes("BertModel", {"missing_keys": {"encoder.layer.0.output.dense.bias"}}) == [
+        "warning: transformers' BertModel did not find 1 weight(s) in the checkpoint and drew them at random, so the "
+        "reference is not the checkpoint there: encoder.layer.0.output.dense.bias"]
+
+
 def first_divergence(out: str) -> str | None:
     marked = [line.split()[0] for line in out.splitlines() if "<- first divergence" in line]
     assert len(marked) <= 1
