@@ -246,12 +246,12 @@ def cmd_trace(args: argparse.Namespace) -> None:
         from .plot import check_layer_and_head
 
         check_layer_and_head(model.encoder, args.layer, args.head)
-    data = trace(model, args.text)
+    data = trace(model, args.text, args.prompt_name)
     print(json.dumps(data, ensure_ascii=False, indent=2) if args.json else format_trace(data))
     if args.plot:
         from .plot import plot_attention
 
-        path = plot_attention(args.plot, model, args.text, args.layer, args.head)
+        path = plot_attention(args.plot, model, data.get("prompt", "") + args.text, args.layer, args.head)
         print(f"attention weights of layer {args.layer}, head {args.head}, beside the mask: {path}", file=sys.stderr)
 
 
@@ -349,6 +349,8 @@ def build_parser() -> argparse.ArgumentParser:
     trace = commands.add_parser("trace", help="walk one text through the pipeline, stage by stage")
     trace.add_argument("text")
     trace.add_argument("--json", action="store_true", help="print the same as JSON")
+    trace.add_argument("--prompt-name", default=None,
+                       help="one of the model's prompts, put first as encode does (default: the model's default one)")
     trace.add_argument("--plot", metavar="FILE", help="also draw one head's attention weights beside the mask into "
                                                       "FILE (PNG; needs matplotlib: pip install 'minienc[plot]')")
     trace.add_argument("--layer", type=int, default=0, help="the layer --plot draws (default 0)")

@@ -85,11 +85,15 @@ def summary(t: torch.Tensor, values: int = 4) -> dict[str, Any]:
     return {"shape": list(t.shape), "norm": float(t.float().norm()), "values": [round(float(x), 6) for x in row[:values]]}
 
 
-def trace(model, text: str) -> dict[str, Any]:
-    """One text through a SentenceEncoder, or a SparseEncoder (SPLADE), stage by stage, as plain data."""
+def trace(model, text: str, prompt_name: str | None = None) -> dict[str, Any]:
+    """One text through a SentenceEncoder, or a SparseEncoder (SPLADE), stage by stage, as plain data; the prompt
+    encode() would put before it (prompt_name, else the model's default one) goes first, as there."""
     from .heads.sparse import SparseEncoder
 
-    return trace_sparse(model, text) if isinstance(model, SparseEncoder) else trace_sentence(model, text)
+    prompt = model.prompt_text(prompt_name, None)
+    if isinstance(model, SparseEncoder):
+        return {**trace_sparse(model, prompt + text), "text": text, "prompt": prompt}
+    return trace_sentence(model, text, prompt)
 
 
 def trace_encoder(sentence, text: str) -> tuple[dict[str, Any], torch.Tensor, torch.Tensor]:
@@ -119,16 +123,22 @@ def trace_encoder(sentence, text: str) -> tuple[dict[str, Any], torch.Tensor, to
 
 
 @torch.inference_mode()
-def trace_sentence(model, text: str) -> dict[str, Any]:
-    """Then pooling, Dense and the normalizer: a SentenceEncoder's steps 4-5."""
-    data, last, mask = trace_encoder(model, text)
+def trace_sentence(model, text: str, prompt: str = "") -> dict[str, Any]:
+    """Then pooling, Dense and the normalizer: a SentenceEncoder's steps 4-5. The prompt's tokens (the leading
+    special token with them) are left out of pooling where the folder says include_prompt false, as encode() does."""
+    data, last, mask = trace_encoder(model, prompt + text)
+    prompt_tokens = model.tokenizer.prefix_length(prompt) if prompt else 0
+    skipped = 0 if model.include_prompt else prompt_tokens
+    mask = mask.clone()
+    mask[:, :skipped] = 0  # one text, unpadded: its first `skipped` tokens
     pooled = pool(last, mask, model.pooling)[0]  # (H,)
     vector, dense = pooled, []
     for layer in model.dense:  # the folder's Dense modules, in the order encode() applies them
         vector = layer(vector)
         dense.append({"in": layer.linear.in_features, "out": layer.linear.out_features,
                       "activation": activation_name(layer.activation), "vector": summary(vector)})
-    return {**data, "pooling": "+".join(model.pooling), "pooled": summary(pooled), "dense": dense,
+    return {**data, "text": text, "prompt": prompt, "prompt_tokens": prompt_tokens, "pooled_from": skipped,
+            "pooling": "+".join(model.pooling), "pooled": summary(pooled), "dense": dense,
             "normalized": summary(l2_normalize(vector)) if model.normalize else None}
 
 
@@ -178,6 +188,9 @@ def format_trace(data: dict[str, Any]) -> str:
         return f"  {name:<22} {str(tuple(s['shape'])):<12} norm {s['norm']:9.4f}   [{values}, ...]"
 
     lines = [f"text: {data['text']!r}", "", "1. tokenize"]
+    if data.get("prompt"):
+        lines += [f"  {'prompt':<15} {data['prompt']!r} first" + (f": tokens 0..{data['prompt_tokens'] - 1}"
+                                                                   if data.get("prompt_tokens") else "")]
     lines += [f"  {'tokens':<15} {data['tokens']}"]
     record = family_of(data["family"])
     words = record.trace_words  # None: a position table, as BERT's (the BERT family, MPNet)
@@ -205,7 +218,12 @@ def format_trace(data: dict[str, Any]) -> str:
 
 
 def sentence_steps(data: dict[str, Any], row) -> list[str]:
-    lines, step = ["", f"4. pooling ({data['pooling']})", row("pooled", data["pooled"])], 5
+    over = ""
+    if data.get("prompt_tokens"):
+        skipped = data["pooled_from"]
+        over = (f" over tokens {skipped}..{len(data['tokens']) - 1}: the prompt's 0..{skipped - 1} left out, "
+                f"include_prompt false" if skipped else ", the prompt's tokens included")
+    lines, step = ["", f"4. pooling ({data['pooling']}{over})", row("pooled", data["pooled"])], 5
     for i, dense in enumerate(data.get("dense", [])):
         lines += ["", f"{step}. Dense {i + 1}  ({dense['in']} -> {dense['out']}, activation {dense['activation']})",
                   row("vector", dense["vector"])]

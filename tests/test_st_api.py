@@ -74,6 +74,33 @@ def test_new_layout_dense_cls_and_include_prompt(tmp_path):
     assert np.abs(packed.encode(TEXTS, prompt_name="query") - st.encode(TEXTS, prompt_name="query")).max() <= 1e-6
 
 
+@pytest.mark.parametrize("include_prompt", [False, True])
+def test_trace_puts_the_prompt_first_and_pools_as_encode(tmp_path, capsys, include_prompt):
+    """`minienc trace --prompt-name` walks the prompted text, and its pooling step leaves the prompt's tokens out
+    where the folder says include_prompt false: the vector it prints last is sentence-transformers'; without
+    --prompt-name the folder's default prompt goes first, as in encode()."""
+    from minienc.cli import main
+
+    source = Transformer(str(WEIGHTS / "tiny-bert"), max_seq_length=128)
+    model = SentenceTransformer(modules=[source, Pooling(32, "mean", include_prompt=include_prompt), Normalize()],
+                                device="cpu", prompts={"query": "query: ", "passage": "passage: "},
+                                default_prompt_name="passage")
+    model.save_pretrained(str(tmp_path / "st"))
+    st = SentenceTransformer(str(tmp_path / "st"), device="cpu")
+    for option, name in (["--prompt-name", "query"], "query"), ([], "passage"):
+        assert main(["trace", "--model", str(tmp_path / "st"), "--json", *option, "hello world"]) == 0
+        data = json.loads(capsys.readouterr().out)
+        expected = st.encode("hello world", prompt_name=name)
+        assert data["prompt"] == f"{name}: " and data["tokens"][0] == "[CLS]" and "hello" in data["tokens"]
+        assert data["normalized"]["values"] == [round(float(x), 6) for x in expected[:4]]
+        assert data["pooled_from"] == (0 if include_prompt else data["prompt_tokens"]) and data["prompt_tokens"] > 1
+    assert main(["trace", "--model", str(tmp_path / "st"), "--prompt-name", "query", "hello world"]) == 0
+    page = capsys.readouterr().out
+    assert "  prompt          'query: ' first: tokens 0..6" in page
+    assert ("4. pooling (mean, the prompt's tokens included)" if include_prompt else
+            "4. pooling (mean over tokens 7..9: the prompt's 0..6 left out, include_prompt false)") in page
+
+
 def test_inputs_accepted_like_sentence_transformers(pair):
     ours, _, st = pair
     as_array = np.array(TEXTS[:4])
