@@ -235,6 +235,81 @@ def test_weights_that_would_load_wrong_are_refused(reference_dir, tmp_path, edit
         hidden(folder)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16], ids=str)
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), -float("inf")], ids=["nan", "inf", "-inf"])
+@pytest.mark.parametrize("at", [0, -1, "past the first buffer"])
+def test_finiteness_is_read_from_the_file(tmp_path, monkeypatch, dtype, value, at):
+    """finite_in_file reads each tensor in buffer-sized parts: a bad value anywhere is found (the first element,
+    the last, one in a later part: the buffer made 64 bytes here), and a finite file passes whole."""
+    from safetensors.torch import save_file
+
+    import minienc.loading.checkpoint as checkpoint
+
+    monkeypatch.setattr(checkpoint, "FINITE_CHECK_BYTES", 64)
+    tensors = {"a": torch.randn(7, 11).to(dtype), "b": torch.randn(300).to(dtype), "ids": torch.arange(5)}
+    save_file(tensors, str(tmp_path / "fine.safetensors"))
+    assert checkpoint.finite_in_file(tmp_path / "fine.safetensors") == {"a": True, "b": True}  # ints: bad_weight's
+    index = 200 if at == "past the first buffer" else at
+    tensors["b"][index] = value
+    save_file(tensors, str(tmp_path / "bad.safetensors"))
+    assert checkpoint.finite_in_file(tmp_path / "bad.safetensors") == {"a": True, "b": False}
+
+
+def test_a_bad_value_in_one_part_of_a_fused_tensor_names_the_tensor(tmp_path):
+    """NomicBERT's Wqkv holds q, k and v: infinity in v's rows is the checkpoint tensor's problem, named by its key."""
+    import transformers
+    from safetensors.torch import load_file, save_file
+
+    config = transformers.NomicBertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                                          intermediate_size=32)
+    transformers.NomicBertModel(config).save_pretrained(tmp_path)
+    tensors = load_file(str(tmp_path / "model.safetensors"))
+    fused = next(key for key in tensors if key.endswith("Wqkv.weight"))
+    tensors[fused][-1, 0] = float("inf")
+    save_file(tensors, str(tmp_path / "model.safetensors"))
+    with pytest.raises(CheckpointError, match=rf"{fused}: holds NaN or infinite values"):
+        minienc.Encoder.from_pretrained(tmp_path)
+
+
+RESIDENT = """
+import sys
+import torch
+import minienc
+
+def resident():
+    return int(open("/proc/self/status").read().split("VmRSS:")[1].split()[0]) * 1024
+
+minienc.Encoder.from_pretrained(sys.argv[2])  # the code a load runs, imported and warm
+before = resident()
+model = minienc.Encoder.from_pretrained(sys.argv[1])
+loaded = resident()
+with torch.inference_mode():
+    model(torch.tensor([[2, 7, 9, 3]]))
+print(loaded - before, resident() - before)
+"""
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").is_file(), reason="reads VmRSS from /proc")
+def test_loading_leaves_the_unread_embedding_rows_on_disk(tmp_path):
+    """The weights are views of the mapped file, checked by reading the file apart from them: after loading a
+    model whose 64 MB embedding table is most of its file, and after a forward pass over 4 tokens, the process holds
+    a small part of it in memory (checking the mapped tensors made all 64 MB resident, and kept them)."""
+    import subprocess
+    import sys
+
+    import transformers
+
+    config = transformers.BertConfig(vocab_size=250_000, hidden_size=64, num_hidden_layers=1, num_attention_heads=2,
+                                     intermediate_size=64)
+    transformers.BertModel(config, add_pooling_layer=False).save_pretrained(tmp_path)
+    table = 250_000 * 64 * 4
+    done = subprocess.run([sys.executable, "-c", RESIDENT, str(tmp_path), str(Path(__file__).resolve().parents[1] / "weights" / "tiny-bert")],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    loaded, used = (int(v) for v in done.stdout.split())
+    assert loaded < table / 4 and used < table / 4, (loaded, used, table)
+
+
 def test_shard_index_pointing_outside_the_folder(reference_dir, tmp_path):
     folder = copy_of(reference_dir, tmp_path)
     keys = load_file(folder / "model.safetensors").keys()
