@@ -133,13 +133,13 @@ def prefix_hint(unexpected: list[str], table: dict[str, Targets], model_type: st
 
 
 FINITE_CHECK_PART = 1 << 22  # elements bad_weight checks at once
-FINITE_CHECK_BYTES = 1 << 22  # bytes finite_in_file reads at once
+FINITE_CHECK_BYTES = 1 << 22  # bytes read_weights_file reads from a file at once
 FILE_DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16}
 
 
 def bad_weight(tensor: torch.Tensor, finite: bool | None = None) -> str | None:
     """Why a weight tensor cannot be a model's: not floating-point (an integer or bool file would be cast to float
-    silently), or holding NaN / infinity; None when it can. finite: already known (finite_in_file), else checked
+    silently), or holding NaN / infinity; None when it can. finite: already known (read_weights_file), else checked
     here, in parts: torch.isfinite builds temporaries as large as the tensor."""
     if not tensor.is_floating_point():
         return f"stored as {str(tensor.dtype).removeprefix('torch.')}, not a floating-point type"
@@ -148,33 +148,41 @@ def bad_weight(tensor: torch.Tensor, finite: bool | None = None) -> str | None:
     return None if finite else "holds NaN or infinite values"
 
 
-def finite_in_file(path: Path) -> dict[str, bool]:
-    """Whether each floating-point tensor of a safetensors file is free of NaN and infinity, read from the file
-    through one 4 MiB buffer: the tensors read_safetensors gives are views of the mapped file, and reading them
-    here would leave every page of it resident for the model's life, where a forward pass reads only the rows of
-    the tokens it meets from an embedding table (EmbeddingGemma's: 0.8 GB of 1.2). Float8 and other formats are
-    left out: bad_weight checks those tensors itself."""
+def read_weights_file(path: Path, dtype: torch.dtype) -> tuple[dict[str, torch.Tensor], dict[str, bool]]:
+    """Every tensor of a safetensors file, and whether each floating-point one is free of NaN and infinity. A tensor
+    stored in `dtype` is a view of the mapped file: no copy, a page is read when a weight first is, and the rows of
+    an embedding table no text reaches are never read (EmbeddingGemma's table is 0.8 GB of 1.2). Another
+    floating-point one is cast from the file into memory of its own. Both are read from the file through one 4 MiB
+    buffer, never through the mapped views: reading those would keep every page of the file resident beside the
+    model (or beside its cast copy). Integers and float8 are left as stored: load_weights refuses integers, and
+    bad_weight checks float8 itself."""
+    tensors = read_safetensors(path)
     finite: dict[str, bool] = {}
     buffer = torch.empty(FINITE_CHECK_BYTES, dtype=torch.uint8)
     with open(path, "rb") as file:
         size = int.from_bytes(file.read(8), "little")
-        header = json.loads(file.read(size))
-        for key, info in header.items():
-            dtype = FILE_DTYPES.get(info.get("dtype")) if isinstance(info, dict) else None  # __metadata__ too
-            if dtype is None:
+        for key, info in json.loads(file.read(size)).items():
+            stored = FILE_DTYPES.get(info.get("dtype")) if isinstance(info, dict) else None  # __metadata__ too
+            if stored is None:
                 continue
             start, end = info["data_offsets"]
             file.seek(8 + size + start)
-            step = FINITE_CHECK_BYTES - FINITE_CHECK_BYTES % dtype.itemsize
-            finite[key] = True
+            cast = torch.empty(tensors[key].shape, dtype=dtype) if stored != dtype else None
+            finite[key], flat = True, None if cast is None else cast.view(-1)
+            step = FINITE_CHECK_BYTES - FINITE_CHECK_BYTES % stored.itemsize
             for offset in range(start, end, step):
                 n = min(step, end - offset)
                 if file.readinto(memoryview(buffer.numpy())[:n]) != n:
                     raise CheckpointError(f"{path} ends inside {key}: it may be truncated, download it again")
-                if not bool(torch.isfinite(buffer[:n].view(dtype)).all()):
-                    finite[key] = False
+                values = buffer[:n].view(stored)
+                finite[key] = finite[key] and bool(torch.isfinite(values).all())
+                if flat is not None:
+                    first = (offset - start) // stored.itemsize
+                    flat[first:first + values.numel()].copy_(values)
+                elif not finite[key]:
                     break
-    return finite
+            tensors[key] = tensors[key] if cast is None else cast
+    return tensors, finite
 
 
 def read_linear(path: Path, in_features: int, out_features: int | None, bias: bool, dtype: torch.dtype,
@@ -208,7 +216,7 @@ def report(problems: dict[str, list[str]]) -> str:
 def check_part(key: str, tensor: torch.Tensor, shape: torch.Size, part_of: str | None,
                finite: bool | None) -> tuple[str, str] | None:
     """(kind of problem, line) where checkpoint tensor `key` (or the part of it that is `part_of`) cannot be the
-    weight of that shape; None where it can. finite: the whole tensor's, from finite_in_file."""
+    weight of that shape; None where it can. finite: the whole tensor's, from read_weights_file."""
     if tensor.shape != shape:
         where = f" for {part_of}" if part_of else ""
         return "wrong shapes", f"{key}: checkpoint {tuple(tensor.shape)}, model expects {tuple(shape)}{where}"
@@ -235,8 +243,7 @@ def load_weights(
     problems: dict[str, list[str]] = {"missing weights": [], "stored twice": [], "wrong shapes": [],
                                       "not floating-point numbers": [], "unexpected tensors": []}
     for path in weight_files(folder):
-        tensors = read_safetensors(path)  # views of the mapped file: a page is read when a weight first is
-        finite = finite_in_file(path)
+        tensors, finite = read_weights_file(path, dtype or torch.float32)
         for key, tensor in tensors.items():
             name = checkpoint_name(key, model_type)
             targets = table.get(name, ()) if name is not None else ()
