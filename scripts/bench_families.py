@@ -1,11 +1,13 @@
-"""The newer families at their real size: random weights in Qwen3-Embedding-0.6B's, ModernBERT-base's or
+"""The newer families at their real size: random weights in Qwen3-Embedding-0.6B's, -4B's or -8B's, ModernBERT-base's or
 EmbeddingGemma-300m's shape, minienc float32 and bfloat16 against sentence-transformers in float32 and bfloat16, on
 bench.py's corpora.
 
-    python scripts/bench_families.py [--shape qwen3-0.6b|modernbert-base|embeddinggemma-300m] [--folder DIR]
-                                     [--texts 16] [--repeats 3] [--max-seq-length 512]
+    python scripts/bench_families.py [--shape qwen3-0.6b|qwen3-4b|qwen3-8b|modernbert-base|embeddinggemma-300m]
+                                     [--folder DIR] [--texts 16] [--repeats 3] [--max-seq-length 512]
+                                     [--corpora short mixed long] [--systems ...]
 
-The folder (default: built in a temporary one, 0.6 to 1.2 GB) holds the shape (SHAPES below: layers, widths, heads,
+The folder (default: built in a temporary one, 0.6 to 1.2 GB; qwen3-4b and -8b: 8 and 15 GB, written a tensor at a
+time, in shards, and run in bfloat16 only by default) holds the shape (SHAPES below: layers, widths, heads,
 vocabulary, local windows) with weights from a fixed seed, stored in the dtype the real checkpoint stores (Qwen3:
 bfloat16; the others float32), the matching weights/ folder's byte-level tokenizer and sentence-transformers files
 (Qwen3: last-token pooling; ModernBERT: mean; EmbeddingGemma: mean and its two Dense layers, 768 -> 3072 -> 768), and
@@ -14,9 +16,9 @@ Normalize. Random weights: the speed and memory are the real model's, the vector
 Each system runs in a process of its own, so that its peak memory (resident set) is its own: one warm-up encode,
 then `repeats` timed ones, the median reported, with tokens per second, the ratio to sentence-transformers' fastest
 CPU configuration, the share of this machine's matrix-multiply rate for the system's number format (measured on the
-model's feed-forward shape) that the model's FLOPs reach, and the lowest cosine of its vectors with
-sentence-transformers' float32 ones. Local layers are counted as full squares: every kernel here computes them whole,
-masked (as transformers does on a CPU).
+model's feed-forward shape) that the model's FLOPs reach, its peak over the weights' bytes, and the lowest cosine of
+its vectors with sentence-transformers' float32 ones (bfloat16 ones where float32 is not run). Local layers are
+counted as full squares: every kernel here computes them whole, masked (as transformers does on a CPU).
 """
 
 from __future__ import annotations
@@ -41,6 +43,12 @@ SHAPES = {
     "qwen3-0.6b": ("Qwen3Config", "Qwen3Model", "bfloat16", "tiny-qwen3-embedding", dict(
         vocab_size=151669, hidden_size=1024, num_hidden_layers=28, num_attention_heads=16, num_key_value_heads=8,
         head_dim=128, intermediate_size=3072, max_position_embeddings=32768, rope_theta=1000000.0, eos_token_id=256)),
+    "qwen3-4b": ("Qwen3Config", "Qwen3Model", "bfloat16", "tiny-qwen3-embedding", dict(
+        vocab_size=151665, hidden_size=2560, num_hidden_layers=36, num_attention_heads=32, num_key_value_heads=8,
+        head_dim=128, intermediate_size=9728, max_position_embeddings=40960, rope_theta=1000000.0, eos_token_id=256)),
+    "qwen3-8b": ("Qwen3Config", "Qwen3Model", "bfloat16", "tiny-qwen3-embedding", dict(
+        vocab_size=151665, hidden_size=4096, num_hidden_layers=36, num_attention_heads=32, num_key_value_heads=8,
+        head_dim=128, intermediate_size=12288, max_position_embeddings=40960, rope_theta=1000000.0, eos_token_id=256)),
     "modernbert-base": ("ModernBertConfig", "ModernBertModel", "float32", "tiny-modernbert-embed", dict(
         vocab_size=50368, hidden_size=768, num_hidden_layers=22, num_attention_heads=12, intermediate_size=1152,
         local_attention=128, global_attn_every_n_layers=3, max_position_embeddings=8192, pad_token_id=256,
@@ -69,7 +77,10 @@ def build(folder: Path, shape: str, max_seq_length: int) -> None:
     shutil.copytree(ROOT / "weights" / tiny, folder, dirs_exist_ok=True)
     torch.manual_seed(0)
     config = getattr(transformers, config_class)(**settings, dtype=stored)
-    getattr(transformers, model_class)(config).to(getattr(torch, stored)).save_pretrained(folder)
+    if shape in STREAMED:
+        write_streamed(folder, config, getattr(transformers, model_class), getattr(torch, stored))
+    else:
+        getattr(transformers, model_class)(config).to(getattr(torch, stored)).save_pretrained(folder)
     pooling = json.loads((folder / "1_Pooling" / "config.json").read_text())
     (folder / "1_Pooling" / "config.json").write_text(json.dumps({**pooling, "word_embedding_dimension":
                                                                   settings["hidden_size"]}))
@@ -81,6 +92,50 @@ def build(folder: Path, shape: str, max_seq_length: int) -> None:
         save_file({"linear.weight": torch.empty(n_out, n_in).uniform_(-n_in**-0.5, n_in**-0.5)},
                   str(dense / "model.safetensors"))
     (folder / "sentence_bert_config.json").write_text(json.dumps({"max_seq_length": max_seq_length}))
+
+
+STREAMED = {"qwen3-4b", "qwen3-8b"}  # too large to build whole in float32 here (16, 30 GB): a tensor at a time
+SHARD_BYTES = 2 << 30
+
+
+def write_streamed(folder: Path, config, model_class, dtype: torch.dtype) -> None:
+    """The model's tensors drawn one at a time in `dtype` (norms 1, the rest normal with the config's
+    initializer_range), written in shards of at most 2 GiB with transformers' index: peak memory one shard."""
+    from safetensors.torch import save_file
+
+    (folder / "model.safetensors").unlink(missing_ok=True)  # the tiny folder's
+    with torch.device("meta"):
+        shapes = {name: t.shape for name, t in model_class(config).state_dict().items()}
+    plan, size = [[]], 0  # each shard's tensor names, planned from their sizes
+    for name, shape in shapes.items():
+        nbytes = shape.numel() * dtype.itemsize
+        if size + nbytes > SHARD_BYTES and plan[-1]:
+            plan.append([])
+            size = 0
+        plan[-1].append(name)
+        size += nbytes
+    weight_map = {}
+    for i, names in enumerate(plan):
+        file = f"model-{i + 1:05d}-of-{len(plan):05d}.safetensors"
+        shard = {name: torch.ones(shapes[name], dtype=dtype) if name.endswith("norm.weight") else
+                 torch.randn(shapes[name]).mul_(config.initializer_range).to(dtype) for name in names}
+        save_file(shard, str(folder / file), metadata={"format": "pt"})
+        weight_map.update({name: file for name in names})
+    total = sum(shape.numel() * dtype.itemsize for shape in shapes.values())
+    index = {"metadata": {"total_size": total}, "weight_map": weight_map}
+    (folder / "model.safetensors.index.json").write_text(json.dumps(index, indent=2))
+    config.save_pretrained(folder)
+
+
+def unit(vectors: np.ndarray) -> np.ndarray:
+    """Rows scaled to length 1 in float64: a bfloat16 vector normalized in bfloat16 is off 1 by up to 0.4%."""
+    vectors = vectors.astype(np.float64)
+    return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+
+
+def weight_bytes(folder: Path) -> int:
+    """The bytes of the folder's model weights (its safetensors files at the top, not the Dense layers')."""
+    return sum(path.stat().st_size for path in folder.glob("*.safetensors"))
 
 
 def load(folder: Path, system: str):
@@ -149,6 +204,9 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--max-seq-length", type=int, default=512)
     parser.add_argument("--corpora", nargs="*", default=["short", "mixed", "long"])
+    parser.add_argument("--systems", nargs="*", choices=sorted(SYSTEMS), default=None,
+                        help="which to run (default: all; for qwen3-4b and -8b the bfloat16 ones: float32 does not "
+                             "fit in 24 GiB)")
     parser.add_argument("--child", nargs=3, metavar=("SYSTEM", "CORPUS", "OUT"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -170,28 +228,33 @@ def main() -> None:
     print(f"# {cpu_description()}; {torch.get_num_threads()} threads; torch {torch.__version__}; {args.shape} shape, "
           f"random weights; {args.texts} texts per corpus, max_seq_length {args.max_seq_length}; median of "
           f"{args.repeats}; matmul GFLOP/s float32 {peaks['float32']:.0f}, bfloat16 {peaks['bfloat16']:.0f}\n")
-    print("| corpus | texts | tokens | system | median s | tokens/s | vs ST fastest | peak GiB | matmul share "
-          "| min cosine vs ST float32 |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    systems = args.systems or [name for name, (_, dtype) in SYSTEMS.items()
+                               if args.shape not in STREAMED or dtype == "bfloat16"]
+    reference = next(name for name in ("sentence-transformers float32", "sentence-transformers bfloat16")
+                     if name in systems)
+    weights = weight_bytes(folder)
+    print(f"weights: {weights / 2**30:.2f} GiB\n")
+    print(f"| corpus | texts | tokens | system | median s | tokens/s | vs ST fastest | peak GiB | peak / weights | "
+          f"matmul share | min cosine vs {reference} |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     out = Path(tempfile.mkdtemp(prefix="bench-decoder-"))
     for corpus in args.corpora:
         texts = corpora()[corpus][: args.texts]
         lengths = token_counts(folder, texts, args.max_seq_length)
         results = {}
-        for system in SYSTEMS:
+        for system in systems:
             command = [sys.executable, __file__, "--folder", str(folder), "--texts", str(args.texts), "--repeats",
                        str(args.repeats), "--child", system, corpus, str(out)]
             done = subprocess.run(command, capture_output=True, text=True, check=True)
             results[system] = json.loads(done.stdout.strip().splitlines()[-1])
         fastest_st = min(r["median"] for s, r in results.items() if s.startswith("sentence-transformers"))
-        reference = np.load(out / f"sentence-transformers float32.{corpus}.npy")
+        expected = unit(np.load(out / f"{reference}.{corpus}.npy"))
         for system, r in results.items():
-            vectors = np.load(out / f"{system}.{corpus}.npy")
-            cosine = float((vectors * reference).sum(axis=1).min())
+            cosine = float((unit(np.load(out / f"{system}.{corpus}.npy")) * expected).sum(axis=1).min())
             share = flops(args.shape, lengths) / r["median"] / peaks[SYSTEMS[system][1]]
             print(f"| {corpus} | {len(texts)} | {sum(lengths)} | {system} | {r['median']:.2f} | "
                   f"{sum(lengths) / r['median']:,.0f} | {fastest_st / r['median']:.2f}x | {r['peak_gib']:.2f} | "
-                  f"{share:.0%} | {cosine:.5f} |")
+                  f"{r['peak_gib'] * 2**30 / weights:.2f} | {share:.0%} | {cosine:.5f} |")
         sys.stdout.flush()
     shutil.rmtree(out)
 
