@@ -212,6 +212,10 @@ def main() -> None:
     if args.child:
         child(args.folder, args.child[0], args.child[1], args.texts, args.repeats, Path(args.child[2]))
         return
+    systems = args.systems or [name for name, (_, dtype) in SYSTEMS.items()
+                               if args.shape not in STREAMED or dtype == "bfloat16"]
+    if not any(name.startswith("sentence-transformers") for name in systems):
+        parser.error("--systems needs a sentence-transformers one: the ratios and cosines are against it")
     folder = args.folder or Path(tempfile.mkdtemp(prefix=f"{args.shape}-shape-"))
     if not (folder / "config.json").is_file():
         build(folder, args.shape, args.max_seq_length)
@@ -228,8 +232,6 @@ def main() -> None:
     print(f"# {cpu_description()}; {torch.get_num_threads()} threads; torch {torch.__version__}; {args.shape} shape, "
           f"random weights; {args.texts} texts per corpus, max_seq_length {args.max_seq_length}; median of "
           f"{args.repeats}; matmul GFLOP/s float32 {peaks['float32']:.0f}, bfloat16 {peaks['bfloat16']:.0f}\n")
-    systems = args.systems or [name for name, (_, dtype) in SYSTEMS.items()
-                               if args.shape not in STREAMED or dtype == "bfloat16"]
     reference = next(name for name in ("sentence-transformers float32", "sentence-transformers bfloat16")
                      if name in systems)
     weights = weight_bytes(folder)

@@ -258,6 +258,33 @@ def test_weights_read_from_the_file_in_parts(tmp_path, monkeypatch, dtype, value
     assert checkpoint.read_weights_file(tmp_path / "bad.safetensors", requested)[1] == {"a": True, "b": False}
 
 
+def test_a_tensor_not_wanted_is_neither_read_nor_cast(tmp_path):
+    """A task head ignored on purpose (an lm_head as large as the vocabulary) stays a view of the file in its own
+    dtype: no cast copy, no check."""
+    import minienc.loading.checkpoint as checkpoint
+
+    save_file({"a": torch.randn(4, 3).to(torch.bfloat16), "head": torch.full((5,), float("nan")).to(torch.bfloat16)},
+              str(tmp_path / "w.safetensors"))
+    read, finite = checkpoint.read_weights_file(tmp_path / "w.safetensors", torch.float32, wanted=lambda k: k != "head")
+    assert read["a"].dtype == torch.float32 and read["head"].dtype == torch.bfloat16 and finite == {"a": True}
+
+
+@pytest.mark.parametrize("bad", [False, True])
+def test_float8_weights_are_checked_and_widened(reference_dir, tmp_path, bad):
+    """float8 (no isfinite of its own) is checked widened, and loads as its float32 values, bit for bit."""
+    folder = copy_of(reference_dir, tmp_path)
+    rewrite_weights(folder, lambda t: t.update({k: v.to(torch.float8_e4m3fn) for k, v in t.items()}))
+    widened = copy_of(reference_dir, tmp_path / "widened")
+    rewrite_weights(widened, lambda t: t.update({k: v.to(torch.float8_e4m3fn).float() for k, v in t.items()}))
+    if bad:
+        rewrite_weights(folder, lambda t: t["encoder.layer.0.output.dense.weight"].view(torch.uint8).view(-1)
+                        .__setitem__(3, 0x7F))  # e4m3fn's NaN
+        with pytest.raises(CheckpointError, match="encoder.layer.0.output.dense.weight: holds NaN or infinite values"):
+            hidden(folder)
+    else:
+        assert torch.equal(hidden(folder), hidden(widened))
+
+
 def test_a_bad_value_in_one_part_of_a_fused_tensor_names_the_tensor(tmp_path):
     """NomicBERT's Wqkv holds q, k and v: infinity in v's rows is the checkpoint tensor's problem, named by its key."""
     import transformers
@@ -270,7 +297,8 @@ def test_a_bad_value_in_one_part_of_a_fused_tensor_names_the_tensor(tmp_path):
     fused = next(key for key in tensors if key.endswith("Wqkv.weight"))
     tensors[fused][-1, 0] = float("inf")
     save_file(tensors, str(tmp_path / "model.safetensors"))
-    with pytest.raises(CheckpointError, match=rf"{fused}: holds NaN or infinite values"):
+    with pytest.raises(CheckpointError, match=rf"not floating-point numbers \(1\):\n    {fused}: holds NaN or infinite "
+                                              rf"values$"):  # once, not once per part
         minienc.Encoder.from_pretrained(tmp_path)
 
 

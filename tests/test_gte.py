@@ -148,6 +148,29 @@ def test_alibaba_folder_unscaled(gte_dir, tmp_path, rope_scaling):
     assert torch.equal(a[mask.bool()], b[mask.bool()])
 
 
+def test_log_length_scaling_clipped_at_1_is_the_plain_model(gte_dir, tmp_path):
+    """logn_attention_scale with logn_attention_clip1: log(n) / log(max positions) is at most 1 for every text the
+    model takes, so the clip makes it 1: the plain model, read rather than refused."""
+    folder = alibaba_folder(gte_dir, tmp_path / "new", logn_attention_scale=True, logn_attention_clip1=True)
+    ids, mask = batch("right")
+    with torch.inference_mode():
+        a = transformers_gte(gte_dir, 500000, 1.0)(input_ids=ids, attention_mask=mask).last_hidden_state
+        b = minienc.Encoder.from_pretrained(folder)(ids, mask)
+    assert torch.equal(a[mask.bool()], b[mask.bool()])
+
+
+def test_ntk_scaling_under_transformers_model_type_is_refused(gte_dir, tmp_path):
+    """model_type "gte" is held to transformers' GteModel, which has no NTK scaling (it fails on such a config)."""
+    config = json.loads((gte_dir / "config.json").read_text())
+    config["rope_scaling"] = {"type": "ntk", "factor": 2.0}
+    folder = tmp_path / "ntk"
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps(config))
+    (folder / "model.safetensors").symlink_to(gte_dir / "model.safetensors")
+    with pytest.raises(ValueError, match="for model_type 'gte'.*transformers' GteModel has none"):
+        minienc.Encoder.from_pretrained(folder)
+
+
 def test_alibaba_folder_with_q_k_v_apart(gte_dir, tmp_path):
     """pack_qkv false: Alibaba's code stores q, k and v as three tensors under its own names."""
     ids, mask = batch("right")
@@ -174,7 +197,7 @@ def test_alibaba_folder_with_q_k_v_apart(gte_dir, tmp_path):
     ({"rope_scaling": {"type": "dynamic", "factor": 2.0}}, "unsupported rotary scaling"),
     ({"position_embedding_type": "absolute"}, "position_embedding_type 'absolute'"),
     ({"layer_norm_type": "rms_norm"}, "layer_norm_type 'rms_norm'"),
-    ({"logn_attention_scale": True, "max_position_embeddings": 32768}, "logn_attention_scale"),
+    ({"logn_attention_scale": True}, "logn_attention_scale without logn_attention_clip1"),
 ])
 def test_alibaba_fields_not_computed_are_refused(gte_dir, tmp_path, fields, words):
     folder = alibaba_folder(gte_dir, tmp_path / "new", **fields)

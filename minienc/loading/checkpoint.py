@@ -7,6 +7,7 @@ be one we use or one we ignore on purpose, and nothing is ever unpickled.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -143,19 +144,22 @@ def bad_weight(tensor: torch.Tensor, finite: bool | None = None) -> str | None:
     here, in parts: torch.isfinite builds temporaries as large as the tensor."""
     if not tensor.is_floating_point():
         return f"stored as {str(tensor.dtype).removeprefix('torch.')}, not a floating-point type"
-    if finite is None:
-        finite = all(bool(torch.isfinite(part).all()) for part in tensor.reshape(-1).split(FINITE_CHECK_PART))
+    if finite is None:  # float8 has no isfinite of its own: its parts are widened first
+        finite = all(bool(torch.isfinite(part if part.dtype.itemsize > 1 else part.float()).all())
+                     for part in tensor.reshape(-1).split(FINITE_CHECK_PART))
     return None if finite else "holds NaN or infinite values"
 
 
-def read_weights_file(path: Path, dtype: torch.dtype) -> tuple[dict[str, torch.Tensor], dict[str, bool]]:
-    """Every tensor of a safetensors file, and whether each floating-point one is free of NaN and infinity. A tensor
+def read_weights_file(path: Path, dtype: torch.dtype, wanted: Callable[[str], bool] = lambda key: True
+                      ) -> tuple[dict[str, torch.Tensor], dict[str, bool]]:
+    """Every tensor of a safetensors file, and whether each wanted floating-point one is free of NaN and infinity
+    (the others, a task head ignored on purpose, are neither checked nor cast: views of the file, never read). A tensor
     stored in `dtype` is a view of the mapped file: no copy, a page is read when a weight first is, and the rows of
     an embedding table no text reaches are never read (EmbeddingGemma's table is 0.8 GB of 1.2). Another
     floating-point one is cast from the file into memory of its own. Both are read from the file through one 4 MiB
     buffer, never through the mapped views: reading those would keep every page of the file resident beside the
     model (or beside its cast copy). Integers and float8 are left as stored: load_weights refuses integers, and
-    bad_weight checks float8 itself."""
+    bad_weight checks float8 itself (widened a part at a time; the pages it reads stay resident)."""
     tensors = read_safetensors(path)
     finite: dict[str, bool] = {}
     buffer = torch.empty(FINITE_CHECK_BYTES, dtype=torch.uint8)
@@ -163,7 +167,7 @@ def read_weights_file(path: Path, dtype: torch.dtype) -> tuple[dict[str, torch.T
         size = int.from_bytes(file.read(8), "little")
         for key, info in json.loads(file.read(size)).items():
             stored = FILE_DTYPES.get(info.get("dtype")) if isinstance(info, dict) else None  # __metadata__ too
-            if stored is None:
+            if stored is None or not wanted(key):
                 continue
             start, end = info["data_offsets"]
             file.seek(8 + size + start)
@@ -243,7 +247,8 @@ def load_weights(
     problems: dict[str, list[str]] = {"missing weights": [], "stored twice": [], "wrong shapes": [],
                                       "not floating-point numbers": [], "unexpected tensors": []}
     for path in weight_files(folder):
-        tensors, finite = read_weights_file(path, dtype or torch.float32)
+        tensors, finite = read_weights_file(path, dtype or torch.float32,
+                                            wanted=lambda key: bool(table.get(checkpoint_name(key, model_type))))
         for key, tensor in tensors.items():
             name = checkpoint_name(key, model_type)
             targets = table.get(name, ()) if name is not None else ()
@@ -257,12 +262,13 @@ def load_weights(
                 found_as.update({ours: key for ours in targets})
                 continue
             parts = tensor.chunk(len(targets), dim=0) if len(targets) > 1 else (tensor,)
-            for ours, part in zip(targets, parts):
+            for index, (ours, part) in enumerate(zip(targets, parts)):
                 if ours in found_as:
                     problems["stored twice"].append(f"{key} and {found_as[ours]} both hold minienc's {ours}")
                     continue
                 found_as[ours] = f"{key} ({path.name})"
-                problem = check_part(key, part, expected[ours], ours if len(targets) > 1 else None, finite.get(key))
+                whole = finite.get(key) if index == 0 or key not in finite else True  # a fused key's, said once
+                problem = check_part(key, part, expected[ours], ours if len(targets) > 1 else None, whole)
                 if problem:
                     problems[problem[0]].append(problem[1])
                 else:

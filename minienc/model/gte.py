@@ -68,10 +68,11 @@ def refuse_alibaba_fields(raw: dict) -> None:
     for name, computed in ALIBABA_FIELDS.items():
         if raw.get(name, computed) != computed:
             raise ValueError(f"{name} {raw[name]!r} is not supported: minienc's GTE computes {computed!r}")
-    # log-length attention scaling acts only on texts over 8192 tokens: refused where the model takes such texts
-    if raw.get("logn_attention_scale") and raw.get("max_position_embeddings", 8192) > 8192:
-        raise ValueError("logn_attention_scale is not supported for texts over 8192 tokens (max_position_embeddings "
-                         f"{raw['max_position_embeddings']})")
+    # log-length scaling multiplies the queries by log(n) / log(max_position_embeddings), n the text's tokens: below 1
+    # for every text minienc takes (n <= max_position_embeddings), so a no-op only where clipped at 1
+    if raw.get("logn_attention_scale") and not raw.get("logn_attention_clip1"):
+        raise ValueError("logn_attention_scale without logn_attention_clip1 (queries scaled by each text's log "
+                         "length) is not supported")
 
 
 def without_ntk(raw: dict) -> tuple[dict, float]:
@@ -80,6 +81,10 @@ def without_ntk(raw: dict) -> tuple[dict, float]:
     rope = raw.get("rope_scaling") or raw.get("rope_parameters") or {}  # transformers' order
     if rope.get("rope_type", rope.get("type")) != "ntk":
         return raw, 1.0
+    if raw.get("model_type") != "new":  # transformers' GteModel has none: its folders are held to it
+        raise ValueError(f"unsupported rotary scaling {rope} for model_type {raw.get('model_type')!r}: minienc computes "
+                         f"NTK scaling for Alibaba's folders (model_type 'new'), as their code does; transformers' "
+                         f"GteModel has none")
     extra = sorted(name for name, value in rope.items()
                    if name not in ("type", "rope_type", "factor", "rope_theta") and value is not None)
     if extra or "factor" not in rope:
