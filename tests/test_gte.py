@@ -136,22 +136,15 @@ def test_ntk_speeds_are_the_formula(head_dim, theta, factor):
     assert ratio[0].item() == pytest.approx(factor ** (2 / head_dim), rel=1e-6)
 
 
-@pytest.mark.parametrize("rope_scaling", [None, {"type": "ntk", "factor": 1.0}, {"type": "ntk", "factor": 0.5}],
-                         ids=["none", "factor-1", "factor-0.5"])
-def test_alibaba_folder_unscaled(gte_dir, tmp_path, rope_scaling):
-    """No scaling, or a factor of at most 1 (which Alibaba's code does not apply): the plain rotation."""
-    folder = alibaba_folder(gte_dir, tmp_path / "new", rope_scaling=rope_scaling)
-    ids, mask = batch("right")
-    with torch.inference_mode():
-        a = transformers_gte(gte_dir, 500000, 1.0)(input_ids=ids, attention_mask=mask).last_hidden_state
-        b = minienc.Encoder.from_pretrained(folder)(ids, mask)
-    assert torch.equal(a[mask.bool()], b[mask.bool()])
-
-
-def test_log_length_scaling_clipped_at_1_is_the_plain_model(gte_dir, tmp_path):
-    """logn_attention_scale with logn_attention_clip1: log(n) / log(max positions) is at most 1 for every text the
-    model takes, so the clip makes it 1: the plain model, read rather than refused."""
-    folder = alibaba_folder(gte_dir, tmp_path / "new", logn_attention_scale=True, logn_attention_clip1=True)
+@pytest.mark.parametrize("fields", [{}, {"rope_scaling": {"type": "ntk", "factor": 1.0}},
+                                    {"rope_scaling": {"type": "ntk", "factor": 0.5}},
+                                    {"logn_attention_scale": True, "logn_attention_clip1": True}],
+                         ids=["none", "factor-1", "factor-0.5", "log-length-clipped"])
+def test_alibaba_folder_unscaled(gte_dir, tmp_path, fields):
+    """No scaling, or a factor of at most 1 (which Alibaba's code does not apply), or log-length query scaling
+    clipped at 1 (log(n) / log(max positions) is at most 1 for every text the model takes, so the clip makes it 1):
+    the plain model."""
+    folder = alibaba_folder(gte_dir, tmp_path / "new", **fields)
     ids, mask = batch("right")
     with torch.inference_mode():
         a = transformers_gte(gte_dir, 500000, 1.0)(input_ids=ids, attention_mask=mask).last_hidden_state
