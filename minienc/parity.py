@@ -76,7 +76,7 @@ def run_parity(
     texts = texts or BUILT_IN_TEXTS
     folder, transformer = model_folders(model)
     model_type = read_config(transformer / "config.json").model_type
-    if model_type not in transformers.CONFIG_MAPPING:  # e.g. GTE's "new": its folders run their own code
+    if model_type not in transformers.CONFIG_MAPPING:  # a model_type only the folder's own code defines
         raise ValueError(f"transformers has no class for model_type {model_type!r} ({transformer / 'config.json'}): "
                          f"the folder's own code would be the reference, and minienc runs no code from a folder")
     report(f"loading {model} in minienc ...")

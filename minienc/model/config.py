@@ -33,6 +33,17 @@ def check_common(config: object, eps_name: str, eps: float) -> None:
         raise ValueError(f"unsupported hidden_act {config.hidden_act!r}; minienc supports {sorted(ACTIVATIONS)}")
 
 
+def check_grouped_heads(config: object) -> None:
+    """The checks of a config with grouped key/value heads and RMSNorm (the decoders, Gemma 3): sizes, epsilon, pad
+    token, activation, and key/value heads that divide the query heads."""
+    check_sizes(config, ("vocab_size", "hidden_size", "num_layers", "num_heads", "num_kv_heads", "head_dim",
+                         "intermediate_size", "max_position_embeddings"))
+    check_common(config, "rms_norm_eps", config.rms_norm_eps)
+    if config.num_heads % config.num_kv_heads:
+        raise ValueError(f"num_key_value_heads ({config.num_kv_heads}) does not divide num_attention_heads "
+                         f"({config.num_heads})")
+
+
 LAYER_TYPES = ("full_attention", "sliding_attention")  # config.json's names: global and local layers
 
 

@@ -28,7 +28,7 @@ from torch import nn
 
 from .attention import Attend, Spans, as_cached, band, bind_local_global
 from .blocks import GatedFeedForward, UnitOffsetRMSNorm, apply_rotary, inverse_frequencies, rotary_angles
-from .config import check_common, check_local_global, check_sizes, read_layer_types, read_thetas
+from .config import check_grouped_heads, check_local_global, read_layer_types, read_thetas
 from .family import Family, Stages
 from .inputs import check_inputs, positions
 from .linear import Linear
@@ -61,12 +61,7 @@ class Gemma3Config:
                                           # (model/attention.py, as_cached)
 
     def __post_init__(self) -> None:
-        check_sizes(self, ("vocab_size", "hidden_size", "num_layers", "num_heads", "num_kv_heads", "head_dim",
-                           "intermediate_size", "max_position_embeddings"))
-        check_common(self, "rms_norm_eps", self.rms_norm_eps)
-        if self.num_heads % self.num_kv_heads:
-            raise ValueError(f"num_key_value_heads ({self.num_kv_heads}) does not divide num_attention_heads "
-                             f"({self.num_heads})")
+        check_grouped_heads(self)
         if isinstance(self.query_pre_attn_scalar, bool) or not (
                 isinstance(self.query_pre_attn_scalar, (int, float)) and self.query_pre_attn_scalar > 0):
             raise ValueError(f"query_pre_attn_scalar must be a positive number, got {self.query_pre_attn_scalar!r}")

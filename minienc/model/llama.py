@@ -25,7 +25,7 @@ from torch import nn
 from .attention import (CAUSAL_FORMS, Spans, as_cached, bind, causal_mask, causal_triangle, get_attention,
                         with_triangle)
 from .blocks import GatedFeedForward, RMSNorm, apply_rotary, inverse_frequencies, rotary_angles
-from .config import check_common, check_sizes
+from .config import check_grouped_heads
 from .family import Family, Stages
 from .inputs import check_inputs, positions
 from .linear import Linear
@@ -58,12 +58,7 @@ class LlamaConfig:
     positions_from_input_ids = False      # positions count 0, 1, 2, ... from the first token, whatever the padding
 
     def __post_init__(self) -> None:
-        check_sizes(self, ("vocab_size", "hidden_size", "num_layers", "num_heads", "num_kv_heads", "head_dim",
-                           "intermediate_size", "max_position_embeddings"))
-        check_common(self, "rms_norm_eps", self.rms_norm_eps)
-        if self.num_heads % self.num_kv_heads:
-            raise ValueError(f"num_key_value_heads ({self.num_kv_heads}) does not divide num_attention_heads "
-                             f"({self.num_heads})")
+        check_grouped_heads(self)
         if self.head_dim % 2 or not isinstance(self.rope_theta, (int, float)) or self.rope_theta <= 0:
             raise ValueError(f"rotary positions need an even head_dim and a positive rope_theta, got {self.head_dim} "
                              f"and {self.rope_theta!r}")
