@@ -28,8 +28,9 @@ contract's mask for every other variant.
 Packed execution (runtime/batching.py) lays the texts of a batch end to end in one row, and each text attends to
 itself alone: one call per text, with the mask the text would get unpadded (`per_text`). A variant may register a
 faster packed form, `@register_packed("name")`, `fn(q, k, v, spans, scale)` on the whole (1, H, N, D) row; it
-serves the layers where a text alone attends to every key. `Attend`, built by `bind` for each layer, is the one
-place that chooses between the two.
+serves the layers where a text alone attends to every key. A family's own reference form may have a faster form for
+one text alone, `@register_text_form(form)`, which the per-text calls take instead. `Attend`, built by `bind` for each
+layer, is the one place that chooses among them.
 """
 
 from __future__ import annotations
@@ -104,6 +105,21 @@ def register_packed(name: str) -> Callable[[PackedAttentionFn], PackedAttentionF
 
     def add(fn: PackedAttentionFn) -> PackedAttentionFn:
         ATTENTION[name] = dataclasses.replace(get_attention(name), packed=fn)
+        return fn
+
+    return add
+
+
+TEXT_FORMS: dict[AttentionFn, AttentionFn] = {}  # a family's reference form -> its faster form for one text alone
+
+
+def register_text_form(form: AttentionFn) -> Callable[[AttentionFn], AttentionFn]:
+    """Decorator: `fn(q, k, v, mask, scale)` computes the family form `form` on one unpadded text (mask: the text's
+    own by the family's rules), where it chooses another way (runtime/attention.py), else by calling `form`. Packed
+    execution calls it in place of `form` for each text; padded execution keeps `form`, transformers' own."""
+
+    def add(fn: AttentionFn) -> AttentionFn:
+        TEXT_FORMS[form] = fn
         return fn
 
     return add
@@ -235,7 +251,7 @@ def bind(name: str, family: str, forms: Mapping[str, AttentionFn], alone: MaskRu
 
     everything = alone is None and complete is None and not bias  # a text alone attends to every key, unbiased
     own = variant.packed is not None and form is variant.fn  # the packed form computes this very function
-    packed = variant.packed if own and everything else per_text(form, lone)
+    packed = variant.packed if own and everything else per_text(TEXT_FORMS.get(form, form), lone)
     return Attend(name, form, packed, complete)
 
 

@@ -1,7 +1,9 @@
-"""The engine's attention: faster ways to compute the `sdpa` reference form on a packed row, registered as its packed
-form (model/attention.py, register_packed). On CUDA in float16 / bfloat16, PyTorch's variable-length flash attention
-runs every text of the row in one call; on a CPU with AVX512-BF16 and no AMX, long bfloat16 texts attend by two
-bfloat16 matrix multiplies. Elsewhere, one call of the reference form per text.
+"""The engine's attention: faster ways to compute the `sdpa` reference forms on a packed row. BERT's sdpa has a
+packed form (model/attention.py, register_packed): on CUDA in float16 / bfloat16, PyTorch's variable-length flash
+attention runs every text of the row in one call. On a CPU with AVX512-BF16 and no AMX, long bfloat16 texts attend by
+bfloat16 matrix multiplies over blocks of queries (`bfloat16_math`), in every family's sdpa: BERT's packed form, and
+the decoders' and the newer encoders' forms for one text alone (register_text_form). Elsewhere, one call of the
+reference form per text.
 """
 
 from __future__ import annotations
@@ -11,7 +13,8 @@ import inspect
 
 import torch
 
-from ..model.attention import Spans, per_text, register_packed, sdpa
+from ..model.attention import (Spans, causal_sdpa, per_text, register_packed, register_text_form, sdpa, upcast_sdpa,
+                               with_triangle)
 
 BFLOAT16_MATH_FROM = 128  # tokens: below it, PyTorch's flash kernel was the faster (docs/performance.md)
 
@@ -28,6 +31,26 @@ def sdpa_packed(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, spans: Spans,
         return per_text(sdpa)(q, k, v, spans, scale)
     return torch.cat([(bfloat16_math if b - a >= BFLOAT16_MATH_FROM else sdpa)(
         q[:, :, a:b], k[:, :, a:b], v[:, :, a:b], None, scale) for a, b in spans], dim=2)
+
+
+@register_text_form(causal_sdpa)
+def causal_sdpa_alone(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None,
+                      scale: float) -> torch.Tensor:
+    """A decoder's sdpa on one text (Qwen3, Llama, Qwen2, Mistral): long bfloat16 texts by `bfloat16_math` with the
+    causal triangle (and Mistral's window, where mask has it) where the CPU fits it, else PyTorch's kernel."""
+    if bfloat16_math_fits(q) and q.shape[2] >= BFLOAT16_MATH_FROM:
+        return bfloat16_math(q, k, v, with_triangle(mask, q.shape[2], q.device), scale)
+    return causal_sdpa(q, k, v, mask, scale)
+
+
+@register_text_form(upcast_sdpa)
+def upcast_sdpa_alone(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None,
+                      scale: float) -> torch.Tensor:
+    """The newer encoders' sdpa on one text (ModernBERT, Gemma 3: global layers every key, local ones their band):
+    long bfloat16 texts by `bfloat16_math` where the CPU fits it, else PyTorch's kernel."""
+    if bfloat16_math_fits(q) and q.shape[2] >= BFLOAT16_MATH_FROM:
+        return bfloat16_math(q, k, v, mask, scale)
+    return upcast_sdpa(q, k, v, mask, scale)
 
 
 def bfloat16_math_fits(q: torch.Tensor) -> bool:
@@ -47,14 +70,48 @@ def bfloat16_without_amx() -> bool:
 
 def bfloat16_math(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None,
                   scale: float) -> torch.Tensor:
-    """softmax(q k^T * scale) v for one unpadded text as two bfloat16 matrix multiplies, which use the CPU's bfloat16
-    dot products. Roundings: q * scale, the scores and the weights are each rounded to bfloat16 (softmax itself
+    """softmax(q k^T * scale) v for one unpadded text (1, nh, T, hs) as bfloat16 matrix multiplies, which use the
+    CPU's bfloat16 dot products; mask: the text's own (None: every key), bool broadcastable to (1, 1, T, T).
+
+    The queries go in blocks (`block_rows`), so that a block's scores stay in the cache, and each block multiplies
+    only the keys from the first to the last its mask allows: a decoder's block skips the keys after it, a local
+    layer's those beyond its band. Grouped keys are shared, not repeated: the query heads one key head serves are
+    one matrix. Roundings: q * scale, the scores and the weights are each rounded to bfloat16 (softmax itself
     computes in float32); transformers' eager attention in bfloat16 rounds the scores before and after scaling
-    instead of q, and the tests hold this to its accuracy. Packed execution's texts have no padding: mask is None."""
-    if mask is not None:
-        raise ValueError("bfloat16_math computes one unpadded text: mask must be None")
-    scores = torch.matmul(q * scale, k.transpose(2, 3))  # (1, nh, T, T)
-    return torch.matmul(torch.softmax(scores, dim=-1), v)  # (1, nh, T, hs)
+    instead of q, and the tests hold this to its accuracy."""
+    _, nh, T, hs = q.shape
+    kv_heads = k.shape[1]
+    q = (q * scale).reshape(1, kv_heads, nh // kv_heads, T, hs)  # (1, nkv, g, T, hs): g query heads per key head
+    allowed = None if mask is None else mask.expand(1, 1, T, T)[0, 0]  # (T, T)
+    rows, out = block_rows(nh, T), []
+    for a in range(0, T, rows):
+        b = min(a + rows, T)
+        block = None if allowed is None else allowed[a:b]  # (rows, T)
+        first, last = key_range(block, T)
+        queries = q[:, :, :, a:b].reshape(1, kv_heads, -1, hs)  # (1, nkv, g * rows, hs)
+        scores = torch.matmul(queries, k[:, :, first:last].transpose(2, 3))  # (1, nkv, g * rows, keys)
+        if block is not None and not bool(block[:, first:last].all()):
+            scores.view(1, kv_heads, -1, b - a, last - first).masked_fill_(~block[:, first:last], float("-inf"))
+        weights = torch.softmax(scores, dim=-1)
+        out.append(torch.matmul(weights, v[:, :, first:last]).view(1, kv_heads, -1, b - a, hs))
+    return torch.cat(out, dim=3).view(1, nh, T, hs)
+
+
+SCORES_BYTES = 2 << 20  # one block of queries' bfloat16 scores, all heads (docs/performance.md)
+
+
+def block_rows(heads: int, T: int) -> int:
+    """Queries per block: as many multiples of 64 as keep a block's scores (heads x rows x T, bfloat16) within
+    SCORES_BYTES, at least 64; the whole text where that covers it."""
+    return min(T, max(64, SCORES_BYTES // (2 * heads * T) // 64 * 64))
+
+
+def key_range(block: torch.Tensor | None, T: int) -> tuple[int, int]:
+    """(first, last + 1): the keys some query of the block may attend (block: bool (rows, T); None: every key)."""
+    if block is None:
+        return 0, T
+    seen = block.any(dim=0).nonzero()
+    return int(seen[0]), int(seen[-1]) + 1
 
 
 def varlen_fits(q: torch.Tensor) -> bool:
