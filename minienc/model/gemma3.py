@@ -203,7 +203,8 @@ class Gemma3Model(nn.Module):
         x = self.embed(input_ids)  # (B, T, H)
         x = x * torch.tensor(self.config.hidden_size**0.5).to(x.dtype)  # sqrt(H), rounded to the model's dtype
         angles = {kind: rotary_angles(position_ids, inv_freq, x.dtype) for kind, inv_freq in self.inv_freq.items()}
-        mask = masks(attention_mask, input_ids.shape[1], self.config.window, x.device)
+        mask = masks(attention_mask, input_ids.shape[1], self.config.window, x.device) if spans is None else \
+            {"full_attention": None, "sliding_attention": None}  # packed: each text gets its own (bind)
         for layer in self.layers:
             x = layer(x, *angles[layer.kind], mask[layer.mask_kind], spans)
         return self.norm(x)

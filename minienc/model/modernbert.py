@@ -194,7 +194,8 @@ class ModernBertModel(nn.Module):
         position_ids = positions(input_ids, spans) if position_ids is None else position_ids
         x = self.embed_norm(self.embed(input_ids))  # (B, T, H)
         angles = {kind: rotary_angles(position_ids, inv_freq, x.dtype) for kind, inv_freq in self.inv_freq.items()}
-        mask = masks(attention_mask, input_ids.shape[1], self.config.window, x.device)
+        mask = masks(attention_mask, input_ids.shape[1], self.config.window, x.device) if spans is None else \
+            {"full_attention": None, "sliding_attention": None}  # packed: each text gets its own (bind)
         for layer in self.layers:
             x = layer(x, *angles[layer.kind], mask[layer.mask_kind], spans)
         return self.final_norm(x)

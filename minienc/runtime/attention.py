@@ -81,6 +81,7 @@ def bfloat16_math(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch
     instead of q, and the tests hold this to its accuracy."""
     _, nh, T, hs = q.shape
     kv_heads = k.shape[1]
+    k, v = k.contiguous(), v.contiguous()  # once, not in every block's product (a text's slice of the row is strided)
     q = (q * scale).reshape(1, kv_heads, nh // kv_heads, T, hs)  # (1, nkv, g, T, hs): g query heads per key head
     allowed = None if mask is None else mask.expand(1, 1, T, T)[0, 0]  # (T, T)
     rows, out = block_rows(nh, T), []
