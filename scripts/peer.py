@@ -31,15 +31,19 @@ def available(root: Path = ROOT) -> list[str]:
 
 
 class Peer:
-    def __init__(self, backend: str, model: Path, threads: int, batch_size: int = 32, root: Path = ROOT):
+    def __init__(self, backend: str, model: Path, threads: int, batch_size: int = 32, root: Path = ROOT,
+                 cache: Path | None = None, max_seq_length: int | None = None):
+        """cache: where the worker keeps its copy of the model and the export (default ROOT/models: one model);
+        max_seq_length: the tokens each text is cut at (default: the folder's)."""
         self.backend, self.scratch = backend, Path(tempfile.mkdtemp(prefix="minienc-peer-"))
         python = root / VENVS[backend] / "bin" / "python"
         worker = Path(__file__).with_name("peer_worker.py")
         self.process = subprocess.Popen(
             [str(python), str(worker), "--model", str(model), "--backend", backend, "--threads", str(threads),
-             "--batch-size", str(batch_size), "--cache", str(root / "models")],
+             "--batch-size", str(batch_size), "--cache", str(cache or root / "models"),
+             *(["--max-seq-length", str(max_seq_length)] if max_seq_length else [])],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-        self.info = self.reply()  # {"ready": true, "versions": ..., "precision": ...}
+        self.info = self.reply()  # {"ready": true, "versions": ..., "precision": ..., "exported": ...}
 
     def reply(self) -> dict:
         line = self.process.stdout.readline()
@@ -49,13 +53,15 @@ class Peer:
         return json.loads(line)
 
     def encode(self, texts: list[str]) -> tuple[float, np.ndarray]:
-        """(seconds of the backend's encode alone, (n, dim) float32 vectors)."""
+        """(seconds of the backend's encode alone, (n, dim) float32 vectors); the worker's peak resident memory so
+        far is then self.peak_gib."""
         texts_file, vectors = self.scratch / "texts.json", self.scratch / "vectors.npy"
         texts_file.write_text(json.dumps(texts), encoding="utf-8")
         self.process.stdin.write(json.dumps({"texts_file": str(texts_file), "vectors_out": str(vectors)}) + "\n")
         self.process.stdin.flush()
-        seconds = self.reply()["seconds"]
-        return seconds, np.load(vectors)
+        reply = self.reply()
+        self.peak_gib = reply.get("peak_gib")
+        return reply["seconds"], np.load(vectors)
 
     def close(self) -> None:
         self.process.stdin.close()

@@ -1,7 +1,7 @@
 """Serves sentence-transformers on its ONNX Runtime or OpenVINO backend to scripts/bench.py, one process per backend.
 
     VENV/bin/python scripts/peer_worker.py --model DIR --backend {onnx,onnx-qint8,openvino,openvino-f32} --threads N \
-        --batch-size 32 --cache DIR
+        --batch-size 32 --cache DIR [--max-seq-length N]
 
 Run with the python of a venv that scripts/peers.sh built: those backends pin versions of transformers that the
 test environment cannot hold, so this file imports nothing from minienc, only the standard library, numpy and
@@ -11,10 +11,12 @@ The model folder is copied once into --cache/<backend>, because exporting writes
 (onnx/model.onnx, onnx/model_qint8_avx512_vnni.onnx, openvino/openvino_model.xml). Later runs load the export.
 
 Protocol, one JSON object per line. stdout carries nothing else (every library's output is sent to stderr):
-  worker  -> {"ready": true, "versions": {package: version}, "precision": "..."}    once, after loading
+  worker  -> {"ready": true, "versions": {package: version}, "precision": "...", "exported": bool}    once, after
+             loading; exported: this process wrote the export (its peak memory then includes the export's)
   bench   -> {"texts_file": "/path/texts.json", "vectors_out": "/path/vectors.npy" or null}
              texts_file holds a JSON list of strings
-  worker  -> {"seconds": s}    the time of model.encode alone; the (n, dim) float32 vectors go to vectors_out
+  worker  -> {"seconds": s, "peak_gib": g}    the time of model.encode alone, and the worker's peak resident memory
+             so far (VmHWM, GiB); the (n, dim) float32 vectors go to vectors_out
 End of input ends the worker with status 0; any error is reported on stderr with a non-zero status.
 """
 
@@ -124,6 +126,17 @@ def load(folder: Path, backend: str, threads: int):
     return open_model("onnx", onnx_kwargs(file_name)), f"int8 weights, dynamic int8 activations ({file_name})"
 
 
+def exports(folder: Path) -> set[str]:
+    """The export files in the folder (onnx/, openvino/)."""
+    return {str(path) for kind in ("onnx", "openvino") for path in (folder / kind).glob("*")}
+
+
+def peak_resident() -> float:
+    """This process's peak resident memory so far, GiB (VmHWM)."""
+    status = Path("/proc/self/status").read_text().splitlines()
+    return next(int(line.split()[1]) for line in status if line.startswith("VmHWM")) / 2**20  # KiB -> GiB
+
+
 def versions() -> dict[str, str]:
     found = {}
     for package in PACKAGES:
@@ -141,6 +154,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, required=True)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--cache", type=Path, required=True, help="folder for the per-backend copies of the model")
+    parser.add_argument("--max-seq-length", type=int, default=None, help="tokens per text (default: the folder's)")
     args = parser.parse_args()
 
     protocol = protocol_channel()
@@ -153,8 +167,12 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     args.cache.mkdir(parents=True, exist_ok=True)
     folder = cached_copy(args.model, args.cache, args.backend)
+    before = exports(folder)
     model, precision = load(folder, args.backend, args.threads)
-    print(json.dumps({"ready": True, "versions": versions(), "precision": precision}), file=protocol, flush=True)
+    if args.max_seq_length:
+        model.max_seq_length = args.max_seq_length
+    ready = {"ready": True, "versions": versions(), "precision": precision, "exported": exports(folder) != before}
+    print(json.dumps(ready), file=protocol, flush=True)
 
     for number, line in enumerate(sys.stdin, 1):
         if not line.strip():
@@ -171,7 +189,7 @@ def main() -> None:
         seconds = time.perf_counter() - start
         if request.get("vectors_out"):
             np.save(request["vectors_out"], np.asarray(vectors, dtype=np.float32))
-        print(json.dumps({"seconds": seconds}), file=protocol, flush=True)
+        print(json.dumps({"seconds": seconds, "peak_gib": peak_resident()}), file=protocol, flush=True)
 
 
 if __name__ == "__main__":
