@@ -79,8 +79,9 @@ def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch
 # reproduces transformers v5.x models/modernbert apply_rotary_pos_emb
 def apply_rotary_float32(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
     """apply_rotary computed in float32 and cast back to x's dtype (ModernBERT): the same in a float32 model, one
-    rounding instead of three in a bfloat16 one."""
-    wide, cos, sin = x.float(), cos.unsqueeze(1), sin.unsqueeze(1)
+    rounding instead of three in a bfloat16 one. The angles are widened first (exactly), as PyTorch widens them inside
+    a float32 x bfloat16 product anyway: the same products, without its much slower mixed-dtype loop."""
+    wide, cos, sin = x.float(), cos.unsqueeze(1).float(), sin.unsqueeze(1).float()
     return ((wide * cos) + (rotate_half(wide) * sin)).to(x.dtype)
 
 
