@@ -20,7 +20,8 @@ Each system runs in a process of its own, so that its peak memory (resident set)
 configuration (the fastest of its systems and peers that ran), the share of this machine's matrix-multiply rate for
 the system's number format (measured on the model's feed-forward shape) that the model's FLOPs reach, its peak over
 the weights' bytes, and the lowest cosine of its vectors with sentence-transformers' float32 ones (bfloat16 ones where
-float32 is not run). Local layers are counted as full squares: every kernel here computes them whole, masked. The
+float32 is not run). Attention is counted as full squares, local layers and a decoder's triangle too, for every
+system alike (the flash kernels and minienc's bfloat16 blocks skip part of them: the share is of that count). The
 peers (scripts/peer.py; their venvs built by scripts/peers.sh) export the model once into DIR/peers, and are timed in
 a process that loads the export; a peer that cannot export or run a family is named under the table.
 """
@@ -237,7 +238,8 @@ def token_counts(folder: Path, texts: list[str], max_seq_length: int) -> list[in
 
 def flops(config: dict, dense: list[int], lengths: list[int]) -> float:
     """GFLOP of the model on texts of these token counts: projections, feed-forward (gated where the family's is),
-    attention (full squares: the kernels compute them whole, local layers too), Dense layers after pooling."""
+    attention counted as full squares (local layers and causal triangles too, whatever a kernel skips), Dense layers
+    after pooling."""
     H, inner, heads = config["hidden_size"], config["intermediate_size"], config["num_attention_heads"]
     hs = config.get("head_dim") or H // heads
     q, kv = heads * hs, (config.get("num_key_value_heads") or heads) * hs
@@ -279,7 +281,7 @@ def measure(folder: Path, shape: str, corpus: str, cap: int, args, out: Path) ->
         texts = corpora()[corpus][: args.texts]
         try:
             name, result = peer_run(folder, backend, texts, args.repeats, cap, args.build_dir / "peers" / shape, out)
-        except RuntimeError as error:  # a backend that cannot export or run this family: said, not fatal
+        except (RuntimeError, OSError) as error:  # a backend that cannot export or run this family: said, not fatal
             NOTES.append(f"{shape}: {backend} did not run: {error}")
             continue
         results[name] = result
@@ -290,10 +292,11 @@ def measure(folder: Path, shape: str, corpus: str, cap: int, args, out: Path) ->
 def report(shape: str, cap: int, corpus: str, results: dict[str, dict], lengths: list[int], flop: float,
            peaks: dict[str, float], weights: int, out: Path) -> None:
     """The table's rows for one model, cap and corpus."""
-    fastest_st = min(r["median"] for name, r in results.items() if not name.startswith("minienc"))
+    theirs = [r["median"] for name, r in results.items() if not name.startswith("minienc")]
+    fastest_st = min(theirs) if theirs else None  # nothing of sentence-transformers ran: no ratio
     reference = next(name for name in ("sentence-transformers float32", "sentence-transformers bfloat16", *results)
                      if name in results)
-    expected = unit(np.load(out / f"{reference}.{corpus}.npy"))
+    expected = unit(np.load(out / f"{reference}.{corpus}.npy"))  # the first system, where none of ST's ran
     if reference != "sentence-transformers float32":
         NOTES.append(f"{shape}: cosines against {reference}, not float32")
     for system, r in results.items():
@@ -302,8 +305,13 @@ def report(shape: str, cap: int, corpus: str, results: dict[str, dict], lengths:
         share = "-" if "int8" in system else f"{flop / r['median'] / peaks[dtype]:.0%}"  # no int8 rate measured
         peak = "- | -" if r["peak_gib"] is None else f"{r['peak_gib']:.2f} | {r['peak_gib'] * 2**30 / weights:.2f}"
         print(f"| {shape} | {cap} | {corpus} | {len(lengths)} | {sum(lengths)} | {system} | {r['median']:.2f} | "
-              f"{sum(lengths) / r['median']:,.0f} | {fastest_st / r['median']:.2f}x | {peak} | {share} | "
+              f"{sum(lengths) / r['median']:,.0f} | {ratio(fastest_st, r['median'])} | {peak} | {share} | "
               f"{cosine:.5f} |", flush=True)
+
+
+def ratio(fastest: float | None, seconds: float) -> str:
+    """The speed ratio to sentence-transformers' fastest, or "-" where none of its systems ran."""
+    return "-" if fastest is None else f"{fastest / seconds:.2f}x"
 
 
 def run_shape(shape: str, folder: Path, args, out: Path) -> None:

@@ -1,9 +1,9 @@
 """The engine's attention: faster ways to compute the `sdpa` reference forms on a packed row. BERT's sdpa has a
 packed form (model/attention.py, register_packed): on CUDA in float16 / bfloat16, PyTorch's variable-length flash
 attention runs every text of the row in one call. On a CPU with AVX512-BF16 and no AMX, long bfloat16 texts attend by
-bfloat16 matrix multiplies over blocks of queries (`bfloat16_math`), in every family's sdpa: BERT's packed form, and
-the decoders' and the newer encoders' forms for one text alone (register_text_form). Elsewhere, one call of the
-reference form per text.
+bfloat16 matrix multiplies over blocks of queries (`bfloat16_math`), in the sdpa forms of BERT (its packed form), the
+decoders and ModernBERT / Gemma 3 (their forms for one text alone, register_text_form); MPNet's relative-position
+attention is eager and keeps its own. Elsewhere, one call of the reference form per text.
 """
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ BFLOAT16_MATH_FROM = 128  # tokens: below it, PyTorch's flash kernel was the fas
 @register_packed("sdpa")
 def sdpa_packed(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, spans: Spans, scale: float) -> torch.Tensor:
     """sdpa on packed (1, nh, N, hs) input: on CUDA in float16 / bfloat16, one variable-length flash-attention call
-    for the whole row; elsewhere one call per text, in bfloat16 on a CPU without AMX the long texts as two matrix
-    multiplies (`bfloat16_math`). (Stacking texts of one length into one call of PyTorch's CPU flash kernel is not the
+    for the whole row; elsewhere one call per text, in bfloat16 on a CPU without AMX the long texts as bfloat16
+    matrix multiplies (`bfloat16_math`). (Stacking texts of one length into one call of PyTorch's CPU flash kernel is not the
     same: a stacked text's bits can depend on the stack it is in; docs/performance.md, "Measured and not kept".)"""
     if varlen_fits(q):
         return varlen(q, k, v, spans, scale)
