@@ -1,6 +1,7 @@
-"""The bfloat16 fast path on the CPU: dtype="auto" follows the CPU's instruction sets, and bfloat16 vectors stay as
-close to float32 as sentence-transformers' own bfloat16 vectors do. (Its batch invariance: tests/test_packed.py;
-on a GPU: tests/test_gpu.py.)"""
+"""The bfloat16 fast path on the CPU: dtype="auto" follows the CPU's instruction sets, bfloat16 vectors stay as
+close to float32 as sentence-transformers' own bfloat16 vectors do, and long texts' attention in bfloat16 matrix
+multiplies (`bfloat16_math`) is as accurate as transformers' eager bfloat16 and batch-invariant. (Batch invariance
+otherwise: tests/test_packed.py; on a GPU: tests/test_gpu.py.)"""
 
 from __future__ import annotations
 
@@ -17,7 +18,8 @@ import minienc.model.attention
 from minienc.model.attention import (BERT_FORMS, CAUSAL_FORMS, UPCAST_FORMS, attending_itself, band, bind,
                                      causal_sdpa, causal_triangle, sdpa, softmax_attention, upcast_sdpa,
                                      with_triangle)
-from minienc.runtime.attention import BFLOAT16_MATH_FROM, bfloat16_math
+from minienc.model.llama import sliding_causal_mask
+from minienc.runtime.attention import BFLOAT16_MATH_FROM, bfloat16_math, key_range
 from minienc.cli import main
 from minienc.runtime.devices import check_dtype
 
@@ -69,10 +71,12 @@ def test_cli_dtype(tmp_path):
     assert np.array_equal(np.load(out), expected)
 
 
-MASKS = {  # the masks a text alone gets: none (BERT, global layers), a decoder's triangle, a local layer's band
+MASKS = {  # the masks a text alone gets: none (BERT, global layers), a decoder's triangle, a local layer's band,
+    # Mistral's window (the triangle's last 40 keys)
     "none": lambda T: None,
     "causal": lambda T: causal_triangle(T, "cpu"),
     "band": lambda T: band(T, 40, "cpu"),
+    "causal window": lambda T: sliding_causal_mask(None, T, 40, "cpu"),
 }
 
 
@@ -96,7 +100,16 @@ def test_bfloat16_math_as_accurate_as_transformers_eager(length, mask, heads, kv
     assert ours <= 1.5 * transformers_eager, f"{ours:.2e} vs eager's {transformers_eager:.2e}"
 
 
-@pytest.mark.parametrize("mask", ["causal", "band"])
+def test_key_range_is_what_a_block_may_see():
+    """The keys a block of queries multiplies: up to its last query for a decoder, its band's reach for a local
+    layer, every key without a mask."""
+    assert key_range(MASKS["causal"](300)[0, 0, 64:128], 300) == (0, 128)
+    assert key_range(MASKS["band"](300)[0, 0, 64:128], 300) == (24, 168)
+    assert key_range(MASKS["causal window"](300)[0, 0, 64:128], 300) == (25, 128)
+    assert key_range(None, 300) == (0, 300)
+
+
+@pytest.mark.parametrize("mask", ["causal", "band", "causal window"])
 def test_bfloat16_math_reads_no_key_its_mask_hides(mask):
     """Keys and values a query may not see change nothing in its result, bit for bit: the blocks skip them or give
     them weight exactly 0. Queries 0..399 of a decoder never see key 599; under a band of 40, no query below 559."""
@@ -144,18 +157,56 @@ def test_bfloat16_long_texts_take_the_math_path(monkeypatch, native, family):
         assert torch.equal(packed[:, :, a:b], alone), (b - a, math)
 
 
-@pytest.mark.parametrize("folder", BUNDLED)
-def test_long_texts_in_bfloat16_math_within_bfloat16s_own_drift(monkeypatch, folder):
-    """Every family's long texts (128 to 512 tokens) through `bfloat16_math`, as on a CPU with AVX512-BF16 and no
-    AMX: the packed bfloat16 vectors no further from padded float32 (transformers' bits) than twice the distance of
-    padded bfloat16 (transformers' own bfloat16 forms; measured 0.77-1.21x on these texts)."""
+SDPA_FAMILIES = [folder for folder in BUNDLED if folder != "tiny-mpnet"]  # MPNet's relative attention is eager
+
+
+def long_texts(model, count: int = 6) -> list[str]:
+    """count texts of BFLOAT16_MATH_FROM tokens or more for this model (its cap is 128 or 512)."""
+    found = [text for text in corpus(60, seed=3)
+             if len(model.tokenizer.tokenize([text])[0].ids) >= BFLOAT16_MATH_FROM][:count]
+    assert len(found) == count
+    return found
+
+
+def counting_math(monkeypatch) -> list[int]:
+    """The CPU taken for one with AVX512-BF16 and no AMX, and the length of each text bfloat16_math computes."""
     monkeypatch.setattr(minienc.runtime.attention, "bfloat16_without_amx", lambda: True)
-    texts = [text for text in corpus(40, seed=3) if len(text.split()) >= 60][:6]  # 400 to 512 tokens each
+    calls, real = [], minienc.runtime.attention.bfloat16_math
+    monkeypatch.setattr(minienc.runtime.attention, "bfloat16_math",
+                        lambda q, *rest: calls.append(q.shape[2]) or real(q, *rest))
+    return calls
 
-    def encode(execution, dtype):
-        return minienc.SentenceEncoder.from_pretrained(WEIGHTS / folder, execution=execution, dtype=dtype).encode(texts)
 
-    exact = encode("padded", "float32")
-    reference_drift = np.abs(encode("padded", "bfloat16") - exact).max()
-    our_drift = np.abs(encode("packed", "bfloat16") - exact).max()
+@pytest.mark.parametrize("folder", SDPA_FAMILIES)
+def test_long_texts_in_bfloat16_math_within_bfloat16s_own_drift(monkeypatch, folder):
+    """The long texts of every family whose sdpa takes `bfloat16_math` (all but MPNet) go through it, as on a CPU
+    with AVX512-BF16 and no AMX, and the packed bfloat16 vectors are no further from padded float32 (transformers'
+    bits) than twice the distance of padded bfloat16 (transformers' own bfloat16 forms; measured 0.77-1.21x)."""
+    calls = counting_math(monkeypatch)
+
+    def load(execution, dtype):
+        return minienc.SentenceEncoder.from_pretrained(WEIGHTS / folder, execution=execution, dtype=dtype)
+
+    ours = load("packed", "bfloat16")
+    texts = long_texts(ours)
+    exact = load("padded", "float32").encode(texts)
+    reference_drift = np.abs(load("padded", "bfloat16").encode(texts) - exact).max()
+    calls.clear()
+    our_drift = np.abs(ours.encode(texts) - exact).max()
+    assert len(calls) >= len(texts) and min(calls) >= BFLOAT16_MATH_FROM  # every text, in every layer that attends
     assert our_drift <= 2 * reference_drift, f"ours {our_drift:.3e} vs padded bfloat16's {reference_drift:.3e}"
+
+
+@pytest.mark.parametrize("folder", ["tiny-qwen3-embedding", "tiny-mistral", "tiny-modernbert-embed",
+                                    "tiny-embeddinggemma"])
+def test_long_texts_in_bfloat16_math_batch_invariant(monkeypatch, folder):
+    """Where the row blocks pass their probes, a long text's bfloat16 vector through `bfloat16_math` is the same bits
+    alone and in a batch beside short and long texts (the blocks depend on the text's own length alone)."""
+    calls = counting_math(monkeypatch)
+    model = minienc.SentenceEncoder.from_pretrained(WEIGHTS / folder, dtype="bfloat16")
+    if not model.batch_invariant:
+        pytest.skip(f"matmul {model.matmul_name!r} failed the row-block probe on this machine")
+    texts = [*long_texts(model, 3), "a", "a short text", *long_texts(model, 5)[3:]]
+    vectors = model.encode(texts)
+    assert calls
+    assert all(np.array_equal(model.encode([text])[0], vectors[i]) for i, text in enumerate(texts))
