@@ -269,16 +269,16 @@ def systems_of(shape: str, chosen: list[str] | None) -> list[str]:
 
 def measure(folder: Path, shape: str, corpus: str, cap: int, args, out: Path) -> dict[str, dict]:
     """Every system on one corpus at one cap: {system: {median, peak_gib}}, each in a process of its own."""
+    from bench import corpora
+
     results = {}
     for system in systems_of(shape, args.systems):
         command = [sys.executable, __file__, "--folder", str(folder), "--texts", str(args.texts), "--repeats",
                    str(args.repeats), "--child", system, corpus, str(cap), str(out)]
         done = subprocess.run(command, capture_output=True, text=True, check=True)
         results[system] = json.loads(done.stdout.strip().splitlines()[-1])
+    texts = corpora()[corpus][: args.texts]
     for backend in args.peers:
-        from bench import corpora
-
-        texts = corpora()[corpus][: args.texts]
         try:
             name, result = peer_run(folder, backend, texts, args.repeats, cap, args.build_dir / "peers" / shape, out)
         except (RuntimeError, OSError) as error:  # a backend that cannot export or run this family: said, not fatal
@@ -315,7 +315,9 @@ def ratio(fastest: float | None, seconds: float) -> str:
 
 
 def run_shape(shape: str, folder: Path, args, out: Path) -> None:
-    """Every cap and corpus of one model."""
+    """Every cap and corpus of one model (scripts/ is on sys.path: main put it there)."""
+    from bench import corpora
+
     config, dense = config_of(folder), DENSE.get(shape, [])
     peaks, weights = matmul_peaks(config), weight_bytes(folder)
     NOTES.append(f"{shape}: weights {weights / 2**30:.2f} GiB; matmul GFLOP/s on its feed-forward shape: float32 "
@@ -325,9 +327,6 @@ def run_shape(shape: str, folder: Path, args, out: Path) -> None:
             NOTES.append(f"{shape}: cap {cap} skipped, past its {config['max_position_embeddings']} positions")
             continue
         for corpus in args.corpora:
-            sys.path.insert(0, str(ROOT / "scripts"))
-            from bench import corpora
-
             lengths = token_counts(folder, corpora()[corpus][: args.texts], cap)
             results = measure(folder, shape, corpus, cap, args, out)
             report(shape, cap, corpus, results, lengths, flops(config, dense, lengths), peaks, weights, out)

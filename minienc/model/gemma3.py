@@ -28,7 +28,7 @@ from torch import nn
 
 from .attention import Attend, Spans, as_cached, band, bind_local_global
 from .blocks import GatedFeedForward, UnitOffsetRMSNorm, apply_rotary, inverse_frequencies, rotary_angles
-from .config import check_grouped_heads, check_local_global, read_layer_types, read_thetas
+from .config import LAYER_TYPES, check_grouped_heads, check_local_global, read_layer_types, read_thetas
 from .family import Family, Stages
 from .inputs import check_inputs, positions
 from .linear import Linear
@@ -204,7 +204,7 @@ class Gemma3Model(nn.Module):
         x = x * torch.tensor(self.config.hidden_size**0.5).to(x.dtype)  # sqrt(H), rounded to the model's dtype
         angles = {kind: rotary_angles(position_ids, inv_freq, x.dtype) for kind, inv_freq in self.inv_freq.items()}
         mask = masks(attention_mask, input_ids.shape[1], self.config.window, x.device) if spans is None else \
-            {"full_attention": None, "sliding_attention": None}  # packed: each text gets its own (bind)
+            dict.fromkeys(LAYER_TYPES)  # packed: no mask for the row; each text gets its own (bind)
         for layer in self.layers:
             x = layer(x, *angles[layer.kind], mask[layer.mask_kind], spans)
         return self.norm(x)

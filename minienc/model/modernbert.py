@@ -28,7 +28,7 @@ from torch import nn
 
 from .attention import Attend, Spans, band, bind_local_global
 from .blocks import FusedGatedFeedForward, apply_rotary_float32, inverse_frequencies, rotary_angles
-from .config import check_common, check_local_global, check_sizes, read_layer_types, read_thetas
+from .config import LAYER_TYPES, check_common, check_local_global, check_sizes, read_layer_types, read_thetas
 from .family import Family, Stages
 from .inputs import check_inputs, positions
 from .linear import Linear
@@ -195,7 +195,7 @@ class ModernBertModel(nn.Module):
         x = self.embed_norm(self.embed(input_ids))  # (B, T, H)
         angles = {kind: rotary_angles(position_ids, inv_freq, x.dtype) for kind, inv_freq in self.inv_freq.items()}
         mask = masks(attention_mask, input_ids.shape[1], self.config.window, x.device) if spans is None else \
-            {"full_attention": None, "sliding_attention": None}  # packed: each text gets its own (bind)
+            dict.fromkeys(LAYER_TYPES)  # packed: no mask for the row; each text gets its own (bind)
         for layer in self.layers:
             x = layer(x, *angles[layer.kind], mask[layer.mask_kind], spans)
         return self.final_norm(x)

@@ -1,9 +1,9 @@
 """The engine's attention: faster ways to compute the `sdpa` reference forms on a packed row. BERT's sdpa has a
 packed form (model/attention.py, register_packed): on CUDA in float16 / bfloat16, PyTorch's variable-length flash
 attention runs every text of the row in one call. On a CPU with AVX512-BF16 and no AMX, long bfloat16 texts attend by
-bfloat16 matrix multiplies over blocks of queries (`bfloat16_math`), in the sdpa forms of BERT (its packed form), the
-decoders and ModernBERT / Gemma 3 (their forms for one text alone, register_text_form); MPNet's relative-position
-attention is eager and keeps its own. Elsewhere, one call of the reference form per text.
+bfloat16 matrix multiplies over blocks of queries (`bfloat16_math`), in every family form that calls PyTorch's kernel:
+BERT's sdpa (in its packed form), the decoders' and the newer encoders' (their forms for one text alone,
+register_text_form). Elsewhere, one call of the reference form per text.
 """
 
 from __future__ import annotations
@@ -13,44 +13,43 @@ import inspect
 
 import torch
 
-from ..model.attention import (Spans, causal_sdpa, per_text, register_packed, register_text_form, sdpa, upcast_sdpa,
-                               with_triangle)
+from ..model.attention import (AttentionFn, Completion, Spans, causal_sdpa, per_text, register_packed,
+                               register_text_form, sdpa, upcast_sdpa, with_triangle)
 
 BFLOAT16_MATH_FROM = 128  # tokens: below it, PyTorch's flash kernel was the faster (docs/performance.md)
+
+
+def long_texts_by_math(form: AttentionFn, complete: Completion | None = None) -> AttentionFn:
+    """`form` on one text alone, its long bfloat16 texts (BFLOAT16_MATH_FROM tokens or more) by `bfloat16_math` where
+    the CPU fits it (bfloat16_math_fits), with the text's mask as the contract has it (complete: how the family's mask
+    becomes it; a decoder's None is its triangle); else `form` itself, PyTorch's kernel."""
+
+    def alone(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None,
+              scale: float) -> torch.Tensor:
+        if bfloat16_math_fits(q) and q.shape[2] >= BFLOAT16_MATH_FROM:
+            mask = mask if complete is None else complete(mask, q.shape[2], q.device)
+            return bfloat16_math(q, k, v, mask, scale)
+        return form(q, k, v, mask, scale)
+
+    return alone
+
+
+# the forms that call PyTorch's kernel; MPNet's relative-position attention is eager, its position bias inside the
+# scores, and keeps its own
+SDPA_ALONE = long_texts_by_math(sdpa)  # BERT's: every key
+register_text_form(causal_sdpa)(long_texts_by_math(causal_sdpa, with_triangle))  # the decoders': None is the triangle
+register_text_form(upcast_sdpa)(long_texts_by_math(upcast_sdpa))  # the newer encoders': all keys, or their band
 
 
 @register_packed("sdpa")
 def sdpa_packed(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, spans: Spans, scale: float) -> torch.Tensor:
     """sdpa on packed (1, nh, N, hs) input: on CUDA in float16 / bfloat16, one variable-length flash-attention call
-    for the whole row; elsewhere one call per text, in bfloat16 on a CPU without AMX the long texts as bfloat16
-    matrix multiplies (`bfloat16_math`). (Stacking texts of one length into one call of PyTorch's CPU flash kernel is not the
-    same: a stacked text's bits can depend on the stack it is in; docs/performance.md, "Measured and not kept".)"""
+    for the whole row; elsewhere one call per text (long bfloat16 ones by `bfloat16_math` where the CPU fits it).
+    (Stacking texts of one length into one call of PyTorch's CPU flash kernel is not the same: a stacked text's bits
+    can depend on the stack it is in; docs/performance.md, "Measured and not kept".)"""
     if varlen_fits(q):
         return varlen(q, k, v, spans, scale)
-    if not bfloat16_math_fits(q):
-        return per_text(sdpa)(q, k, v, spans, scale)
-    return torch.cat([(bfloat16_math if b - a >= BFLOAT16_MATH_FROM else sdpa)(
-        q[:, :, a:b], k[:, :, a:b], v[:, :, a:b], None, scale) for a, b in spans], dim=2)
-
-
-@register_text_form(causal_sdpa)
-def causal_sdpa_alone(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None,
-                      scale: float) -> torch.Tensor:
-    """A decoder's sdpa on one text (Qwen3, Llama, Qwen2, Mistral): long bfloat16 texts by `bfloat16_math` with the
-    causal triangle (and Mistral's window, where mask has it) where the CPU fits it, else PyTorch's kernel."""
-    if bfloat16_math_fits(q) and q.shape[2] >= BFLOAT16_MATH_FROM:
-        return bfloat16_math(q, k, v, with_triangle(mask, q.shape[2], q.device), scale)
-    return causal_sdpa(q, k, v, mask, scale)
-
-
-@register_text_form(upcast_sdpa)
-def upcast_sdpa_alone(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None,
-                      scale: float) -> torch.Tensor:
-    """The newer encoders' sdpa on one text (ModernBERT, Gemma 3: global layers every key, local ones their band):
-    long bfloat16 texts by `bfloat16_math` where the CPU fits it, else PyTorch's kernel."""
-    if bfloat16_math_fits(q) and q.shape[2] >= BFLOAT16_MATH_FROM:
-        return bfloat16_math(q, k, v, mask, scale)
-    return upcast_sdpa(q, k, v, mask, scale)
+    return per_text(SDPA_ALONE)(q, k, v, spans, scale)
 
 
 def bfloat16_math_fits(q: torch.Tensor) -> bool:
@@ -98,7 +97,8 @@ def bfloat16_math(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch
     return torch.cat(out, dim=3).view(1, nh, T, hs)
 
 
-SCORES_BYTES = 2 << 20  # one block of queries' bfloat16 scores, all heads (docs/performance.md)
+SCORES_BYTES = 2 << 20  # one block of queries' bfloat16 scores, all heads: chosen on an AMD Zen 4, 1-8 MiB alike there
+# (docs/performance.md)
 
 
 def block_rows(heads: int, T: int) -> int:
