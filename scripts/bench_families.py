@@ -1,5 +1,7 @@
 """Every family side by side, at its real size: minienc float32 and bfloat16 against sentence-transformers in float32
-and bfloat16 and its ONNX Runtime and OpenVINO backends, on bench.py's corpora, at one or more length caps.
+and bfloat16 and its ONNX Runtime and OpenVINO backends, on bench.py's corpora, at one or more length caps. minienc
+runs each format twice: as it is by default (batch-invariant: the linear layers in row blocks) and with
+row_block=None (one kernel call per matrix, not batch-invariant), so that the cost of batch invariance shows.
 
     python scripts/bench_families.py [--shape all-minilm-l6-v2 qwen3-0.6b qwen3-4b qwen3-8b modernbert-base
                                               embeddinggemma-300m ...] [--max-seq-length 512 1024 2048]
@@ -66,11 +68,13 @@ SHAPES = {
         eos_token_id=257)),
 }
 DENSE = {"embeddinggemma-300m": [768, 3072, 768]}  # EmbeddingGemma's Dense layers after pooling
-SYSTEMS = {  # name -> (library, dtype it is asked for)
-    "minienc packed float32": ("minienc", "float32"),
-    "minienc packed bfloat16": ("minienc", "bfloat16"),
-    "sentence-transformers float32": ("st", "float32"),
-    "sentence-transformers bfloat16": ("st", "bfloat16"),
+SYSTEMS = {  # name -> (library, dtype it is asked for, options to from_pretrained)
+    "minienc packed float32": ("minienc", "float32", {}),
+    "minienc packed float32, row_block=None": ("minienc", "float32", {"row_block": None}),
+    "minienc packed bfloat16": ("minienc", "bfloat16", {}),
+    "minienc packed bfloat16, row_block=None": ("minienc", "bfloat16", {"row_block": None}),
+    "sentence-transformers float32": ("st", "float32", {}),
+    "sentence-transformers bfloat16": ("st", "bfloat16", {}),
 }
 
 
@@ -170,11 +174,11 @@ def config_of(folder: Path) -> dict:
 
 def load(folder: Path, system: str, cap: int):
     """encode(texts) -> (n, dim) float32 unit vectors, for one system, texts cut at `cap` tokens."""
-    library, dtype = SYSTEMS[system]
+    library, dtype, options = SYSTEMS[system]
     if library == "minienc":
         import minienc
 
-        model = minienc.SentenceEncoder.from_pretrained(folder, dtype=dtype, max_seq_length=cap)
+        model = minienc.SentenceEncoder.from_pretrained(folder, dtype=dtype, max_seq_length=cap, **options)
         return lambda texts: model.encode(texts)
     from sentence_transformers import SentenceTransformer
 
@@ -264,7 +268,7 @@ def matmul_peaks(config: dict) -> dict[str, float]:
 
 def systems_of(shape: str, chosen: list[str] | None) -> list[str]:
     """The in-process systems to run: the chosen ones, else all (the 4B and 8B shapes: bfloat16 only)."""
-    return chosen or [name for name, (_, dtype) in SYSTEMS.items() if shape not in STREAMED or dtype == "bfloat16"]
+    return chosen or [name for name, (_, dtype, _) in SYSTEMS.items() if shape not in STREAMED or dtype == "bfloat16"]
 
 
 def measure(folder: Path, shape: str, corpus: str, cap: int, args, out: Path) -> dict[str, dict]:
